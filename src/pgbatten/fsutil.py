@@ -1,0 +1,92 @@
+"""Careful file writes: atomic, with the final mode from the first byte, and backups that are never lost."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from pgbatten.errors import FileProblem
+
+
+def atomic_write(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    The temporary file is created in the target directory with ``mode`` already applied (``mkstemp`` makes
+    it 0600, and we only ever widen after the content is written), so a private key is never briefly
+    readable by others. ``owner`` is a (uid, gid) pair applied before the rename, used when root writes on
+    behalf of the cluster's OS user.
+    """
+    path = Path(path)
+    directory = path.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise FileProblem(directory, f"cannot create a file here: {exc.strerror}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if owner is not None:
+            os.chown(tmp, owner[0], owner[1])
+        os.chmod(tmp, mode)
+        tmp.replace(path)
+        _fsync_directory(directory)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise FileProblem(path, f"cannot write: {exc.strerror}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename is only durable once the directory entry is on disk.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def timestamp() -> str:
+    """A UTC timestamp safe for file names, sortable, with microseconds so two runs never collide."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def backup_file(path: Path, stamp: str) -> Path:
+    """Copy ``path`` next to itself as ``NAME.pgbatten-STAMP.bak``, keeping mode and owner; return the copy."""
+    backup = path.with_name(f"{path.name}.pgbatten-{stamp}.bak")
+    try:
+        shutil.copy2(path, backup)
+        st = path.stat()
+        with contextlib.suppress(PermissionError):
+            os.chown(backup, st.st_uid, st.st_gid)
+    except OSError as exc:
+        raise FileProblem(path, f"cannot back up: {exc.strerror}") from exc
+    return backup
+
+
+def ensure_private_dir(path: Path, owner: tuple[int, int] | None = None) -> None:
+    """Create ``path`` (and parents) with mode 0700 if missing; tighten it to 0700 if it exists."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        if owner is not None:
+            os.chown(path, owner[0], owner[1])
+    except OSError as exc:
+        raise FileProblem(path, f"cannot create a private directory: {exc.strerror}") from exc
