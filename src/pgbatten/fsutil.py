@@ -69,7 +69,7 @@ def timestamp() -> str:
 
 
 def backup_file(path: Path, stamp: str) -> Path:
-    """Copy ``path`` next to itself as ``NAME.pgbatten-STAMP.bak``, keeping mode and owner; return the copy."""
+    """Copy ``path`` beside itself as ``NAME.pgbatten-STAMP.bak``, keeping mode and owner; return the copy."""
     backup = path.with_name(f"{path.name}.pgbatten-{stamp}.bak")
     try:
         shutil.copy2(path, backup)

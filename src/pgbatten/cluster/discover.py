@@ -1,0 +1,189 @@
+"""Finding a cluster from ``--pgdata DIR`` or ``--cluster VERSION/NAME`` and describing it.
+
+A running server is asked where its files are (``SHOW config_file`` and friends): that is the only answer
+that is always right, whatever wrapper started it. A stopped one is described from its files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pgbatten.cluster.binaries import SUPPORTED_MAJORS, PgBinaries, find_binaries
+from pgbatten.cluster.osuser import OsUser
+from pgbatten.cluster.sql import OwnerSQL
+from pgbatten.errors import ClusterError, FileProblem, UsageError
+
+# Debian's postgresql-common honours this variable too; tests use it to lay out a fake /etc/postgresql.
+CONF_ROOT_ENV = "PG_CLUSTER_CONF_ROOT"
+DEFAULT_CONF_ROOT = Path("/etc/postgresql")
+
+
+@dataclass(frozen=True)
+class PostmasterPid:
+    """The fields of ``postmaster.pid`` that tell where a running server listens."""
+
+    pid: int
+    data_dir: Path
+    port: int
+    socket_dir: Path | None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where one cluster's files are, who owns it, and whether it is running."""
+
+    label: str
+    data_dir: Path
+    config_file: Path
+    hba_file: Path
+    ident_file: Path
+    major: int
+    owner: OsUser
+    binaries: PgBinaries
+    running: PostmasterPid | None
+
+    @property
+    def auto_conf_file(self) -> Path:
+        return self.data_dir / "postgresql.auto.conf"
+
+    def sql(self) -> OwnerSQL:
+        """SQL as the owner over the socket; the cluster must be running with a Unix socket."""
+        if self.running is None:
+            raise ClusterError(f"cluster {self.label} is not running")
+        if self.running.socket_dir is None:
+            raise ClusterError(f"cluster {self.label} has no Unix socket (unix_socket_directories is empty)")
+        psql = self.binaries.path("psql")
+        if not psql.exists():
+            found = shutil.which("psql")
+            if found is None:
+                raise ClusterError("psql not found; install the PostgreSQL client")
+            psql = Path(found)
+        return OwnerSQL(
+            psql=psql, socket_dir=self.running.socket_dir, port=self.running.port, owner=self.owner
+        )
+
+    def require_running(self) -> PostmasterPid:
+        if self.running is None:
+            raise ClusterError(
+                f"cluster {self.label} is not running; start it first (pgbatten applies changes by reload)"
+            )
+        return self.running
+
+
+def read_postmaster_pid(data_dir: Path) -> PostmasterPid | None:
+    """Parse ``postmaster.pid`` if the process it names is alive; None for a stopped cluster."""
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FileProblem(pid_file, exc.strerror or "cannot read") from exc
+    try:
+        pid = int(lines[0])
+        port = int(lines[3])
+    except (IndexError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # a stale file left by a crash
+    except PermissionError:
+        pass  # alive, but not ours to signal
+    socket_dir = Path(lines[4]) if len(lines) > 4 and lines[4].strip() else None
+    return PostmasterPid(pid=pid, data_dir=data_dir, port=port, socket_dir=socket_dir)
+
+
+def _read_major(data_dir: Path) -> int:
+    version_file = data_dir / "PG_VERSION"
+    try:
+        text = version_file.read_text().strip()
+    except FileNotFoundError as exc:
+        raise ClusterError(f"{data_dir} is not a PostgreSQL data directory (no PG_VERSION)") from exc
+    except PermissionError as exc:
+        raise FileProblem(version_file, "permission denied (run as the cluster's owner or root)") from exc
+    match = re.fullmatch(r"(\d+)(?:\.\d+)?", text)
+    if not match:
+        raise ClusterError(f"{version_file}: unexpected content {text!r}")
+    major = int(match.group(1))
+    if major not in SUPPORTED_MAJORS:
+        raise ClusterError(f"PostgreSQL {text} in {data_dir} is not supported (pgbatten supports 12 to 18)")
+    return major
+
+
+def _setting_from_file(conf: Path, name: str) -> str | None:
+    """The last active value of ``name`` in ``conf`` (the main file only; enough to find PGDATA)."""
+    from pgbatten.pgconf.postgresql_conf import parse_conf
+
+    try:
+        text = conf.read_text()
+    except OSError as exc:
+        raise FileProblem(conf, exc.strerror or "cannot read") from exc
+    value: str | None = None
+    for entry in parse_conf(text, conf).entries:
+        if entry.name == name and entry.active:
+            value = entry.value
+    return value
+
+
+def discover(*, pgdata: Path | None = None, cluster: str | None = None) -> Cluster:
+    """Describe the cluster named by exactly one of ``pgdata`` or ``cluster`` ("15/main")."""
+    if (pgdata is None) == (cluster is None):
+        raise UsageError("give exactly one of --pgdata DIR or --cluster VERSION/NAME")
+    if cluster is not None:
+        match = re.fullmatch(r"(\d+)/([A-Za-z0-9_.-]+)", cluster)
+        if not match:
+            raise UsageError(f"--cluster wants VERSION/NAME such as 15/main, not {cluster!r}")
+        root = Path(os.environ.get(CONF_ROOT_ENV, str(DEFAULT_CONF_ROOT)))
+        conf_dir = root / match.group(1) / match.group(2)
+        config_file = conf_dir / "postgresql.conf"
+        if not config_file.exists():
+            raise ClusterError(f"no cluster {cluster}: {config_file} does not exist")
+        configured = _setting_from_file(config_file, "data_directory")
+        data_dir = Path(configured) if configured else Path("/var/lib/postgresql") / cluster
+        label = cluster
+    else:
+        assert pgdata is not None
+        data_dir = pgdata.expanduser().absolute()
+        if not data_dir.is_dir():
+            raise ClusterError(f"{data_dir} does not exist or is not a directory")
+        config_file = data_dir / "postgresql.conf"
+        label = str(data_dir)
+    major = _read_major(data_dir)
+    owner = OsUser.owner_of(data_dir)
+    binaries = find_binaries(major)
+    running = read_postmaster_pid(data_dir)
+    hba_file, ident_file = _file_locations(config_file, data_dir)
+    described = Cluster(
+        label=label,
+        data_dir=data_dir,
+        config_file=config_file,
+        hba_file=hba_file,
+        ident_file=ident_file,
+        major=major,
+        owner=owner,
+        binaries=binaries,
+        running=running,
+    )
+    if running is None or running.socket_dir is None:
+        return described
+    # The server knows best where its files are, whatever wrapper started it.
+    cfg, hba, ident = described.sql().query(
+        "SELECT current_setting('config_file'), current_setting('hba_file'), current_setting('ident_file')"
+    )[0]
+    assert cfg is not None and hba is not None and ident is not None
+    return replace(described, config_file=Path(cfg), hba_file=Path(hba), ident_file=Path(ident))
+
+
+def _file_locations(config_file: Path, data_dir: Path) -> tuple[Path, Path]:
+    """hba_file and ident_file of a stopped cluster, as its postgresql.conf sets them."""
+    found = []
+    for name, default in (("hba_file", "pg_hba.conf"), ("ident_file", "pg_ident.conf")):
+        configured = _setting_from_file(config_file, name) if config_file.exists() else None
+        path = Path(configured) if configured else Path(default)
+        found.append(path if path.is_absolute() else data_dir / path)
+    return found[0], found[1]
