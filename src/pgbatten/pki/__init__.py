@@ -1,0 +1,37 @@
+"""Certificates and keys for pgbatten: an in-memory CA, its directory on disk, and client bundles."""
+
+from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, check_role_name
+from pgbatten.pki.keys import (
+    KeyType,
+    PrivateKey,
+    generate_key,
+    key_type_of,
+    load_private_key_pem,
+    pkcs12_bundle,
+    private_key_pem,
+    private_key_pk8_der,
+)
+from pgbatten.pki.names import HostName, classify_host, subject_alt_names
+from pgbatten.pki.store import CAStore, CertKind, InventoryEntry, default_ca_dir, parse_serial
+
+__all__ = [
+    "CAStore",
+    "CertKind",
+    "CertificateAuthority",
+    "HostName",
+    "InventoryEntry",
+    "IssuedCertificate",
+    "KeyType",
+    "PrivateKey",
+    "check_role_name",
+    "classify_host",
+    "default_ca_dir",
+    "generate_key",
+    "key_type_of",
+    "load_private_key_pem",
+    "parse_serial",
+    "pkcs12_bundle",
+    "private_key_pem",
+    "private_key_pk8_der",
+    "subject_alt_names",
+]
