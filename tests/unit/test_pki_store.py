@@ -1,0 +1,249 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from pgbatten.errors import PKIError
+from pgbatten.pki import (
+    CAStore,
+    CertificateAuthority,
+    CertKind,
+    IssuedCertificate,
+    KeyType,
+    default_ca_dir,
+    parse_serial,
+)
+
+NOW = dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CAStore:
+    return CAStore(tmp_path / "ca")
+
+
+# -- default location -------------------------------------------------------------------------------------
+
+
+def test_default_ca_dir_prefers_env_then_xdg_then_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PGBATTEN_CA_DIR", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_ca_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("PGBATTEN_CA_DIR")
+    assert default_ca_dir() == tmp_path / "xdg" / "pgbatten" / "ca"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")
+    assert default_ca_dir() == tmp_path / "home" / ".local" / "share" / "pgbatten" / "ca"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_ca_dir() == tmp_path / "home" / ".local" / "share" / "pgbatten" / "ca"
+
+
+# -- init / load ------------------------------------------------------------------------------------------
+
+
+def test_init_writes_private_dir_and_modes(store: CAStore) -> None:
+    assert not store.exists()
+    ca = store.init(common_name="Test CA", now=NOW)
+    assert store.exists()
+    assert _mode(store.path) == 0o700
+    assert _mode(store.ca_key_path) == 0o600
+    assert _mode(store.ca_cert_path) == 0o644
+    assert x509.load_pem_x509_certificate(store.ca_cert_path.read_bytes()) == ca.certificate
+    assert not [p.name for p in store.path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_init_refuses_an_existing_ca(store: CAStore) -> None:
+    first = store.init()
+    with pytest.raises(PKIError, match="already exists"):
+        store.init()
+    assert store.load().certificate == first.certificate
+
+
+def test_load_round_trips_and_load_or_init_reuses(store: CAStore) -> None:
+    created = store.load_or_init(key_type=KeyType.RSA_2048)
+    loaded = store.load()
+    assert loaded.certificate == created.certificate
+    assert loaded.key.private_numbers() == created.key.private_numbers()
+    assert store.load_or_init().certificate == created.certificate
+
+
+def test_missing_ca_says_how_to_create_one(store: CAStore) -> None:
+    with pytest.raises(PKIError) as info:
+        store.load()
+    assert str(info.value) == f"no CA in {store.path}; run 'pgbatten ca init' to create one"
+
+
+def test_passphrase_protected_key(store: CAStore) -> None:
+    created = store.init(passphrase=b"correct horse")
+    assert b"ENCRYPTED" in store.ca_key_path.read_bytes()
+    assert store.load(b"correct horse").key.private_numbers() == created.key.private_numbers()
+    with pytest.raises(PKIError) as info:
+        store.load(b"wrong")
+    assert str(info.value) == f"wrong passphrase for CA key {store.ca_key_path}"
+    with pytest.raises(PKIError) as info:
+        store.load()
+    assert str(info.value) == f"CA key {store.ca_key_path} is encrypted and no passphrase was given"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
+def test_group_or_world_accessible_key_is_refused(store: CAStore, mode: int) -> None:
+    store.init()
+    os.chmod(store.ca_key_path, mode)
+    with pytest.raises(PKIError) as info:
+        store.load()
+    message = str(info.value)
+    assert f"mode {mode:04o}" in message
+    assert f"chmod 600 {store.ca_key_path}" in message
+    assert "\n" not in message
+
+
+def test_key_not_matching_certificate_is_refused(store: CAStore, tmp_path: Path) -> None:
+    store.init()
+    other = CAStore(tmp_path / "other")
+    other.init()
+    store.ca_key_path.write_bytes(other.ca_key_path.read_bytes())
+    with pytest.raises(PKIError, match="does not belong to certificate"):
+        store.load()
+
+
+def test_half_a_ca_is_reported(store: CAStore) -> None:
+    store.init()
+    store.ca_cert_path.unlink()
+    assert store.exists()
+    with pytest.raises(PKIError, match=r"ca\.crt is missing"):
+        store.load()
+
+
+# -- inventory, revocation, CRL ---------------------------------------------------------------------------
+
+
+def test_record_and_entries_round_trip(store: CAStore) -> None:
+    ca = store.init()
+    server = ca.issue_server(["db.example.com"])
+    alice = ca.issue_client("alice")
+    store.record(server, "server", "db.example.com")
+    store.record(alice, "client", "alice")
+    entries = store.entries()
+    assert [(e.kind, e.name, e.serial) for e in entries] == [
+        ("server", "db.example.com", server.serial),
+        ("client", "alice", alice.serial),
+    ]
+    assert entries[1].fingerprint_sha256 == alice.fingerprint_sha256
+    assert entries[1].not_after == alice.not_after
+    assert entries[1].revoked_at is None
+    raw = json.loads(store.inventory_path.read_text())
+    assert raw["certificates"][1]["serial"] == str(alice.serial)
+    assert raw["certificates"][1]["not_after"].endswith("Z")
+    assert _mode(store.inventory_path) == 0o600
+    with pytest.raises(PKIError, match="already in the CA inventory"):
+        store.record(alice, "client", "alice")
+
+
+def test_find_by_name_and_every_serial_spelling(store: CAStore) -> None:
+    ca = store.init()
+    alice = ca.issue_client("alice")
+    store.record(alice, "client", "alice")
+    store.record(ca.issue_client("bob"), "client", "bob")
+    hex_plain = f"{alice.serial:x}"
+    colon = ":".join(f"{alice.serial:040x}"[i : i + 2] for i in range(0, 40, 2)).upper()
+    for spelling in ("alice", str(alice.serial), f"0x{hex_plain}", f"0X{hex_plain.upper()}", colon):
+        assert [e.serial for e in store.find(spelling)] == [alice.serial], spelling
+    assert store.find("carol") == []
+
+
+def test_parse_serial() -> None:
+    assert parse_serial("255") == 255
+    assert parse_serial("0xff") == 255
+    assert parse_serial("0F:A0") == 0x0FA0
+    assert parse_serial("alice") is None
+    assert parse_serial("0xzz") is None
+    assert parse_serial("abc:def") is None
+
+
+def test_revoke_user_revokes_all_their_unrevoked_client_certs(store: CAStore) -> None:
+    ca = store.init()
+    first = ca.issue_client("bob")
+    second = ca.issue_client("bob")
+    alice = ca.issue_client("alice")
+    # A server whose name equals a user must not be swept up by revoking that user.
+    server = ca.issue_server(["bob"])
+    records: list[tuple[IssuedCertificate, CertKind, str]] = [
+        (first, "client", "bob"),
+        (second, "client", "bob"),
+        (alice, "client", "alice"),
+        (server, "server", "bob"),
+    ]
+    for issued, kind, name in records:
+        store.record(issued, kind, name)
+    revoked = store.revoke("bob", now=NOW)
+    assert {e.serial for e in revoked} == {first.serial, second.serial}
+    assert all(e.revoked_at == NOW for e in revoked)
+    state = {e.serial: e.revoked_at for e in store.entries()}
+    assert state == {first.serial: NOW, second.serial: NOW, alice.serial: None, server.serial: None}
+    with pytest.raises(PKIError) as info:
+        store.revoke("bob")
+    assert str(info.value) == "every certificate for 'bob' is already revoked"
+
+
+def test_revoke_by_serial_and_unknown(store: CAStore) -> None:
+    ca = store.init()
+    server = ca.issue_server(["db.example.com"])
+    store.record(server, "server", "db.example.com")
+    assert [e.serial for e in store.revoke(f"0x{server.serial:x}", now=NOW)] == [server.serial]
+    with pytest.raises(PKIError) as info:
+        store.revoke("bob")
+    assert str(info.value) == "no certificate for 'bob' in the CA inventory"
+
+
+def test_crl_round_trip_with_increasing_numbers(store: CAStore) -> None:
+    ca = store.init(now=NOW)
+    assert store.load_crl() is None
+    bob = ca.issue_client("bob", now=NOW)
+    alice = ca.issue_client("alice", now=NOW)
+    store.record(bob, "client", "bob")
+    store.record(alice, "client", "alice")
+    empty = store.write_crl(ca, now=NOW)
+    assert len(empty) == 0
+    store.revoke("bob", now=NOW + dt.timedelta(hours=1))
+    store.write_crl(ca, now=NOW + dt.timedelta(hours=2), days=7)
+
+    crl = store.load_crl()
+    assert crl is not None
+    assert crl.is_signature_valid(ca.key.public_key())
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
+    assert crl.next_update_utc == NOW + dt.timedelta(hours=2, days=7)
+    entry = crl.get_revoked_certificate_by_serial_number(bob.serial)
+    assert entry is not None
+    assert entry.revocation_date_utc == NOW + dt.timedelta(hours=1)
+    assert crl.get_revoked_certificate_by_serial_number(alice.serial) is None
+    assert _mode(store.crl_path) == 0o644
+
+    # The CRL number survives reloading the store from disk.
+    again = CAStore(store.path).write_crl(store.load(), now=NOW + dt.timedelta(hours=3))
+    assert again.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 3
+
+
+def test_corrupt_inventory_is_a_pki_error(store: CAStore) -> None:
+    store.init()
+    store.inventory_path.write_text('{"certificates": [{"kind": "nope"}]}')
+    with pytest.raises(PKIError, match=r"inventory\.json is corrupt"):
+        store.entries()
+
+
+def test_inventory_survives_a_different_ca_instance(store: CAStore, tmp_path: Path) -> None:
+    # A store is just a path: two objects for one directory see the same inventory.
+    ca: CertificateAuthority = store.init()
+    store.record(ca.issue_client("alice"), "client", "alice")
+    assert [e.name for e in CAStore(tmp_path / "ca").entries()] == ["alice"]
