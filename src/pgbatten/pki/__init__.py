@@ -1,6 +1,7 @@
 """Certificates and keys for pgbatten: an in-memory CA, its directory on disk, and client bundles."""
 
 from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, check_role_name
+from pgbatten.pki.bundle import ClientBundle, generate_password, render_install_md, write_client_bundle
 from pgbatten.pki.keys import (
     KeyType,
     PrivateKey,
@@ -18,6 +19,7 @@ __all__ = [
     "CAStore",
     "CertKind",
     "CertificateAuthority",
+    "ClientBundle",
     "HostName",
     "InventoryEntry",
     "IssuedCertificate",
@@ -27,11 +29,14 @@ __all__ = [
     "classify_host",
     "default_ca_dir",
     "generate_key",
+    "generate_password",
     "key_type_of",
     "load_private_key_pem",
     "parse_serial",
     "pkcs12_bundle",
     "private_key_pem",
     "private_key_pk8_der",
+    "render_install_md",
     "subject_alt_names",
+    "write_client_bundle",
 ]
