@@ -1,0 +1,630 @@
+"""Raw TLS bytes for enumeration: build our own ClientHello, read the server's first flight. No I/O.
+
+Python's :mod:`ssl` cannot choose TLS 1.3 suites nor offer TLS 1.0/1.1 against today's OpenSSL, and a full
+handshake per probe is wasted work: the server's first answer (ServerHello, HelloRetryRequest or an
+alert) already says which version, suite and group it picked. So the scanner writes the ClientHello
+itself and stops reading once that answer, plus for TLS <= 1.2 the cleartext Certificate and
+ServerKeyExchange of the same flight, is in hand.
+
+Everything the server sends is untrusted. :func:`parse_server_response` either returns a
+:class:`ServerAnswer` (possibly ``kind == INCOMPLETE``: keep reading) or raises :class:`TlsDecodeError`;
+it never raises anything else, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from types import MappingProxyType
+
+from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from pgbatten.errors import ProbeError
+from pgbatten.probe.cipher_suites import (
+    CIPHER_SUITES,
+    SECP256R1,
+    SECP384R1,
+    SECP521R1,
+    SIGNATURE_SCHEMES,
+    X448,
+    X25519,
+)
+
+
+class TlsVersion(IntEnum):
+    """Protocol versions by wire value; :attr:`label` uses PostgreSQL's/OpenSSL's spelling."""
+
+    SSLv3 = 0x0300
+    TLSv1 = 0x0301
+    TLSv1_1 = 0x0302
+    TLSv1_2 = 0x0303
+    TLSv1_3 = 0x0304
+
+    @property
+    def label(self) -> str:
+        """``SSLv3``, ``TLSv1`` ... ``TLSv1.3``: the spelling of ``ssl_min_protocol_version``."""
+        return _VERSION_LABELS[self.value]
+
+
+_VERSION_LABELS: Mapping[int, str] = MappingProxyType(
+    {0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
+)
+
+
+def version_label(value: int) -> str:
+    """Label of a wire version, including ones outside :class:`TlsVersion` (``0x7f1c``)."""
+    return _VERSION_LABELS.get(value, f"0x{value:04x}")
+
+
+class TlsDecodeError(ProbeError):
+    """The peer's bytes are not a TLS answer we can understand.
+
+    Raised by the pure parser, which does not know the peer; :meth:`at` re-targets it for the report.
+    """
+
+    def __init__(self, reason: str, host: str = "", port: int = 0) -> None:
+        super().__init__(host, port, reason)
+        if not host:
+            self.message = f"malformed TLS answer: {reason}"
+
+    def at(self, host: str, port: int) -> ProbeError:
+        """The same problem as a :class:`ProbeError` naming ``host:port``."""
+        return ProbeError(host, port, f"malformed TLS answer: {self.reason}")
+
+
+ALERT_DESCRIPTIONS: Mapping[int, str] = MappingProxyType(
+    {
+        0: "close_notify",
+        10: "unexpected_message",
+        20: "bad_record_mac",
+        21: "decryption_failed",
+        22: "record_overflow",
+        30: "decompression_failure",
+        40: "handshake_failure",
+        41: "no_certificate",
+        42: "bad_certificate",
+        43: "unsupported_certificate",
+        44: "certificate_revoked",
+        45: "certificate_expired",
+        46: "certificate_unknown",
+        47: "illegal_parameter",
+        48: "unknown_ca",
+        49: "access_denied",
+        50: "decode_error",
+        51: "decrypt_error",
+        60: "export_restriction",
+        70: "protocol_version",
+        71: "insufficient_security",
+        80: "internal_error",
+        86: "inappropriate_fallback",
+        90: "user_canceled",
+        100: "no_renegotiation",
+        109: "missing_extension",
+        110: "unsupported_extension",
+        111: "certificate_unobtainable",
+        112: "unrecognized_name",
+        113: "bad_certificate_status_response",
+        114: "bad_certificate_hash_value",
+        115: "unknown_psk_identity",
+        116: "certificate_required",
+        120: "no_application_protocol",
+    }
+)
+
+HRR_RANDOM = hashlib.sha256(b"HelloRetryRequest").digest()
+"""RFC 8446 4.1.3: a ServerHello with this random is a HelloRetryRequest."""
+
+# Record content types, handshake message types and extension numbers used here.
+_CT_CCS, _CT_ALERT, _CT_HANDSHAKE, _CT_APPDATA = 20, 21, 22, 23
+_HS_CLIENT_HELLO, _HS_SERVER_HELLO, _HS_CERTIFICATE, _HS_SKE, _HS_CERT_REQ, _HS_DONE = 1, 2, 11, 12, 13, 14
+_EXT_SNI, _EXT_GROUPS, _EXT_POINT_FORMATS, _EXT_SIGALGS, _EXT_ALPN = 0, 10, 11, 13, 16
+_EXT_SUPPORTED_VERSIONS, _EXT_PSK_MODES, _EXT_KEY_SHARE, _EXT_RENEGOTIATION = 43, 45, 51, 0xFF01
+_SCSV_RENEGOTIATION = 0x00FF
+
+_MAX_RECORD = 2**14 + 2048
+"""RFC 5246 6.2.3: the largest ciphertext record; anything longer is not TLS."""
+_MAX_HANDSHAKE = 2**18
+"""A first flight (ServerHello + chain + ServerKeyExchange) is far below this; beyond it we stop reading."""
+
+
+# --------------------------------------------------------------------------------------------- build
+
+
+def _u8(n: int) -> bytes:
+    return struct.pack("!B", n)
+
+
+def _u16(n: int) -> bytes:
+    return struct.pack("!H", n)
+
+
+def _u24(n: int) -> bytes:
+    return struct.pack("!I", n)[1:]
+
+
+def _vec8(b: bytes) -> bytes:
+    return _u8(len(b)) + b
+
+
+def _vec16(b: bytes) -> bytes:
+    return _u16(len(b)) + b
+
+
+def _ext(kind: int, body: bytes) -> bytes:
+    return _u16(kind) + _vec16(body)
+
+
+def _is_dns_name(name: str) -> bool:
+    # RFC 6066 3: literal IP addresses are not permitted in server_name.
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return bool(name) and name.isascii()
+    return False
+
+
+def build_client_hello(
+    *,
+    version: TlsVersion,
+    cipher_suites: Sequence[int],
+    groups: Sequence[int],
+    server_name: str | None,
+    alpn: Sequence[bytes] = (),
+    key_shares: Mapping[int, bytes] | None = None,
+    session_id: bytes | None = None,
+) -> bytes:
+    """A complete TLS record carrying one ClientHello that offers exactly ``version``.
+
+    TLS 1.3 is offered the RFC 8446 way (legacy_version 0x0303 plus a supported_versions extension listing
+    only 1.3) with ``key_shares`` (group -> public key; empty or None sends an empty key_share list, which
+    makes a server that accepts any offered group answer with a HelloRetryRequest naming its choice).
+    SSLv3 gets no extensions and signals secure renegotiation with the SCSV; TLS 1.0-1.2 use the
+    renegotiation_info extension. TLS_FALLBACK_SCSV is never sent: probing an old version on purpose is
+    not a fallback, and the server would answer inappropriate_fallback instead of telling us the truth.
+    """
+    if not cipher_suites:
+        raise ValueError("a ClientHello needs at least one cipher suite")
+    tls13 = version >= TlsVersion.TLSv1_3
+    ssl3 = version == TlsVersion.SSLv3
+    suites = list(cipher_suites)
+    if ssl3:
+        suites.append(_SCSV_RENEGOTIATION)
+    sid = os.urandom(32) if session_id is None else session_id
+    body = bytearray()
+    body += _u16(min(int(version), 0x0303))
+    body += os.urandom(32)
+    body += _vec8(sid)
+    body += _vec16(b"".join(_u16(s) for s in suites))
+    body += _vec8(b"\x00")  # null compression only: CRIME
+    if not ssl3:
+        exts = bytearray()
+        if server_name is not None and _is_dns_name(server_name):
+            host = server_name.encode("ascii")
+            exts += _ext(_EXT_SNI, _vec16(b"\x00" + _vec16(host)))
+        if groups:
+            exts += _ext(_EXT_GROUPS, _vec16(b"".join(_u16(g) for g in groups)))
+        if not tls13:
+            exts += _ext(_EXT_POINT_FORMATS, _vec8(b"\x00"))
+        if version >= TlsVersion.TLSv1_2:
+            # RFC 5246 7.4.1.4.1: a TLS <= 1.1 client must not send signature_algorithms.
+            exts += _ext(_EXT_SIGALGS, _vec16(b"".join(_u16(s) for s in SIGNATURE_SCHEMES)))
+        if alpn:
+            exts += _ext(_EXT_ALPN, _vec16(b"".join(_vec8(p) for p in alpn)))
+        if tls13:
+            exts += _ext(_EXT_SUPPORTED_VERSIONS, _vec8(_u16(0x0304)))
+            exts += _ext(_EXT_PSK_MODES, _vec8(b"\x01"))
+            shares = b"".join(_u16(g) + _vec16(k) for g, k in (key_shares or {}).items())
+            exts += _ext(_EXT_KEY_SHARE, _vec16(shares))
+        else:
+            exts += _ext(_EXT_RENEGOTIATION, _vec8(b""))
+        body += _vec16(bytes(exts))
+    handshake = _u8(_HS_CLIENT_HELLO) + _u24(len(body)) + bytes(body)
+    # Old servers reject a first record version above 0x0301; 1.0 is what every real client sends.
+    record_version = 0x0300 if ssl3 else 0x0301
+    return _u8(_CT_HANDSHAKE) + _u16(record_version) + _vec16(handshake)
+
+
+def generate_key_shares(groups: Sequence[int]) -> dict[int, bytes]:
+    """Fresh public keys for those of ``groups`` that :mod:`cryptography` can make (X25519/X448/NIST).
+
+    The private halves are dropped: the scanner never finishes a handshake.
+    """
+    shares: dict[int, bytes] = {}
+    for group in groups:
+        if group == X25519:
+            shares[group] = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
+        elif group == X448:
+            shares[group] = x448.X448PrivateKey.generate().public_key().public_bytes_raw()
+        elif group in _NIST_CURVES:
+            key = ec.generate_private_key(_NIST_CURVES[group]()).public_key()
+            shares[group] = key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    return shares
+
+
+_NIST_CURVES: Mapping[int, type[ec.EllipticCurve]] = MappingProxyType(
+    {SECP256R1: ec.SECP256R1, SECP384R1: ec.SECP384R1, SECP521R1: ec.SECP521R1}
+)
+
+
+# --------------------------------------------------------------------------------------------- parse
+
+
+class _Reader:
+    """Bounds-checked cursor: every short read becomes a TlsDecodeError naming what was being read."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def take(self, n: int, item: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise TlsDecodeError(f"{self.what} truncated in {item}")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u8(self, item: str) -> int:
+        return self.take(1, item)[0]
+
+    def u16(self, item: str) -> int:
+        return int.from_bytes(self.take(2, item), "big")
+
+    def u24(self, item: str) -> int:
+        return int.from_bytes(self.take(3, item), "big")
+
+    def vec8(self, item: str) -> bytes:
+        return self.take(self.u8(item), item)
+
+    def vec16(self, item: str) -> bytes:
+        return self.take(self.u16(item), item)
+
+    def vec24(self, item: str) -> bytes:
+        return self.take(self.u24(item), item)
+
+    @property
+    def left(self) -> int:
+        return len(self.data) - self.pos
+
+    def extensions(self) -> dict[int, bytes]:
+        """A trailing extensions block (absent = none), duplicates rejected as RFC 8446 4.2 requires."""
+        found: dict[int, bytes] = {}
+        if self.left == 0:
+            return found
+        block = _Reader(self.vec16("extensions"), self.what)
+        while block.left:
+            kind = block.u16("extension type")
+            if kind in found:
+                raise TlsDecodeError(f"{self.what} repeats extension {kind}")
+            found[kind] = block.vec16(f"extension {kind}")
+        if self.left:
+            raise TlsDecodeError(f"{self.left} stray bytes after {self.what}")
+        return found
+
+
+class AnswerKind(StrEnum):
+    """What the server's first flight turned out to be."""
+
+    SERVER_HELLO = "server_hello"
+    HELLO_RETRY_REQUEST = "hello_retry_request"
+    ALERT = "alert"
+    INCOMPLETE = "incomplete"
+
+
+@dataclass(frozen=True)
+class ServerAnswer:
+    """What the server said in its first flight, as far as the bytes so far go.
+
+    ``complete`` means nothing more is worth reading: TLS 1.3 ServerHello/HRR (the rest is encrypted),
+    TLS <= 1.2 ServerHelloDone, or an alert. ``kind == INCOMPLETE`` means no decision yet.
+    """
+
+    kind: AnswerKind
+    complete: bool
+    version: int | None = None
+    """Negotiated version: supported_versions when present, else the ServerHello's legacy version."""
+    cipher_suite: int | None = None
+    group: int | None = None
+    """TLS 1.3: key_share group (ServerHello) or selected_group (HRR); TLS <= 1.2: ECDHE named curve."""
+    dh_prime_bits: int | None = None
+    """TLS <= 1.2 DHE: size of the server's prime."""
+    certificates: tuple[bytes, ...] = ()
+    """TLS <= 1.2 Certificate message: the DER chain, leaf first."""
+    alert_level: int | None = None
+    alert_description: int | None = None
+    extensions: tuple[int, ...] = ()
+    """Extension types in the ServerHello, in wire order."""
+    alpn: bytes | None = None
+    session_id: bytes = b""
+    consumed: int = 0
+    """Bytes of input that formed complete records."""
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def need_more(self) -> bool:
+        """True while reading further bytes could still change the answer."""
+        return not self.complete
+
+    @property
+    def alert_name(self) -> str | None:
+        """IANA name of the alert description, ``alert_NN`` for unknown ones, None without an alert."""
+        if self.alert_description is None:
+            return None
+        return ALERT_DESCRIPTIONS.get(self.alert_description, f"alert_{self.alert_description}")
+
+    @property
+    def chose_suite(self) -> bool:
+        """The server picked a suite (ServerHello or HRR), whether or not something failed later."""
+        return self.kind in (AnswerKind.SERVER_HELLO, AnswerKind.HELLO_RETRY_REQUEST)
+
+
+@dataclass
+class _Flight:
+    kind: AnswerKind = AnswerKind.INCOMPLETE
+    complete: bool = False
+    version: int | None = None
+    suite: int | None = None
+    group: int | None = None
+    dh_bits: int | None = None
+    certificates: tuple[bytes, ...] = ()
+    alert: tuple[int, int] | None = None
+    extensions: tuple[int, ...] = ()
+    alpn: bytes | None = None
+    session_id: bytes = b""
+    notes: list[str] = field(default_factory=list)
+
+    def answer(self, consumed: int) -> ServerAnswer:
+        return ServerAnswer(
+            kind=self.kind,
+            complete=self.complete,
+            version=self.version,
+            cipher_suite=self.suite,
+            group=self.group,
+            dh_prime_bits=self.dh_bits,
+            certificates=self.certificates,
+            alert_level=self.alert[0] if self.alert else None,
+            alert_description=self.alert[1] if self.alert else None,
+            extensions=self.extensions,
+            alpn=self.alpn,
+            session_id=self.session_id,
+            consumed=consumed,
+            notes=tuple(self.notes),
+        )
+
+
+def _describe_non_tls(head: bytes) -> str:
+    if head[:1] == b"E":
+        return "the peer sent a PostgreSQL ErrorResponse instead of TLS"
+    if head[:4] in (b"HTTP", b"SSH-"):
+        return f"the peer speaks {head[:4].decode()}, not TLS"
+    return f"not a TLS record (starts {head.hex()})"
+
+
+def parse_server_response(data: bytes) -> ServerAnswer:
+    """Interpret the bytes a server sent in answer to our ClientHello.
+
+    Returns ``kind == INCOMPLETE`` (and ``complete == False``) when more bytes are needed to decide, and a
+    ``SERVER_HELLO`` with ``complete == False`` while a TLS <= 1.2 flight is still arriving. Raises
+    :class:`TlsDecodeError` for bytes that are not a well-formed TLS answer.
+    """
+    flight = _Flight()
+    pos = 0
+    handshake = bytearray()
+    while not flight.complete:
+        if len(data) - pos < 5:
+            if pos == 0 and data and data[0] not in (_CT_ALERT, _CT_HANDSHAKE):
+                raise TlsDecodeError(_describe_non_tls(data[:8]))
+            break
+        ctype, major, _minor, length = data[pos], data[pos + 1], data[pos + 2], _be16(data, pos + 3)
+        if ctype not in (_CT_CCS, _CT_ALERT, _CT_HANDSHAKE, _CT_APPDATA) or major != 3:
+            if pos == 0:
+                raise TlsDecodeError(_describe_non_tls(data[:8]))
+            raise TlsDecodeError(f"bad record header {data[pos : pos + 5].hex()} at offset {pos}")
+        if length > _MAX_RECORD or (length == 0 and ctype != _CT_APPDATA):
+            raise TlsDecodeError(f"record length {length} is not valid TLS")
+        if len(data) - pos - 5 < length:
+            break
+        fragment = data[pos + 5 : pos + 5 + length]
+        pos += 5 + length
+        if ctype == _CT_ALERT:
+            if len(fragment) != 2:
+                raise TlsDecodeError(f"alert record of {len(fragment)} bytes (expected 2)")
+            flight.alert = (fragment[0], fragment[1])
+            if flight.kind is AnswerKind.INCOMPLETE:
+                flight.kind = AnswerKind.ALERT
+            else:
+                flight.notes.append(f"alert {_alert_text(fragment[1])} after the server's hello")
+            flight.complete = True
+        elif ctype == _CT_HANDSHAKE:
+            handshake += fragment
+            if len(handshake) > _MAX_HANDSHAKE:
+                raise TlsDecodeError(f"first flight larger than {_MAX_HANDSHAKE} bytes")
+            _consume_handshake(handshake, flight)
+        elif ctype == _CT_APPDATA:
+            if flight.kind is AnswerKind.INCOMPLETE:
+                raise TlsDecodeError("encrypted data before any ServerHello")
+            flight.complete = True
+        # Change-cipher-spec records (TLS 1.3 middlebox compatibility) carry nothing for us.
+    return flight.answer(pos)
+
+
+def _be16(data: bytes, at: int) -> int:
+    return (data[at] << 8) | data[at + 1]
+
+
+def _alert_text(description: int) -> str:
+    return ALERT_DESCRIPTIONS.get(description, f"alert_{description}")
+
+
+def _consume_handshake(buf: bytearray, flight: _Flight) -> None:
+    """Handle every complete handshake message at the front of ``buf`` (removing them)."""
+    while len(buf) >= 4 and not flight.complete:
+        htype = buf[0]
+        hlen = int.from_bytes(buf[1:4], "big")
+        if len(buf) < 4 + hlen:
+            return
+        body = bytes(buf[4 : 4 + hlen])
+        del buf[: 4 + hlen]
+        if htype == _HS_SERVER_HELLO:
+            if flight.kind is not AnswerKind.INCOMPLETE:
+                raise TlsDecodeError("second ServerHello in one flight")
+            _server_hello(body, flight)
+        elif flight.kind is AnswerKind.INCOMPLETE:
+            if htype == 0:
+                continue  # HelloRequest: legal noise before the ServerHello
+            raise TlsDecodeError(f"handshake message type {htype} before the ServerHello")
+        elif htype == _HS_CERTIFICATE:
+            flight.certificates = _certificate_list(body)
+        elif htype == _HS_SKE:
+            _server_key_exchange(body, flight)
+        elif htype == _HS_DONE:
+            flight.complete = True
+        elif htype != _HS_CERT_REQ:
+            flight.notes.append(f"unexpected handshake message type {htype} in the first flight")
+
+
+def _server_hello(body: bytes, flight: _Flight) -> None:
+    r = _Reader(body, "ServerHello")
+    legacy_version = r.u16("version")
+    random = r.take(32, "random")
+    flight.session_id = r.vec8("session id")
+    flight.suite = r.u16("cipher suite")
+    compression = r.u8("compression method")
+    exts = r.extensions()
+    flight.extensions = tuple(exts)
+    hrr = random == HRR_RANDOM
+    version = legacy_version
+    if _EXT_SUPPORTED_VERSIONS in exts:
+        sv = _Reader(exts[_EXT_SUPPORTED_VERSIONS], "supported_versions")
+        version = sv.u16("selected version")
+    if legacy_version >> 8 != 3 or version >> 8 != 3:
+        raise TlsDecodeError(f"ServerHello version 0x{version:04x} is not SSL 3 / TLS")
+    if compression != 0:
+        flight.notes.append(f"server chose TLS compression method {compression} (CRIME)")
+    flight.version = version
+    if _EXT_KEY_SHARE in exts:
+        ks = _Reader(exts[_EXT_KEY_SHARE], "key_share")
+        flight.group = ks.u16("group")
+        if not hrr:
+            ks.vec16("key exchange")
+    if _EXT_ALPN in exts:
+        names = _Reader(_Reader(exts[_EXT_ALPN], "ALPN").vec16("protocol list"), "ALPN")
+        flight.alpn = names.vec8("protocol")
+    flight.kind = AnswerKind.HELLO_RETRY_REQUEST if hrr else AnswerKind.SERVER_HELLO
+    # From TLS 1.3 on everything after the ServerHello is encrypted; an HRR ends the flight by definition.
+    flight.complete = hrr or version >= 0x0304
+
+
+def _certificate_list(body: bytes) -> tuple[bytes, ...]:
+    r = _Reader(body, "Certificate")
+    chain = _Reader(r.vec24("certificate list"), "Certificate")
+    certs: list[bytes] = []
+    while chain.left:
+        certs.append(chain.vec24("certificate"))
+    return tuple(certs)
+
+
+def _server_key_exchange(body: bytes, flight: _Flight) -> None:
+    suite = CIPHER_SUITES.get(flight.suite) if flight.suite is not None else None
+    if suite is None:
+        return
+    r = _Reader(body, "ServerKeyExchange")
+    if suite.kex == "ECDHE":
+        curve_type = r.u8("curve type")
+        if curve_type == 3:  # named_curve; explicit curves (1, 2) have no group number
+            flight.group = r.u16("named curve")
+        else:
+            flight.notes.append(f"server used explicit curve parameters (type {curve_type})")
+    elif suite.kex == "DHE":
+        prime = r.vec16("DH prime").lstrip(b"\x00")
+        flight.dh_bits = len(prime) * 8 - (8 - prime[0].bit_length()) if prime else 0
+
+
+# --------------------------------------------------------------------------------------------- test aid
+
+
+@dataclass(frozen=True)
+class ClientHelloInfo:
+    """A parsed ClientHello: what fake servers in tests (and round-trip checks) need to see."""
+
+    legacy_version: int
+    record_version: int
+    session_id: bytes
+    cipher_suites: tuple[int, ...]
+    extensions: tuple[int, ...]
+    server_name: str | None
+    groups: tuple[int, ...]
+    supported_versions: tuple[int, ...]
+    key_shares: Mapping[int, bytes]
+    alpn: tuple[bytes, ...]
+    signature_schemes: tuple[int, ...]
+
+    @property
+    def max_version(self) -> int:
+        """The highest version offered, honouring supported_versions."""
+        return max(self.supported_versions) if self.supported_versions else self.legacy_version
+
+
+def parse_client_hello(data: bytes) -> ClientHelloInfo:
+    """Parse one ClientHello record (as built by :func:`build_client_hello`). Raises TlsDecodeError."""
+    if len(data) < 5 or data[0] != _CT_HANDSHAKE:
+        raise TlsDecodeError("not a handshake record")
+    record = _Reader(data, "ClientHello record")
+    record.take(1, "type")
+    record_version = record.u16("record version")
+    hs = _Reader(record.vec16("record"), "ClientHello")
+    if hs.u8("handshake type") != _HS_CLIENT_HELLO:
+        raise TlsDecodeError("handshake message is not a ClientHello")
+    r = _Reader(hs.vec24("ClientHello"), "ClientHello")
+    legacy_version = r.u16("version")
+    r.take(32, "random")
+    session_id = r.vec8("session id")
+    raw_suites = r.vec16("cipher suites")
+    suites = tuple(_be16(raw_suites, i) for i in range(0, len(raw_suites) - 1, 2))
+    r.vec8("compression methods")
+    exts = r.extensions()
+
+    def u16_list(raw: bytes) -> tuple[int, ...]:
+        return tuple(_be16(raw, i) for i in range(0, len(raw) - 1, 2))
+
+    server_name = None
+    if _EXT_SNI in exts:
+        sni = _Reader(_Reader(exts[_EXT_SNI], "SNI").vec16("names"), "SNI")
+        sni.u8("name type")
+        server_name = sni.vec16("host name").decode("ascii", "replace")
+    shares: dict[int, bytes] = {}
+    if _EXT_KEY_SHARE in exts:
+        ks = _Reader(_Reader(exts[_EXT_KEY_SHARE], "key_share").vec16("shares"), "key_share")
+        while ks.left:
+            group = ks.u16("group")
+            shares[group] = ks.vec16("key")
+    alpn: list[bytes] = []
+    if _EXT_ALPN in exts:
+        names = _Reader(_Reader(exts[_EXT_ALPN], "ALPN").vec16("list"), "ALPN")
+        while names.left:
+            alpn.append(names.vec8("protocol"))
+    return ClientHelloInfo(
+        legacy_version=legacy_version,
+        record_version=record_version,
+        session_id=session_id,
+        cipher_suites=suites,
+        extensions=tuple(exts),
+        server_name=server_name,
+        groups=u16_list(_Reader(exts[_EXT_GROUPS], "groups").vec16("list")) if _EXT_GROUPS in exts else (),
+        supported_versions=(
+            u16_list(_Reader(exts[_EXT_SUPPORTED_VERSIONS], "versions").vec8("list"))
+            if _EXT_SUPPORTED_VERSIONS in exts
+            else ()
+        ),
+        key_shares=MappingProxyType(shares),
+        alpn=tuple(alpn),
+        signature_schemes=(
+            u16_list(_Reader(exts[_EXT_SIGALGS], "sigalgs").vec16("list")) if _EXT_SIGALGS in exts else ()
+        ),
+    )
