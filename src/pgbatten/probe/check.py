@@ -396,7 +396,8 @@ def _tls_findings(scan: tlsio.TlsScan) -> list[Finding]:
                 "Unencrypted bytes followed the server's answer to SSLRequest",
                 f"{len(scan.extra_after_s)} bytes arrived before the TLS handshake: "
                 f"{wire.printable_preview(scan.extra_after_s)!r}. "
-                "Clients without the CVE-2021-23222 fix would treat them as if they came over TLS; this suggests a man in the middle or a broken proxy.",
+                "Clients without the CVE-2021-23222 fix would treat them as if they came over TLS; "
+                "this suggests a man in the middle or a broken proxy.",
                 "find what sits between client and server on this path",
             )
         )

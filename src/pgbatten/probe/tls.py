@@ -18,6 +18,7 @@ import select
 import socket
 import ssl
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -192,8 +193,11 @@ def make_context(version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     else:
-        ctx.minimum_version = version
-        ctx.maximum_version = version
+        with warnings.catch_warnings():
+            # Offering a deprecated version is the whole point of this context.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = version
+            ctx.maximum_version = version
         if version < ssl.TLSVersion.TLSv1_2:
             # OpenSSL 3 refuses TLS < 1.2 at security level 1 and above.
             ctx.set_ciphers("ALL:@SECLEVEL=0")
