@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from pgbatten.errors import FileProblem
 from pgbatten.probe import check
 from pgbatten.probe.check import GRADE_RULES, Finding, aggregate, exit_status, grade, result_to_json
 from pgbatten.probe.tls import HandshakeInfo, PlaintextResult, TlsScan, VersionAttempt, VersionStatus
@@ -245,3 +247,15 @@ def test_exit_status_ok_and_ordering() -> None:
     assert exit_status([good, bad]) == 1
     assert exit_status([good, bad, gone]) == 3
     assert exit_status([]) == 0
+
+
+def test_load_ca_file(tmp_path: Path) -> None:
+    ca, leaf = make_cert(sans=DNS, not_after=NOW + dt.timedelta(days=200))
+    bundle = tmp_path / "root.crt"
+    bundle.write_bytes(ca.public_bytes(Encoding.PEM) + leaf.public_bytes(Encoding.PEM))
+    assert check.load_ca_file(bundle) == [ca, leaf]
+    (tmp_path / "bad.crt").write_text("nonsense")
+    with pytest.raises(FileProblem):
+        check.load_ca_file(tmp_path / "bad.crt")
+    with pytest.raises(FileProblem):
+        check.load_ca_file(tmp_path / "missing.crt")

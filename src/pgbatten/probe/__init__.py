@@ -16,6 +16,7 @@ from pgbatten.probe.check import (
     check_targets,
     exit_status,
     grade,
+    load_ca_file,
     result_to_json,
 )
 from pgbatten.probe.hostname import HostMatch, hostname_matches
@@ -54,6 +55,7 @@ __all__ = [
     "exit_status",
     "grade",
     "hostname_matches",
+    "load_ca_file",
     "open_pg_tls",
     "parse_target",
     "probe_plaintext",

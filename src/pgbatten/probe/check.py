@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
 
+from pgbatten.errors import FileProblem
 from pgbatten.probe import tls as tlsio
 from pgbatten.probe import wire
 from pgbatten.probe.hostname import HostMatch, hostname_matches
@@ -570,6 +572,19 @@ def aggregate(
 # ------------------------------------------------------------------------------------- I/O entry point
 
 
+def load_ca_file(path: Path | str) -> list[x509.Certificate]:
+    """The certificates of a PEM file given as ``--ca`` (a bundle may hold several, intermediates too)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise FileProblem(path, exc.strerror or str(exc)) from exc
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise FileProblem(path, f"not a PEM certificate file: {exc}") from exc
+    return certs
+
+
 def check_target(
     target: wire.Target | str,
     *,
@@ -682,5 +697,6 @@ __all__ = [
     "check_targets",
     "exit_status",
     "grade",
+    "load_ca_file",
     "result_to_json",
 ]

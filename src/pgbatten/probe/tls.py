@@ -372,6 +372,11 @@ class _Scan:
         try:
             yield tls
         finally:
+            # close_notify lets the backend see a clean EOF before its startup packet, which it does not
+            # log; a bare TCP close would be logged as an SSL error on every probe connection.
+            with contextlib.suppress(OSError, ValueError):
+                tls.settimeout(min(1.0, self.timeout))
+                tls.unwrap()
             with contextlib.suppress(OSError):
                 tls.close()
 
@@ -470,7 +475,11 @@ class PlaintextResult:
 
 
 def probe_plaintext(host: str, port: int, timeout: float) -> PlaintextResult:
-    """Ask for an unencrypted login and classify the first answer; then say Terminate and hang up."""
+    """Ask for an unencrypted login and classify the first answer, then hang up.
+
+    No Terminate is sent: a backend waiting for a password logs nothing when the client just disconnects
+    (as psql does at a password prompt), but logs a protocol violation for any other message.
+    """
     deadline = Deadline(timeout)
     try:
         sock = connect(host, port, deadline)
@@ -491,7 +500,4 @@ def probe_plaintext(host: str, port: int, timeout: float) -> PlaintextResult:
     except OSError as exc:
         return PlaintextResult(None, True, f"startup message failed: {_describe_os_error(exc)}")
     finally:
-        with contextlib.suppress(OSError):
-            sock.settimeout(0.5)
-            sock.sendall(wire.TERMINATE)
         sock.close()
