@@ -17,6 +17,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -38,6 +39,8 @@ TLS_CONTENT_TYPES = {
     24: "heartbeat",
 }
 TLS_HANDSHAKE_TYPES = {1: "ClientHello", 2: "ServerHello", 4: "NewSessionTicket", 11: "Certificate"}
+HELLO_RETRY_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+"""RFC 8446 4.1.3: SHA-256 of "HelloRetryRequest", the random of a ServerHello that asks for another try."""
 TLS_VERSIONS = {0x0300: "SSL 3.0", 0x0301: "TLS 1.0", 0x0302: "TLS 1.1", 0x0303: "TLS 1.2", 0x0304: "TLS 1.3"}
 
 AUTH_REQUESTS = {
@@ -210,6 +213,31 @@ def _client_hello_sni(fragment: bytes) -> str | None:
     return None
 
 
+def _server_hello(fragment: bytes) -> tuple[str, str] | None:
+    """(message name, TLS version) of a ServerHello: in TLS 1.3 the version hides in the
+    supported_versions extension, and a HelloRetryRequest is a ServerHello with a fixed random."""
+    try:
+        b = _Body(fragment)
+        if b.int8() != 2:
+            return None
+        b.take(3)
+        (legacy,) = struct.unpack("!H", b.take(2))
+        name = "HelloRetryRequest" if b.take(32) == HELLO_RETRY_RANDOM else "ServerHello"
+        b.take(b.int8())  # session id
+        b.take(2 + 1)  # cipher suite, compression method
+        chosen = legacy
+        if b.remaining:
+            ext = _Body(b.take(struct.unpack("!H", b.take(2))[0]))
+            while ext.remaining:
+                ext_type, ext_len = struct.unpack("!HH", ext.take(4))
+                data = ext.take(ext_len)
+                if ext_type == 43 and ext_len == 2:  # supported_versions
+                    (chosen,) = struct.unpack("!H", data)
+    except _Short:
+        return None
+    return name, TLS_VERSIONS.get(chosen, f"0x{chosen:04x}")
+
+
 def decode_tls(data: bytes, direction: Direction, offset: int = 0) -> list[WireEvent]:
     """TLS records: content type, legacy version and length of each; their content stays opaque."""
     events: list[WireEvent] = []
@@ -251,6 +279,12 @@ def decode_tls(data: bytes, direction: Direction, offset: int = 0) -> list[WireE
             if sni is not None:
                 fields.append(("server_name", sni))
                 summary += f", server name {sni!r}"
+            server_hello = _server_hello(fragment)
+            if server_hello is not None:
+                hs, chosen = server_hello
+                fields[-1] = ("handshake", hs)
+                fields.append(("negotiated", chosen))
+                summary = f"TLS {name} ({hs}, {chosen}), {length} bytes"
         if len(fragment) < length:
             fields.append(("captured", str(len(fragment))))
             summary += f" (only {len(fragment)} captured)"
@@ -714,6 +748,7 @@ class Relay:
         self._lock = threading.Lock()
         self._recordings: list[_Recording] = []
         self._threads: list[threading.Thread] = []
+        self._connection_threads: list[threading.Thread] = []
         self.port = 0
 
     def start(self) -> None:
@@ -729,11 +764,12 @@ class Relay:
         self.port = listener.getsockname()[1]
         self._spawn(self._accept_loop, "relay-accept", listener)
 
-    def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
+    def _spawn(self, target: Callable[..., None], name: str, *args: object) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         with self._lock:
             self._threads.append(thread)
         thread.start()
+        return thread
 
     def _accept_loop(self, listener: socket.socket) -> None:
         # Only this thread touches the listener, so closing it cannot race with accept().
@@ -750,7 +786,9 @@ class Relay:
                 recording = _Recording()
                 with self._lock:
                     self._recordings.append(recording)
-                self._spawn(self._serve, f"relay-conn-{accepted}", client, recording)
+                thread = self._spawn(self._serve, f"relay-conn-{accepted}", client, recording)
+                with self._lock:
+                    self._connection_threads.append(thread)
         finally:
             _close(listener)
 
@@ -810,6 +848,19 @@ class Relay:
             if kept:
                 recording.transcript.append((direction, len(buf), len(buf) + len(kept)))
                 buf += kept
+
+    def wait_connections(self, timeout: float) -> bool:
+        """Wait until every connection accepted so far has ended on both sides; False on timeout.
+
+        A client returning from ``close()`` does not mean the relay has read its last bytes yet; waiting
+        here makes the next :meth:`captures` complete.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._connection_threads)
+        for thread in threads:
+            thread.join(timeout=max(deadline - time.monotonic(), 0.0))
+        return not any(t.is_alive() for t in threads)
 
     def captures(self) -> list[Capture]:
         """A snapshot of every connection so far, in the order they were accepted."""
