@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from pgbatten.demo.wiretap import (
     GSSENC_REQUEST_CODE,
+    HELLO_RETRY_RANDOM,
     SSL_REQUEST_CODE,
     Direction,
     Relay,
@@ -74,6 +75,20 @@ def client_hello(server_name: str) -> bytes:
         + extensions
     )
     return b"\x01" + len(body).to_bytes(3, "big") + body
+
+
+def server_hello(random: bytes, version: int | None = 0x0304) -> bytes:
+    extensions = b"" if version is None else struct.pack("!HHH", 43, 2, version)
+    body = (
+        b"\x03\x03"
+        + random
+        + b"\x00"
+        + b"\x13\x01"
+        + b"\x00"
+        + struct.pack("!H", len(extensions))
+        + extensions
+    )
+    return b"\x02" + len(body).to_bytes(3, "big") + body
 
 
 CARD = "4111 1111 1111 1111"
@@ -176,6 +191,21 @@ def test_tls_after_ssl_request_hides_content() -> None:
     ]
     assert conv.backend[1].get("handshake") == "ServerHello"
     assert [e.get("length") for e in conv.backend[1:]] == ["61", "1", "300"]
+
+
+def test_server_hello_version_and_hello_retry_request() -> None:
+    events = decode_tls(
+        tls_record(22, server_hello(HELLO_RETRY_RANDOM))
+        + tls_record(22, server_hello(bytes(32)))
+        + tls_record(22, server_hello(bytes(32), None)),
+        Direction.BACKEND,
+    )
+    assert [(e.get("handshake"), e.get("negotiated")) for e in events] == [
+        ("HelloRetryRequest", "TLS 1.3"),
+        ("ServerHello", "TLS 1.3"),
+        ("ServerHello", "TLS 1.2"),
+    ]
+    assert events[1].summary == "TLS handshake (ServerHello, TLS 1.3), 50 bytes"
 
 
 def test_gssenc_refused_then_ssl() -> None:
