@@ -76,13 +76,13 @@ class DemoOutcome:
     refusal: str
     before_check: CheckResult | None
     after_check: CheckResult | None
-    secured: bool
+    workdirs: tuple[Path, ...] = ()
+    """The temp dirs the demo made: removed when it returns, unless ``keep``."""
 
     @property
     def proven(self) -> bool:
         return (
-            self.secured
-            and self.card_seen_before
+            self.card_seen_before
             and self.after is not None
             and not self.leaks_after
             and self.tls_only_after
@@ -278,7 +278,9 @@ def demonstrate(console: Console, *, keep: bool = False) -> DemoOutcome:
             f"card number [bold]{CARD_NUMBER}[/]."
         )
         with Relay("127.0.0.1", cluster.port) as relay:
-            outcome = _flow(console, cluster, relay, password, root / "ca")
+            outcome = replace(
+                _flow(console, cluster, relay, password, root / "ca"), workdirs=(cluster.root, root)
+            )
         succeeded = True
         _section(console, 6, "Verdict")
         if outcome.proven:
@@ -399,7 +401,6 @@ def _flow(console: Console, cluster: TempCluster, relay: Relay, password: str, c
         refusal=refusal,
         before_check=before_check,
         after_check=after_check,
-        secured=True,
     )
 
 
