@@ -7,6 +7,7 @@ out, also on an error or Ctrl-C. Nothing touches the user's real CA or any exist
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from rich.text import Text
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.demo.wiretap import Capture, Direction, Relay, WireEvent
-from pgbatten.errors import ClusterError
+from pgbatten.errors import ClusterError, ProbeError
 from pgbatten.probe.check import CheckResult, check_target
 
 ROLE = "app"
@@ -52,13 +53,11 @@ CHECK_TIMEOUT = 5.0
 _SENSITIVE = {"StartupMessage", "PasswordMessage", "SASLInitialResponse", "Query", "Parse", "Bind", "DataRow"}
 _LEARNS = {
     "StartupMessage": "who logs in, to which database",
-    "PasswordMessage": "password hash: offline guessing",
+    "PasswordMessage": "the password's md5 hash: with the salt, enough for offline guessing",
     "AuthenticationMD5Password": "the salt for that hash",
     "Query": "the SQL text",
     "Parse": "the SQL text",
-    "RowDescription": "column names",
-    "DataRow": "the data",
-    "SSLAnswer": "",
+    "DataRow": "the data itself",
 }
 
 
@@ -118,21 +117,40 @@ def _group_parameter_status(events: Sequence[WireEvent]) -> Iterator[tuple[WireE
         i = j + 1
 
 
+def _reveal(event: WireEvent) -> str:
+    """The part of an event worth showing next to its name: the values, not the name again."""
+    kind = event.kind
+    if kind == "StartupMessage":
+        return " ".join(f"{k}={v}" for k, v in event.fields if k != "protocol")
+    if kind in ("Query", "Parse"):
+        return event.get("query") or ""
+    if kind in ("DataRow", "Bind"):
+        return " | ".join(event.values("value"))
+    if kind == "RowDescription":
+        return ", ".join(event.values("column"))
+    if kind == "PasswordMessage":
+        return event.get("hash") or event.get("password") or ""
+    if kind == "AuthenticationMD5Password":
+        return f"salt {event.get('salt')}"
+    if kind == "SSLRequest":
+        return "may we switch to TLS?"
+    return "" if event.summary == kind else event.summary
+
+
 def _eavesdropper_table(title: str, events: Sequence[WireEvent]) -> Table:
-    table = Table(title=title, title_justify="left", show_lines=False, expand=False)
+    table = Table(title=title, title_justify="left")
     table.add_column("from", no_wrap=True)
     table.add_column("message", no_wrap=True)
     table.add_column("what the eavesdropper reads", overflow="fold")
-    table.add_column("so they learn", style="dim")
     for event, count in _group_parameter_status(events):
         sender = "client" if event.direction == Direction.FRONTEND else "server"
         if count > 1:
-            table.add_row(
-                sender, f"ParameterStatus x{count}", Text("server version, encoding, time zone..."), ""
-            )
+            table.add_row(sender, f"ParameterStatus x{count}", Text("server version, encoding, time zone..."))
             continue
-        style = "bold red" if event.kind in _SENSITIVE else ""
-        table.add_row(sender, event.kind, Text(event.summary, style=style), _LEARNS.get(event.kind, ""))
+        cell = Text(_reveal(event), style="bold red" if event.kind in _SENSITIVE else "")
+        if _LEARNS.get(event.kind):
+            cell.append(f"\n{_LEARNS[event.kind]}", style="dim")
+        table.add_row(sender, event.kind, cell)
     return table
 
 
@@ -227,6 +245,20 @@ def _client_query(**params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(QUERY).fetchall()
 
 
+def _must_query(port: int, **params: Any) -> list[tuple[Any, ...]]:
+    """:func:`_client_query` for a step that must work: a failure ends the demo with a one-line error."""
+    try:
+        return _client_query(port=port, **params)
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()
+        raise ProbeError(
+            str(params.get("host", "127.0.0.1")),
+            port,
+            f"the demo client could not run its query ({params.get('sslmode')}): "
+            + (reason[-1] if reason else type(exc).__name__),
+        ) from exc
+
+
 def _last_capture(relay: Relay) -> Capture:
     relay.wait_connections(timeout=CONNECT_TIMEOUT)
     captures = relay.captures()
@@ -291,10 +323,14 @@ def demonstrate(console: Console, *, keep: bool = False) -> DemoOutcome:
         else:
             console.print("[red bold]Not proven[/]: see the red items above.")
         if keep:
+            as_owner = f"sudo -u {cluster.owner.name} " if os.geteuid() == 0 else ""
             console.print(
-                f"Kept for you to explore: cluster in {cluster.data_dir} (port {cluster.port}), CA in "
-                f"{root / 'ca'}. Stop and remove with: pg_ctl -D {cluster.data_dir} stop; "
-                f"rm -rf {cluster.root} {root}"
+                Text(
+                    f"Kept for you to explore: the cluster in {cluster.data_dir} (port {cluster.port}, still "
+                    f"running), the demo CA in {root / 'ca'}. When done:\n"
+                    f"  {as_owner}{cluster.bin.path('pg_ctl')} -D {cluster.data_dir} stop\n"
+                    f"  rm -rf {cluster.root} {root}"
+                )
             )
         console.print(f"[dim]Demo took {time.monotonic() - started:.1f} s.[/]")
         return outcome
@@ -312,7 +348,7 @@ def _flow(console: Console, cluster: TempCluster, relay: Relay, password: str, c
         "records every byte) with libpq's default [bold]sslmode=prefer[/] and runs:"
     )
     console.print(Text(f"    {QUERY}", style="cyan"))
-    rows = _client_query(host="127.0.0.1", port=relay.port, password=password, sslmode="prefer")
+    rows = _must_query(relay.port, host="127.0.0.1", password=password, sslmode="prefer")
     before = _last_capture(relay)
     console.print(_eavesdropper_table("What the eavesdropper decoded (sslmode=prefer)", before.timeline()))
     card_seen = before.contains(CARD_NUMBER.encode())
@@ -341,10 +377,10 @@ def _flow(console: Console, cluster: TempCluster, relay: Relay, password: str, c
     _section(console, 4, "The same query through the same eavesdropper, sslmode=verify-full")
     # The relay is plain TCP: the client still checks the certificate against the name "localhost", while
     # hostaddr pins the address so that libpq does not try ::1 around the relay.
-    rows = _client_query(
+    rows = _must_query(
+        relay.port,
         host="localhost",
         hostaddr="127.0.0.1",
-        port=relay.port,
         password=password,
         sslmode="verify-full",
         sslrootcert=str(ca_cert),
