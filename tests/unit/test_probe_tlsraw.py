@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import socket
 import ssl
@@ -103,11 +104,12 @@ def _ask_openssl(ctx: ssl.SSLContext, hello: bytes) -> bytes:
         except OSError:
             return
         conn.settimeout(5)
-        with conn, ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False) as tls:
-            try:
-                tls.do_handshake()
-            except (ssl.SSLError, OSError):
-                pass
+        with (
+            conn,
+            ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False) as tls,
+            contextlib.suppress(ssl.SSLError, OSError),
+        ):
+            tls.do_handshake()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -280,10 +282,8 @@ def test_parse_malformed(data: bytes, message: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_parser_total_on_arbitrary_bytes(data: bytes) -> None:
-    try:
+    with contextlib.suppress(TlsDecodeError):
         parse_server_response(data)
-    except TlsDecodeError:
-        pass
 
 
 @settings(max_examples=300, deadline=None)
@@ -296,10 +296,8 @@ def test_parser_total_on_arbitrary_bytes(data: bytes) -> None:
 def test_parser_total_on_record_shaped_bytes(ctype: int, htype: int, body: bytes, prefix_sh: bool) -> None:
     payload = _handshake(htype, body) if ctype == 22 else body
     data = (_record(22, _server_hello()) if prefix_sh else b"") + _record(ctype, payload)
-    try:
+    with contextlib.suppress(TlsDecodeError):
         parse_server_response(data)
-    except TlsDecodeError:
-        pass
 
 
 # --------------------------------------------------------------------------------------------- real OpenSSL
