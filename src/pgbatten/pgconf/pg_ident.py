@@ -1,0 +1,141 @@
+"""pg_ident.conf: ``MAPNAME SYSTEM-USERNAME PG-USERNAME`` lines, kept verbatim, and idempotent additions.
+
+Same tokenizer as pg_hba.conf (quotes, comments, PostgreSQL 16 continuations and include directives). A
+system user name starting with ``/`` is a regular expression (``\\1`` in the PostgreSQL user refers to its
+first capture group); this module stores it as written and does not check the regular expression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgbatten.errors import ParseError
+from pgbatten.pgconf._hbatok import layout_columns, logical_lines, quote_token, render_columns, tokenize
+from pgbatten.pgconf._text import dominant_eol, read_text
+from pgbatten.pgconf.postgresql_conf import IncludeKind
+
+__all__ = [
+    "IdentComment",
+    "IdentFile",
+    "IdentInclude",
+    "IdentLine",
+    "IdentMapping",
+    "add_mapping",
+    "load_ident",
+    "parse_ident",
+    "render",
+]
+
+_DEFAULT_COLUMNS = (0, 16, 40)  # the layout of initdb's header comment
+_INCLUDE_NAMES = frozenset(k.value for k in IncludeKind)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentComment:
+    """A comment or blank line."""
+
+    lineno: int
+    raw: str
+    eol: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdentInclude:
+    """An include directive (PostgreSQL 16+), kept as written."""
+
+    lineno: int
+    raw: str
+    eol: str
+    kind: IncludeKind
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdentMapping:
+    """One mapping; the three names are as PostgreSQL reads them (quotes removed)."""
+
+    lineno: int
+    raw: str
+    eol: str
+    map_name: str
+    system_user: str
+    pg_user: str
+
+    @property
+    def is_regex(self) -> bool:
+        """Whether the system user name is a regular expression."""
+        return self.system_user.startswith("/")
+
+
+IdentLine = IdentComment | IdentInclude | IdentMapping
+
+
+@dataclass(frozen=True, slots=True)
+class IdentFile:
+    """A parsed pg_ident.conf that renders back to exactly the text it came from."""
+
+    lines: tuple[IdentLine, ...]
+    path: Path | None = None
+
+    @property
+    def mappings(self) -> tuple[IdentMapping, ...]:
+        """The mappings in file order."""
+        return tuple(ln for ln in self.lines if isinstance(ln, IdentMapping))
+
+
+def _parse_line(raw: str, eol: str, lineno: int, path: Path | None) -> IdentLine:
+    fields = tokenize(raw, lineno, path).fields
+    if not fields:
+        return IdentComment(lineno, raw, eol)
+    first = fields[0][0]
+    if not first.quoted and first.value in _INCLUDE_NAMES and len(fields[0]) == 1:
+        if len(fields) != 2 or len(fields[1]) != 1:
+            raise ParseError(path, lineno, raw, f"{first.value} needs exactly one file name")
+        return IdentInclude(lineno, raw, eol, IncludeKind(first.value), fields[1][0].value)
+    if len(fields) < 3:
+        raise ParseError(path, lineno, raw, "missing entry at end of line")
+    if any(len(f) != 1 for f in fields[:3]):
+        raise ParseError(path, lineno, raw, "multiple values in ident field")
+    # PostgreSQL ignores anything after the third field; so do we (it stays in ``raw``).
+    return IdentMapping(lineno, raw, eol, fields[0][0].value, fields[1][0].value, fields[2][0].value)
+
+
+def parse_ident(text: str, path: Path | None = None) -> IdentFile:
+    """Parse pg_ident.conf text; ``ParseError`` names the file and line of anything malformed."""
+    return IdentFile(
+        tuple(_parse_line(ll.raw, ll.eol, ll.index + 1, path) for ll in logical_lines(text)), path
+    )
+
+
+def render(ident: IdentFile) -> str:
+    """The file's text, byte-for-byte what was parsed plus any added lines."""
+    return "".join(ln.raw + ln.eol for ln in ident.lines)
+
+
+def load_ident(path: Path) -> IdentFile:
+    """Read and parse a pg_ident.conf (``FileProblem`` if unreadable)."""
+    return parse_ident(read_text(Path(path)), Path(path))
+
+
+def add_mapping(ident: IdentFile, map_name: str, system_user: str, pg_user: str) -> tuple[IdentFile, bool]:
+    """Append ``map_name system_user pg_user`` unless that exact mapping exists; returns ``(new, changed)``.
+
+    ``system_user`` may be a ``/regex``. Names are quoted as needed; the new line follows the columns of the
+    last single-line mapping, or initdb's header layout.
+    """
+    for m in ident.mappings:
+        if (m.map_name, m.system_user, m.pg_user) == (map_name, system_user, pg_user):
+            return ident, False
+    columns: tuple[int, ...] | list[int] = _DEFAULT_COLUMNS
+    for existing in reversed(ident.mappings):
+        cols = layout_columns(existing.raw)
+        if cols is not None and len(cols) >= 3:
+            columns = cols
+            break
+    line = render_columns([quote_token(map_name), quote_token(system_user), quote_token(pg_user)], columns)
+    eol = dominant_eol([ln.eol for ln in ident.lines])
+    text = render(ident)
+    if text and not text.endswith("\n"):
+        text += eol
+    return parse_ident(text + line + eol, ident.path), True
