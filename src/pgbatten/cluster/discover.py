@@ -123,11 +123,8 @@ def _setting_from_file(conf: Path, name: str) -> str | None:
         text = conf.read_text()
     except OSError as exc:
         raise FileProblem(conf, exc.strerror or "cannot read") from exc
-    value: str | None = None
-    for entry in parse_conf(text, conf).entries:
-        if entry.name == name and entry.active:
-            value = entry.value
-    return value
+    setting = parse_conf(text, conf).get(name)
+    return setting.value if setting is not None else None
 
 
 def discover(*, pgdata: Path | None = None, cluster: str | None = None) -> Cluster:

@@ -1,0 +1,118 @@
+"""Which names and addresses the server certificate must carry, and where to prove them from outside."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import socket
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pgbatten.errors import UsageError
+from pgbatten.pki import classify_host
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# listen_addresses values meaning "every interface".
+WILDCARDS = ("*", "0.0.0.0", "::")  # noqa: S104 - we read these, we bind nothing
+
+
+@dataclass(frozen=True)
+class MachineNames:
+    """What this machine calls itself, gathered once (I/O) and handed to the pure planner."""
+
+    hostnames: tuple[str, ...]
+    addresses: tuple[str, ...]
+    ipv6_loopback: bool = True
+
+
+def split_listen_addresses(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def listens_on_loopback(listen: Sequence[str]) -> bool:
+    for item in listen:
+        if item in WILDCARDS or item == "localhost":
+            return True
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(item).is_loopback:
+                return True
+    return False
+
+
+def certificate_hosts(listen_addresses: str, extra: Iterable[str], machine: MachineNames) -> tuple[str, ...]:
+    """SAN entries: every ``--host``, the machine's names, and the addresses the server listens on.
+
+    Order matters only for the subject CN (the first DNS name); duplicates are dropped. Host names that
+    are not valid DNS names (a container's random host name is, an underscore is not) are skipped rather
+    than refused, since the user did not type them.
+    """
+    wanted: list[str] = []
+    for host in extra:
+        classify_host(host)  # a bad --host is the user's to fix: let the UsageError through
+        wanted.append(host)
+    listen = split_listen_addresses(listen_addresses)
+    wanted.extend(machine.hostnames)
+    if listens_on_loopback(listen):
+        wanted.extend(LOOPBACK_NAMES)
+    for item in listen:
+        if item in WILDCARDS:
+            wanted.extend(machine.addresses)
+        elif item != "localhost":
+            wanted.append(item)
+    result: list[str] = []
+    seen: set[str] = set()
+    for host in wanted:
+        try:
+            key = str(classify_host(host))
+        except UsageError:
+            continue
+        if key not in seen:
+            seen.add(key)
+            result.append(key)
+    return tuple(result)
+
+
+def probe_addresses(listen_addresses: str, machine: MachineNames) -> tuple[str, ...]:
+    """Addresses to prove the result from: loopback where the server listens there, and its explicit ones."""
+    listen = split_listen_addresses(listen_addresses)
+    found: list[str] = []
+    if listens_on_loopback(listen):
+        found.append("127.0.0.1")
+        if machine.ipv6_loopback and any(i in listen for i in ("::1", "*", "::", "localhost")):
+            found.append("::1")
+    for item in listen:
+        with contextlib.suppress(ValueError):
+            address = ipaddress.ip_address(item)
+            if not address.is_unspecified and str(address) not in found:
+                found.append(str(address))
+    return tuple(found)
+
+
+def gather_machine_names() -> MachineNames:
+    """Host names (short and fully qualified) and the non-loopback interface addresses. I/O."""
+    names: list[str] = []
+    for name in (socket.gethostname(), socket.getfqdn()):
+        if name and name not in names and name != "localhost":
+            names.append(name.lower())
+    addresses: list[str] = []
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=5)
+        for link in json.loads(out.stdout or "[]"):
+            for info in link.get("addr_info", []):
+                address = ipaddress.ip_address(info.get("local", ""))
+                if not (address.is_loopback or address.is_link_local):
+                    addresses.append(str(address))
+    return MachineNames(
+        hostnames=tuple(names), addresses=tuple(addresses), ipv6_loopback=_has_ipv6_loopback()
+    )
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

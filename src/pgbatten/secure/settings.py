@@ -1,0 +1,57 @@
+"""The postgresql.conf settings of a TLS-only server, by major version. Pure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+TlsMin = Literal["1.2", "1.3"]
+
+# Mozilla's "intermediate" list: forward-secret AEAD suites only. It governs TLS 1.2; TLS 1.3 suites are
+# all AEAD and forward secret, and PostgreSQL leaves them at OpenSSL's defaults.
+INTERMEDIATE_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+# Through PostgreSQL 17 ssl_ecdh_curve names a single EC curve (X25519 is refused there, since it is not
+# an EC curve to OpenSSL's SSL_CTX_set_tmp_ecdh); PostgreSQL 18 replaced it by ssl_groups, a list.
+ECDH_CURVE = "prime256v1"
+GROUPS_18 = "X25519:prime256v1"
+
+
+def tls_settings(
+    *,
+    major: int,
+    tls_min: TlsMin,
+    cert_file: Path,
+    key_file: Path,
+    ca_file: Path,
+    crl_file: Path | None = None,
+) -> dict[str, str]:
+    """Every setting ``secure`` owns, as the unquoted values PostgreSQL reports in ``pg_settings``."""
+    settings = {
+        "ssl": "on",
+        "ssl_cert_file": str(cert_file),
+        "ssl_key_file": str(key_file),
+        "ssl_ca_file": str(ca_file),
+        "ssl_min_protocol_version": f"TLSv{tls_min}",
+        "ssl_ciphers": INTERMEDIATE_CIPHERS,
+        "password_encryption": "scram-sha-256",
+    }
+    if major >= 18:
+        settings["ssl_groups"] = GROUPS_18
+    else:
+        settings["ssl_ecdh_curve"] = ECDH_CURVE
+    if crl_file is not None:
+        settings["ssl_crl_file"] = str(crl_file)
+    return settings

@@ -1,0 +1,220 @@
+"""Proving the result from outside: what a client on the network sees after ``secure``.
+
+Each proof costs the server a forked backend, so we ask only what the answer needs: one ``check`` per
+address the server listens on (TLS versions, the served certificate, plaintext refused) and two real
+libpq logins with ``sslmode=verify-full``, one by name and one by address, that read ``pg_stat_ssl``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from pgbatten.cluster.discover import Cluster
+from pgbatten.cluster.sql import OwnerSQL
+from pgbatten.fsutil import atomic_write
+from pgbatten.pki import CertificateAuthority
+from pgbatten.probe.check import check_target
+from pgbatten.probe.wire import Target
+from pgbatten.secure.plan import ClientAuth
+
+
+@dataclass(frozen=True)
+class Proof:
+    """One outside check and its outcome."""
+
+    what: str
+    ok: bool
+    detail: str = ""
+
+
+def colon_fingerprint(cert: x509.Certificate) -> str:
+    digest = cert.fingerprint(hashes.SHA256()).hex().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def scram_verifier(password: str, *, iterations: int = 4096) -> str:
+    """A SCRAM-SHA-256 secret as PostgreSQL stores it, so the password itself never reaches the server log."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def prove_outside(
+    port: int,
+    addresses: Sequence[str],
+    installed: x509.Certificate,
+    ca_cert: x509.Certificate,
+    timeout: float,
+) -> list[Proof]:
+    """``check`` each address: TLS works, plaintext is refused, the served certificate is ours."""
+    proofs: list[Proof] = []
+    expected = colon_fingerprint(installed)
+    for address in addresses:
+        result = check_target(Target(address, port), ca=[ca_cert], timeout=timeout)
+        where = f"{Target(address, port)}"
+        if not result.reachable:
+            proofs.append(Proof(f"reach {where}", False, result.error or "unreachable"))
+            continue
+        proofs.append(
+            Proof(
+                f"plaintext refused at {where}",
+                result.plaintext_accepted is False,
+                "refused" if result.plaintext_accepted is False else "a plaintext login was accepted",
+            )
+        )
+        served = result.certificate.sha256 if result.certificate else None
+        proofs.append(
+            Proof(
+                f"installed certificate served at {where}",
+                served == expected,
+                f"{', '.join(result.protocols)}; {result.cipher}"
+                if served == expected
+                else f"server presents {served or 'no certificate'}, expected {expected}",
+            )
+        )
+        verdict = result.verify_full[0] if result.verify_full else None
+        proofs.append(
+            Proof(
+                f"verify-full by address {address}",
+                bool(verdict and verdict.ok),
+                verdict.why if verdict else "no certificate",
+            )
+        )
+    return proofs
+
+
+@contextlib.contextmanager
+def probe_role(
+    sql: OwnerSQL, ca: CertificateAuthority, client_auth: ClientAuth
+) -> Iterator[tuple[str, str, Path | None]]:
+    """A short-lived login role (and, under client-certificate auth, its certificate), dropped afterwards."""
+    role = f"pgbatten_verify_{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(24)
+    sql.query(
+        "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L VALID UNTIL %L', :'role', :'secret',"
+        " now() + interval '10 minutes') \\gexec",
+        {"role": role, "secret": scram_verifier(password)},
+    )
+    with tempfile.TemporaryDirectory(prefix="pgbatten-verify-") as tmp:
+        cert_dir: Path | None = None
+        try:
+            if client_auth != "none":
+                issued = ca.issue_client(role, days=1)
+                cert_dir = Path(tmp)
+                atomic_write(cert_dir / "client.crt", issued.cert_pem(), mode=0o644)
+                atomic_write(cert_dir / "client.key", issued.key_pem(), mode=0o600)
+            yield role, password, cert_dir
+        finally:
+            with contextlib.suppress(Exception):
+                sql.query("SELECT format('DROP ROLE IF EXISTS %I', :'role') \\gexec", {"role": role})
+
+
+def prove_login(
+    *,
+    host: str,
+    hostaddr: str,
+    port: int,
+    ca_path: Path,
+    role: str,
+    password: str,
+    cert_dir: Path | None,
+    timeout: float,
+) -> Proof:
+    """A real libpq login with sslmode=verify-full that reads its own row of pg_stat_ssl."""
+    what = f"verify-full login by {'address' if _is_ip(host) else 'name'} {host}"
+    params: dict[str, str | int] = {
+        "host": host,
+        "hostaddr": hostaddr,
+        "port": port,
+        "dbname": "postgres",
+        "user": role,
+        "password": password,
+        "sslmode": "verify-full",
+        "sslrootcert": str(ca_path),
+        "connect_timeout": max(1, int(timeout)),
+        "application_name": "pgbatten-verify",
+    }
+    if cert_dir is not None:
+        params["sslcert"] = str(cert_dir / "client.crt")
+        params["sslkey"] = str(cert_dir / "client.key")
+    try:
+        with psycopg.connect(**params) as conn:  # type: ignore[arg-type]
+            row = conn.execute(
+                "SELECT ssl, version, cipher, bits FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            ).fetchone()
+    except psycopg.Error as exc:
+        text = " ".join(str(exc).split())
+        if "FATAL:" in text and ("pg_hba.conf" in text or "authentication failed" in text):
+            # The server spoke after the handshake, so libpq had already verified its certificate; only
+            # the probe role's login was not allowed by rules we do not own.
+            return Proof(what, True, f"TLS verified by libpq; login refused for the probe role: {text}")
+        return Proof(what, False, text or type(exc).__name__)
+    if row is None or not row[0]:
+        return Proof(what, False, "pg_stat_ssl says this session is not encrypted")
+    return Proof(what, True, f"pg_stat_ssl: {row[1]}, {row[2]}, {row[3]} bits")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def prove_all(
+    cluster: Cluster,
+    *,
+    addresses: Sequence[str],
+    hosts: Sequence[str],
+    installed: x509.Certificate,
+    ca: CertificateAuthority,
+    ca_path: Path,
+    client_auth: ClientAuth,
+    timeout: float = 5.0,
+) -> list[Proof]:
+    """Every outside proof ``secure`` ends with."""
+    port = cluster.require_running().port
+    proofs = prove_outside(port, addresses, installed, ca.certificate, timeout)
+    if not addresses:
+        return [Proof("reach the server over TCP", False, "listen_addresses has no address to test")]
+    names = [h for h in hosts if not _is_ip(h)]
+    address = addresses[0]
+    logins = [(names[0] if names else address, address)]
+    if names:
+        logins.append((address, address))
+    with probe_role(cluster.sql(), ca, client_auth) as (role, password, cert_dir):
+        for host, hostaddr in logins:
+            proofs.append(
+                prove_login(
+                    host=host,
+                    hostaddr=hostaddr,
+                    port=port,
+                    ca_path=ca_path,
+                    role=role,
+                    password=password,
+                    cert_dir=cert_dir,
+                    timeout=timeout,
+                )
+            )
+    return proofs

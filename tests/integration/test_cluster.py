@@ -1,0 +1,65 @@
+"""The cluster layer against real PostgreSQL: discovery, SQL as the owner, the config-outside layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pgbatten.cluster.discover import CONF_ROOT_ENV, discover
+from pgbatten.cluster.temp import TempCluster
+from pgbatten.errors import ClusterError, UsageError
+
+pytestmark = pytest.mark.integration
+
+
+def test_discover_running_cluster_by_pgdata(seed_cluster: TempCluster) -> None:
+    found = discover(pgdata=seed_cluster.data_dir)
+    assert found.running is not None
+    assert found.running.port == seed_cluster.port
+    assert found.config_file == seed_cluster.config_file
+    assert found.hba_file == seed_cluster.hba_file
+    assert found.major == seed_cluster.bin.major
+    assert found.owner.uid == seed_cluster.owner.uid
+    assert found.sql().value("SELECT current_setting('port')") == str(seed_cluster.port)
+
+
+def test_sql_keeps_nulls_empty_strings_and_quotes(seed_cluster: TempCluster) -> None:
+    rows = seed_cluster.sql().query(
+        "SELECT NULL::text, '', :'v' UNION ALL SELECT 'a\tb', 'x', 'y'", {"v": "it's; DROP"}
+    )
+    assert rows == [(None, "", "it's; DROP"), ("a\tb", "x", "y")]
+
+
+def test_discover_debian_layout(
+    make_cluster: Callable[..., TempCluster], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cluster = make_cluster(config_outside_pgdata=True)
+    # Lay out /etc/postgresql/VERSION/NAME the way postgresql-common does, pointing at the temp config.
+    root = tmp_path / "etc-postgresql"
+    (root / str(cluster.bin.major)).mkdir(parents=True)
+    (root / str(cluster.bin.major) / "main").symlink_to(cluster.conf_dir)
+    monkeypatch.setenv(CONF_ROOT_ENV, str(root))
+    found = discover(cluster=f"{cluster.bin.major}/main")
+    assert found.data_dir == cluster.data_dir
+    assert found.hba_file == cluster.hba_file
+    assert found.config_file == cluster.config_file
+    assert found.running is not None
+
+
+def test_discover_stopped_cluster(make_cluster: Callable[..., TempCluster]) -> None:
+    cluster = make_cluster()
+    cluster.stop()
+    found = discover(pgdata=cluster.data_dir)
+    assert found.running is None
+    assert found.hba_file == cluster.data_dir / "pg_hba.conf"
+    with pytest.raises(ClusterError, match="not running"):
+        found.require_running()
+
+
+def test_discover_rejects_non_data_dir(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match="not a PostgreSQL data directory"):
+        discover(pgdata=tmp_path)
+    with pytest.raises(UsageError):
+        discover(cluster="main")
