@@ -156,3 +156,109 @@ def ca_init(
     out.print(f"  certificate (hand to clients as sslrootcert): {store.ca_cert_path}")
     out.print(f"  private key (keep secret, mode 0600):          {store.ca_key_path}")
     out.print(f"  valid until {authority.not_after:%Y-%m-%d %H:%M} UTC")
+
+
+@main.command("check")
+@click.argument("targets", nargs=-1, required=True, metavar="HOST[:PORT]...")
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="CA certificate(s) a verify-full client would trust (PEM).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per target.")
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300), help="Seconds.")
+def check_cmd(targets: tuple[str, ...], ca_file: Path | None, as_json: bool, timeout: float) -> None:
+    """Check servers from outside, with no credentials: TLS, certificate, plaintext refused.
+
+    Exit status: 0 nothing of high severity, 1 a high or critical finding, 3 a target unreachable.
+    """
+    from pgbatten.probe import check_target, exit_status, load_ca_file, parse_target
+    from pgbatten.report import check_json, print_check
+
+    parsed = [parse_target(t) for t in targets]  # all input is validated before the first connection
+    ca = load_ca_file(ca_file) if ca_file else None
+    results = [check_target(t, ca=ca, timeout=timeout) for t in parsed]
+    if as_json:
+        click.echo(check_json(results))
+    else:
+        out = make_console()
+        for result in results:
+            print_check(out, result)
+    raise SystemExit(exit_status(results))
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        from pgbatten.errors import UsageError
+
+        raise UsageError("no terminal to confirm on; pass --yes to apply, or --dry-run to only show the plan")
+    return click.confirm(question, default=False)
+
+
+@main.command("secure")
+@cluster_options
+@click.option(
+    "--host", "hosts", multiple=True, metavar="NAME", help="Name or address clients use (repeatable)."
+)
+@ca_dir_option
+@passphrase_option
+@click.option("--tls-min", type=click.Choice(["1.2", "1.3"]), default="1.2", show_default=True)
+@click.option(
+    "--client-auth",
+    type=click.Choice(["none", "verify-full", "cert"]),
+    default="none",
+    show_default=True,
+    help="verify-full: password plus client certificate; cert: the certificate alone.",
+)
+@click.option("--cert-map", default=None, metavar="NAME", help="pg_ident map for --client-auth cert.")
+@key_type_option
+@click.option(
+    "--days", default=365, show_default=True, type=click.IntRange(1, 3650), help="Server cert validity."
+)
+@click.option("--dry-run", is_flag=True, help="Show the plan and exit without touching anything.")
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
+def secure_cmd(
+    pgdata: Path | None,
+    cluster_name: str | None,
+    hosts: tuple[str, ...],
+    ca_dir: Path | None,
+    ca_passphrase_file: Path | None,
+    tls_min: str,
+    client_auth: str,
+    cert_map: str | None,
+    key_type: str,
+    days: int,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    """Make a running cluster TLS-only, by reload, and prove it from outside."""
+    from pgbatten.cluster.discover import discover
+    from pgbatten.pki import KeyType
+    from pgbatten.secure import SecureOptions, secure
+
+    options = SecureOptions(
+        hosts=hosts,
+        ca_dir=ca_dir,
+        tls_min="1.3" if tls_min == "1.3" else "1.2",
+        client_auth=client_auth,  # type: ignore[arg-type]  # click.Choice guarantees the literal
+        cert_map=cert_map,
+        key_type=KeyType.parse(key_type),
+        days=days,
+        dry_run=dry_run,
+        yes=yes,
+        ca_passphrase=read_secret_file(ca_passphrase_file),
+    )
+    options.request()  # reject bad --host values before looking at the cluster
+    cluster = discover(pgdata=pgdata, cluster=cluster_name)
+    secure(cluster, options, console=make_console(), confirm=_confirm)
+
+
+@main.command("demo")
+@click.option("--keep", is_flag=True, help="Leave the demo cluster's files behind for inspection.")
+def demo_cmd(keep: bool) -> None:
+    """Show an eavesdropper reading a plaintext query, secure the server, and show it again."""
+    from pgbatten.demo.run import run_demo
+
+    raise SystemExit(run_demo(make_console(), keep=keep))

@@ -161,7 +161,7 @@ def plan_secure(
     if new_hba_text != old_hba_text:
         assert state.hba.path is not None
         changes.append(
-            FileChange(state.hba.path, old_hba_text.encode(), new_hba_text.encode(), 0o640, purpose="pg_hba")
+            FileChange(state.hba.path, _encode(old_hba_text), _encode(new_hba_text), 0o640, purpose="pg_hba")
         )
     if request.cert_map is not None and state.ident is not None:
         # Start the map as the identity (CN = role) so that cert logins keep working; the administrator adds
@@ -177,8 +177,8 @@ def plan_secure(
             changes.append(
                 FileChange(
                     state.ident.path,
-                    pg_ident.render(state.ident).encode(),
-                    pg_ident.render(ident_new).encode(),
+                    _encode(pg_ident.render(state.ident)),
+                    _encode(pg_ident.render(ident_new)),
                     0o640,
                     purpose="pg_ident",
                 )
@@ -278,13 +278,18 @@ def _conf_changes(
             changes.append(
                 FileChange(
                     conf.path,
-                    conf_mod.render(conf).encode(),
-                    conf_mod.render(new).encode(),
+                    _encode(conf_mod.render(conf)),
+                    _encode(conf_mod.render(new)),
                     0o600,
                     purpose="settings",
                 )
             )
     return changes
+
+
+def _encode(text: str) -> bytes:
+    # The parsers decode with surrogateescape, so bytes that are not UTF-8 survive the round trip.
+    return text.encode("utf-8", "surrogateescape")
 
 
 def render_diff(plan: SecurePlan) -> str:
