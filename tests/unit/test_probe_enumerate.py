@@ -212,6 +212,7 @@ def test_tls12_only_enumerates_groups(cert_files: tuple[Path, Path]) -> None:
     assert result.connections == 1 + 3 + 1 + (len(groups) - 1) + 1 + 1 == seen
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 def test_tls10_and_11(cert_files: tuple[Path, Path]) -> None:
     ctx = server_context(
         cert_files,
