@@ -1,0 +1,9 @@
+"""The ``pgbatten`` command: a thin layer of argument parsing and printing over the library.
+
+``app`` holds the root group and the shared options; each ``*_cmd`` module adds one command family.
+"""
+
+from pgbatten.cli import ca_cmd, check_cmd, demo_cmd, secure_cmd
+from pgbatten.cli.app import main
+
+__all__ = ["ca_cmd", "check_cmd", "demo_cmd", "main", "secure_cmd"]

@@ -1,0 +1,127 @@
+"""The ``pgbatten`` command: a thin layer of argument parsing and printing over the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from pgbatten import __version__
+from pgbatten.errors import PgBattenError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Exit codes: 0 success, 1 a check found something of high severity, 2 an expected error (one line on
+# stderr), 3 a target was unreachable, 70 an internal error, 130 interrupted.
+EXIT_ERROR = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    # rich already honours NO_COLOR and plain output when not on a terminal; keep lines unwrapped for pipes.
+    return Console(stderr=stderr, highlight=False, soft_wrap=not sys.stdout.isatty())
+
+
+class PgBattenGroup(click.Group):
+    """Turns every expected failure into one line on stderr; tracebacks only with --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PgBattenError as exc:
+            if _debug(ctx):
+                raise
+            click.echo(f"pgbatten: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            if _debug(ctx):
+                raise
+            click.echo("pgbatten: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            click.echo(
+                f"pgbatten: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.params.get("debug")) or os.environ.get("PGBATTEN_DEBUG") == "1"
+
+
+@click.group(cls=PgBattenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, prog_name="pgbatten")
+def main(debug: bool) -> None:
+    """Turn a PostgreSQL server into a TLS-only server, hand clients what they need, and prove it."""
+
+
+def ca_dir_option(func: F) -> F:
+    return click.option(
+        "--ca-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar="PGBATTEN_CA_DIR",
+        default=None,
+        help="CA directory (default: $PGBATTEN_CA_DIR or ~/.local/share/pgbatten/ca).",
+    )(func)
+
+
+def passphrase_option(func: F) -> F:
+    return click.option(
+        "--ca-passphrase-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="File holding the CA key's passphrase (first line).",
+    )(func)
+
+
+def read_secret_file(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    from pgbatten.errors import FileProblem
+
+    try:
+        first = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise FileProblem(path, exc.strerror or "cannot read") from exc
+    if not first or not first[0]:
+        raise FileProblem(path, "is empty")
+    return first[0]
+
+
+def cluster_options(func: F) -> F:
+    func = click.option(
+        "--cluster",
+        "cluster_name",
+        metavar="VERSION/NAME",
+        default=None,
+        help="A Debian/Ubuntu cluster, e.g. 15/main (config in /etc/postgresql/VERSION/NAME).",
+    )(func)
+    return click.option(
+        "--pgdata",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="The cluster's data directory.",
+    )(func)
+
+
+def key_type_option(func: F) -> F:
+    return click.option(
+        "--key-type",
+        default="ecdsa-p256",
+        show_default=True,
+        metavar="TYPE",
+        help="ecdsa-p256 (fastest handshakes), rsa-2048, rsa-3072 or rsa-4096.",
+    )(func)

@@ -1,0 +1,247 @@
+"""``pgbatten secure`` on real clusters: the seed case, idempotence, rollback, refusals, Debian layout."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from pgbatten.cli import main
+from pgbatten.cluster.discover import CONF_ROOT_ENV, discover
+from pgbatten.cluster.temp import TempCluster
+from pgbatten.errors import ParseError, VerificationError
+from pgbatten.pki import CAStore, KeyType, generate_key, private_key_pem
+from pgbatten.probe import check_target, load_ca_file
+from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure.plan import KEY_NAME
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "s3cret-app-pw"
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+def add_app_role(cluster: TempCluster) -> None:
+    cluster.sql().query(f"CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'")
+
+
+def psql_verify_full(
+    cluster: TempCluster, host: str, hostaddr: str, ca: Path
+) -> subprocess.CompletedProcess[str]:
+    """The real libpq client, as a user would run it."""
+    psql = shutil.which("psql") or str(cluster.bin.path("psql"))
+    conninfo = (
+        f"host={host} hostaddr={hostaddr} port={cluster.port} dbname=postgres user=app "
+        f"sslmode=verify-full sslrootcert={ca}"
+    )
+    return subprocess.run(
+        [
+            psql,
+            "-X",
+            "-A",
+            "-t",
+            conninfo,
+            "-c",
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": PASSWORD},
+        timeout=30,
+    )
+
+
+def snapshot(*dirs: Path) -> dict[Path, bytes]:
+    return {
+        p: p.read_bytes() for d in dirs for p in sorted(d.iterdir()) if p.is_file() and p.suffix != ".pid"
+    }
+
+
+def test_secure_seed_cluster_end_to_end(seed_cluster: TempCluster, ca_dir: Path) -> None:
+    add_app_role(seed_cluster)
+    before = check_target(f"127.0.0.1:{seed_cluster.port}", timeout=5)
+    assert before.plaintext_accepted is True
+    assert before.grade == "F"
+
+    # A session opened before must survive: secure reloads, it never restarts.
+    session = psycopg.connect(
+        host="127.0.0.1",
+        port=seed_cluster.port,
+        dbname="postgres",
+        user="app",
+        password=PASSWORD,
+        sslmode="disable",
+    )
+    pid_before = session.execute("SELECT pg_backend_pid()").fetchone()
+
+    result = secure(
+        discover(pgdata=seed_cluster.data_dir),
+        SecureOptions(hosts=("db.pgbatten.test",), ca_dir=ca_dir, yes=True),
+        console=quiet(),
+    )
+    assert result.applied
+    assert all(p.ok for p in result.proofs), result.proofs
+
+    ca_cert = CAStore(ca_dir).ca_cert_path
+    by_name = psql_verify_full(seed_cluster, "db.pgbatten.test", "127.0.0.1", ca_cert)
+    assert by_name.returncode == 0, by_name.stderr
+    assert by_name.stdout.strip().startswith("t|TLSv1.")
+    by_ip = psql_verify_full(seed_cluster, "127.0.0.1", "127.0.0.1", ca_cert)
+    assert by_ip.returncode == 0, by_ip.stderr
+    wrong_name = psql_verify_full(seed_cluster, "other.pgbatten.test", "127.0.0.1", ca_cert)
+    assert wrong_name.returncode != 0
+    assert "does not match host name" in wrong_name.stderr
+
+    after = check_target(f"127.0.0.1:{seed_cluster.port}", ca=load_ca_file(ca_cert), timeout=5)
+    assert after.plaintext_accepted is False
+    assert set(after.protocols) == {"TLSv1.2", "TLSv1.3"}
+    assert after.grade in ("A", "A+")
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        psycopg.connect(
+            host="127.0.0.1",
+            port=seed_cluster.port,
+            dbname="postgres",
+            user="app",
+            password=PASSWORD,
+            sslmode="disable",
+        )
+
+    assert session.execute("SELECT pg_backend_pid()").fetchone() == pid_before
+    session.close()
+
+    # Second run: nothing to change, and no file is written (not even a backup).
+    files = snapshot(seed_cluster.data_dir)
+    again = secure(
+        discover(pgdata=seed_cluster.data_dir),
+        SecureOptions(hosts=("db.pgbatten.test",), ca_dir=ca_dir, yes=True),
+        console=quiet(),
+    )
+    assert not again.plan.changed
+    assert snapshot(seed_cluster.data_dir) == files
+
+
+def test_rollback_when_the_new_certificate_cannot_be_loaded(seed_cluster: TempCluster, ca_dir: Path) -> None:
+    cluster = discover(pgdata=seed_cluster.data_dir)
+    files = snapshot(seed_cluster.data_dir)
+    options = SecureOptions(ca_dir=ca_dir, yes=True)
+
+    # Plan normally, then swap in a key that does not belong to the certificate: only PostgreSQL's own
+    # reload can notice, so this exercises the outside proof and the rollback.
+    from pgbatten.secure import apply as apply_mod
+    from pgbatten.secure import facts, plan as plan_mod, verify
+
+    store = CAStore(ca_dir)
+    authority = store.load_or_init()
+    state = facts.read_state(cluster)
+    plan = plan_mod.plan_secure(state, options.request(), authority)
+    wrong_key = private_key_pem(generate_key(KeyType.ECDSA_P256))
+    broken = dataclasses.replace(
+        plan,
+        changes=tuple(
+            dataclasses.replace(c, new=wrong_key) if c.path.name == KEY_NAME else c for c in plan.changes
+        ),
+    )
+
+    def prove() -> list[verify.Proof]:
+        return verify.prove_all(
+            cluster,
+            addresses=("127.0.0.1",),
+            hosts=plan.hosts,
+            installed=plan.certificate,
+            ca=authority,
+            ca_path=plan.ca_path,
+            client_auth="none",
+        )
+
+    with pytest.raises(VerificationError, match="rolled back"):
+        apply_mod.apply_plan(cluster, broken, prove=prove, log=lambda _m: None)
+
+    restored = {p: b for p, b in snapshot(seed_cluster.data_dir).items() if ".pgbatten-" not in p.name}
+    assert restored == files
+    # Back as it was: plaintext still accepted (ssl is off again), the server answers.
+    assert check_target(f"127.0.0.1:{seed_cluster.port}", timeout=5).plaintext_accepted is True
+    assert seed_cluster.sql().value("SELECT current_setting('ssl')") == "off"
+
+
+def test_broken_hba_is_refused_and_nothing_changes(seed_cluster: TempCluster, ca_dir: Path) -> None:
+    with seed_cluster.hba_file.open("a") as hba:
+        hba.write("host all all 10.0.0.0/33 md5\n")
+    files = snapshot(seed_cluster.data_dir)
+    with pytest.raises(ParseError) as info:
+        secure(
+            discover(pgdata=seed_cluster.data_dir), SecureOptions(ca_dir=ca_dir, yes=True), console=quiet()
+        )
+    assert info.value.lineno == 8  # the line appended after the seed's seven
+    assert str(seed_cluster.hba_file) in str(info.value)
+    assert snapshot(seed_cluster.data_dir) == files
+    assert seed_cluster.sql().value("SELECT 1") == "1"
+
+
+def test_cli_errors_are_one_line(seed_cluster: TempCluster, ca_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    bad_host = runner.invoke(
+        main, ["secure", "--pgdata", str(seed_cluster.data_dir), "--host", "bad host", "-y"]
+    )
+    assert bad_host.exit_code == 2
+    assert bad_host.output.count("\n") == 1 and "invalid host name" in bad_host.output
+    missing = runner.invoke(main, ["secure", "--pgdata", str(tmp_path / "nope"), "-y"])
+    assert missing.exit_code == 2
+    assert "does not exist" in missing.output and "Traceback" not in missing.output
+
+
+def test_cli_dry_run_shows_diff_and_touches_nothing(seed_cluster: TempCluster, ca_dir: Path) -> None:
+    files = snapshot(seed_cluster.data_dir)
+    result = CliRunner().invoke(main, ["secure", "--pgdata", str(seed_cluster.data_dir), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "+hostssl all             all             127.0.0.1/32            md5" in result.output
+    assert "+ssl = on" in result.output
+    assert "Dry run: nothing was written." in result.output
+    assert snapshot(seed_cluster.data_dir) == files
+
+
+def test_tls13_only_and_alter_system_override(seed_cluster: TempCluster, ca_dir: Path) -> None:
+    # ALTER SYSTEM writes postgresql.auto.conf, which PostgreSQL reads last: an edit of postgresql.conf
+    # alone would be silently ineffective.
+    seed_cluster.sql().query("ALTER SYSTEM SET ssl_min_protocol_version = 'TLSv1.2'")
+    result = secure(
+        discover(pgdata=seed_cluster.data_dir),
+        SecureOptions(ca_dir=ca_dir, tls_min="1.3", yes=True),
+        console=quiet(),
+    )
+    assert all(p.ok for p in result.proofs)
+    assert "TLSv1.3" in (seed_cluster.data_dir / "postgresql.auto.conf").read_text()
+    after = check_target(f"127.0.0.1:{seed_cluster.port}", timeout=5)
+    assert after.protocols == ("TLSv1.3",)
+
+
+def test_debian_layout_with_config_outside_pgdata(
+    make_cluster: Callable[..., TempCluster], ca_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import SEED_HBA
+
+    cluster = make_cluster(hba=SEED_HBA, config_outside_pgdata=True)
+    root = tmp_path / "etc-postgresql"
+    (root / str(cluster.bin.major)).mkdir(parents=True)
+    (root / str(cluster.bin.major) / "main").symlink_to(cluster.conf_dir)
+    monkeypatch.setenv(CONF_ROOT_ENV, str(root))
+    runner = CliRunner()
+    result = runner.invoke(main, ["secure", "--cluster", f"{cluster.bin.major}/main", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert (cluster.conf_dir / "pgbatten-server.crt").exists()
+    assert not (cluster.data_dir / "pgbatten-server.crt").exists()
+    key_mode = (cluster.conf_dir / KEY_NAME).stat().st_mode & 0o777
+    assert key_mode == 0o600
+    assert (cluster.conf_dir / KEY_NAME).stat().st_uid == cluster.owner.uid
+    assert check_target(f"127.0.0.1:{cluster.port}", timeout=5).plaintext_accepted is False
