@@ -7,6 +7,8 @@ out, also on an error or Ctrl-C. Nothing touches the user's real CA or any exist
 
 from __future__ import annotations
 
+import difflib
+import io
 import os
 import secrets
 import shutil
@@ -277,12 +279,60 @@ def _secrets() -> dict[str, bytes]:
 
 
 def _run_secure(console: Console, cluster: TempCluster, ca_dir: Path) -> tuple[Path, str]:
-    """Secure the demo cluster as ``pgbatten secure --yes`` would; return the CA cert path and conninfo."""
+    """Secure the demo cluster as ``pgbatten secure --yes`` would; return the CA cert path and conninfo.
+
+    secure's own report (plan, full diffs, proofs) fills a page; the demo shows its gist and replays the
+    whole report only when secure fails, where every line may matter.
+    """
     from pgbatten.secure import SecureOptions, secure
 
     described = discover(pgdata=cluster.data_dir)
-    result = secure(described, SecureOptions(hosts=("localhost",), ca_dir=ca_dir, yes=True), console=console)
-    return Path(result.ca_cert_path), str(result.conninfo)
+    report = io.StringIO()
+    quiet = Console(file=report, width=console.width, color_system=None)
+    try:
+        result = secure(
+            described, SecureOptions(hosts=("localhost",), ca_dir=ca_dir, yes=True), console=quiet
+        )
+    except Exception:
+        console.print(Text(report.getvalue()))
+        raise
+    plan = result.plan
+    console.print(
+        Text.assemble(
+            "Wrote ",
+            (", ".join(c.path.name for c in plan.changes), "bold"),
+            f"; certificate for {', '.join(plan.hosts)} signed by a demo CA; ",
+            ("ssl = on", "bold"),
+            f", {plan.settings.get('ssl_min_protocol_version', 'TLS?')} or newer; reloaded, no restart.",
+        )
+    )
+    for change in plan.changes:
+        if change.purpose == "pg_hba":
+            console.print(_hba_diff(change.old or b"", change.new))
+    proofs = result.proofs
+    passed = sum(1 for p in proofs if p.ok)
+    console.print(
+        Text.assemble(
+            "Proved from outside by secure itself: ",
+            (f"{passed} of {len(proofs)} checks ok", "green" if proofs and passed == len(proofs) else "red"),
+        )
+    )
+    return result.ca_cert_path, result.conninfo
+
+
+def _hba_diff(old: bytes, new: bytes) -> Table:
+    """pg_hba.conf lines removed and added: the heart of the change."""
+    table = Table(title="pg_hba.conf", title_justify="left", show_header=False, box=None, padding=(0, 1))
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
+    old_lines = old.decode("utf-8", errors="replace").splitlines()
+    new_lines = new.decode("utf-8", errors="replace").splitlines()
+    for line in difflib.unified_diff(old_lines, new_lines, lineterm="", n=0):
+        if line.startswith(("---", "+++", "@@")):
+            continue
+        style = "green" if line.startswith("+") else "red"
+        table.add_row(Text(line[:1], style=style), Text(line[1:], style=style))
+    return table
 
 
 def _check(console: Console, target: str, ca: Sequence[x509.Certificate] | None = None) -> CheckResult:
@@ -372,7 +422,7 @@ def _flow(console: Console, cluster: TempCluster, relay: Relay, password: str, c
 
     _section(console, 3, "pgbatten secure")
     ca_cert, conninfo = _run_secure(console, cluster, ca_dir)
-    console.print(Text(f"Client connection string: {conninfo}", style="dim"))
+    console.print(Text(f"What secure tells clients to use: {conninfo}", style="dim"))
 
     _section(console, 4, "The same query through the same eavesdropper, sslmode=verify-full")
     # The relay is plain TCP: the client still checks the certificate against the name "localhost", while
