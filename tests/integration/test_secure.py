@@ -140,7 +140,8 @@ def test_rollback_when_the_new_certificate_cannot_be_loaded(seed_cluster: TempCl
     # Plan normally, then swap in a key that does not belong to the certificate: only PostgreSQL's own
     # reload can notice, so this exercises the outside proof and the rollback.
     from pgbatten.secure import apply as apply_mod
-    from pgbatten.secure import facts, plan as plan_mod, verify
+    from pgbatten.secure import facts, verify
+    from pgbatten.secure import plan as plan_mod
 
     store = CAStore(ca_dir)
     authority = store.load_or_init()
