@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import os
 import shutil
@@ -246,3 +247,38 @@ def test_debian_layout_with_config_outside_pgdata(
     assert key_mode == 0o600
     assert (cluster.conf_dir / KEY_NAME).stat().st_uid == cluster.owner.uid
     assert check_target(f"127.0.0.1:{cluster.port}", timeout=5).plaintext_accepted is False
+
+
+def test_check_cli_tells_before_and_after_apart(seed_cluster: TempCluster, ca_dir: Path) -> None:
+    import json
+
+    runner = CliRunner()
+    target = f"127.0.0.1:{seed_cluster.port}"
+    before = runner.invoke(main, ["check", target, "--json"])
+    assert before.exit_code == 1  # plaintext accepted is a high-severity finding
+    [b] = json.loads(before.output)
+    assert b["plaintext_accepted"] is True and b["protocols"] == [] and b["grade"] == "F"
+    assert "plaintext-accepted" in {f["id"] for f in b["findings"]}
+
+    secured = runner.invoke(main, ["secure", "--pgdata", str(seed_cluster.data_dir), "--yes"])
+    assert secured.exit_code == 0, secured.output
+
+    after = runner.invoke(main, ["check", target, "--json", "--ca", str(CAStore(ca_dir).ca_cert_path)])
+    assert after.exit_code == 0, after.output
+    [a] = json.loads(after.output)
+    assert a["plaintext_accepted"] is False
+    assert "TLSv1.3" in a["protocols"] and "TLSv1.2" in a["protocols"]
+    assert b["certificate"] is None
+    not_after = dt.datetime.fromisoformat(a["certificate"]["not_after"].replace("Z", "+00:00"))
+    assert dt.timedelta(days=360) < not_after - dt.datetime.now(dt.UTC) < dt.timedelta(days=366)
+    assert a["grade"] in ("A", "A+")
+
+
+def test_secure_refuses_a_stopped_server(make_cluster: Callable[..., TempCluster], ca_dir: Path) -> None:
+    cluster = make_cluster()
+    cluster.stop()
+    files = snapshot(cluster.data_dir)
+    result = CliRunner().invoke(main, ["secure", "--pgdata", str(cluster.data_dir), "--yes"])
+    assert result.exit_code == 2
+    assert "is not running" in result.output
+    assert snapshot(cluster.data_dir) == files
