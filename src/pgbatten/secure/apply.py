@@ -15,17 +15,31 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pgbatten.cluster.discover import Cluster
 from pgbatten.cluster.osuser import needs_switch
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.errors import ClusterError, FileProblem, ValidationError, VerificationError
 from pgbatten.fsutil import atomic_write, backup_file, timestamp
-from pgbatten.secure.plan import FileChange, SecurePlan
+from pgbatten.secure.plan import FileChange
 from pgbatten.secure.verify import Proof
 
 Log = Callable[[str], None]
 RELOAD_WAIT_SECONDS = 15.0
+
+
+class ChangeSet(Protocol):
+    """What ``Transaction`` and ``apply_plan`` need of a plan: ``SecurePlan`` and the CRL plan both fit."""
+
+    @property
+    def changes(self) -> tuple[FileChange, ...]: ...
+
+    @property
+    def settings(self) -> Mapping[str, str]: ...
+
+    @property
+    def changed(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,7 @@ class ApplyResult:
 class Transaction:
     """The files of one plan, written with backups and undoable until committed."""
 
-    def __init__(self, cluster: Cluster, plan: SecurePlan, log: Log) -> None:
+    def __init__(self, cluster: Cluster, plan: ChangeSet, log: Log) -> None:
         self.cluster = cluster
         self.plan = plan
         self.log = log
@@ -150,7 +164,7 @@ def check_settings(sql: OwnerSQL, settings: Mapping[str, str]) -> list[Proof]:
 
 def apply_plan(
     cluster: Cluster,
-    plan: SecurePlan,
+    plan: ChangeSet,
     *,
     prove: Callable[[], Sequence[Proof]],
     log: Log,
