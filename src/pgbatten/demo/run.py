@@ -226,9 +226,18 @@ def _make_cluster(password: str) -> TempCluster:
             params,
         )
     except BaseException:
-        cluster.cleanup()
+        _remove_cluster(cluster)
         raise
     return cluster
+
+
+def _remove_cluster(cluster: TempCluster) -> None:
+    """Stop and delete the demo cluster, also when interrupted halfway through starting it."""
+    # Ctrl-C during ``pg_ctl start -w`` kills pg_ctl after it has launched a detached postmaster, before
+    # TempCluster marks itself started: a postmaster.pid on disk is the sign that a server needs stopping.
+    if (cluster.data_dir / "postmaster.pid").exists():
+        cluster.started = True
+    cluster.cleanup()
 
 
 def _client_query(**params: Any) -> list[tuple[Any, ...]]:
@@ -387,7 +396,7 @@ def demonstrate(console: Console, *, keep: bool = False) -> DemoOutcome:
     finally:
         if not (keep and succeeded):
             if cluster is not None:
-                cluster.cleanup()
+                _remove_cluster(cluster)
             shutil.rmtree(root, ignore_errors=True)
 
 
