@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,23 +18,7 @@ from pgbatten.cluster.binaries import PgBinaries, find_binaries
 from pgbatten.cluster.osuser import OsUser, run_as, server_user
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.errors import ClusterError
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now (the usual bind-to-0 trick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def ipv6_loopback_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
+from pgbatten.netutil import free_port, ipv6_loopback_available
 
 
 @dataclass

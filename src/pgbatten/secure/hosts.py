@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pgbatten.errors import UsageError
+from pgbatten.netutil import ipv6_loopback_available
 from pgbatten.pki import classify_host
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -105,14 +106,5 @@ def gather_machine_names() -> MachineNames:
                 if not (address.is_loopback or address.is_link_local):
                     addresses.append(str(address))
     return MachineNames(
-        hostnames=tuple(names), addresses=tuple(addresses), ipv6_loopback=_has_ipv6_loopback()
+        hostnames=tuple(names), addresses=tuple(addresses), ipv6_loopback=ipv6_loopback_available()
     )
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
