@@ -179,8 +179,10 @@ def test_weak_signature() -> None:
     # This OpenSSL will not sign with SHA-1, so describe such a certificate instead of building one.
     _, leaf = make_cert(sans=DNS, not_after=NOW + dt.timedelta(days=200))
     info = dataclasses.replace(check.CertificateInfo.from_certificate(leaf), signature_hash="sha1")
-    found = check._certificate_findings(info, [], ca_given=False, now=NOW)
+    assert check._certificate_findings(info, [], ca_given=False, now=NOW) == []
+    found = check.signature_findings([info])
     assert [x.id for x in found] == ["weak-signature"]
+    assert found[0].cis is not None
 
 
 def test_aggregate_expires_soon_and_self_signed_untrusted() -> None:

@@ -664,6 +664,43 @@ def enumerate_tls(
     )
 
 
+@dataclass(frozen=True)
+class DirectSsl:
+    """The answer to a PostgreSQL 17 "direct SSL" hello, and what it cost."""
+
+    supported: bool | None
+    """True: a TLS answer; False: anything else; None: the host could not be reached at all."""
+    connections: int
+    detail: str = ""
+
+
+def direct_ssl_probe(host: str, port: int, *, timeout: float, version: TlsVersion | None = None) -> DirectSsl:
+    """Does ``host:port`` accept direct SSL (a ClientHello with ALPN ``postgresql``, no SSLRequest first)?
+
+    With ``version`` (the best version the caller already knows the server accepts) it costs exactly one
+    connection; without, TLS 1.3 is tried and a ``protocol_version`` alert earns one retry at TLS 1.2.
+    A server before 17 reads the hello as a startup packet of absurd length and hangs up: "no".
+    """
+    connector = _Connector(
+        host, port, timeout=timeout, deadline=time.monotonic() + 2 * timeout, direct_ssl=True
+    )
+
+    def job(v: TlsVersion) -> HelloJob:
+        if v == TlsVersion.TLSv1_3:
+            return HelloJob(v, candidates_for(v), ALL_GROUPS, KEY_SHARE_GROUPS)
+        return HelloJob(v, candidates_for(v), EC_GROUPS)
+
+    out = connector.exchange(job(version or TlsVersion.TLSv1_3))
+    if version is None and out.verdict is Verdict.REFUSED and out.detail == "alert protocol_version":
+        out = connector.exchange(job(TlsVersion.TLSv1_2))
+    if out.verdict in (Verdict.ACCEPTED, Verdict.CHOSE_THEN_FAILED):
+        return DirectSsl(True, connector.connections, "TLS answer to a direct hello with ALPN postgresql")
+    if out.verdict is Verdict.ERROR and connector.connections == 0:
+        return DirectSsl(None, 0, out.error.reason if out.error else "unreachable")
+    detail = out.detail or (out.error.reason if out.error else "no TLS answer")
+    return DirectSsl(False, connector.connections, detail)
+
+
 def probe_direct_ssl(host: str, port: int, timeout: float) -> bool | None:
     """Does ``host:port`` accept PostgreSQL 17 "direct SSL" (a ClientHello with no SSLRequest first)?
 
@@ -672,15 +709,4 @@ def probe_direct_ssl(host: str, port: int, timeout: float) -> bool | None:
     else (closed connection, PostgreSQL error, other alert, garbage) means no; None means the host could
     not be reached at all.
     """
-    connector = _Connector(
-        host, port, timeout=timeout, deadline=time.monotonic() + 2 * timeout, direct_ssl=True
-    )
-    job13 = HelloJob(TlsVersion.TLSv1_3, candidates_for(TlsVersion.TLSv1_3), ALL_GROUPS, KEY_SHARE_GROUPS)
-    out = connector.exchange(job13)
-    if out.verdict is Verdict.REFUSED and out.detail == "alert protocol_version":
-        out = connector.exchange(HelloJob(TlsVersion.TLSv1_2, candidates_for(TlsVersion.TLSv1_2), EC_GROUPS))
-    if out.verdict in (Verdict.ACCEPTED, Verdict.CHOSE_THEN_FAILED):
-        return True
-    if out.verdict is Verdict.ERROR and connector.connections == 0:
-        return None
-    return False
+    return direct_ssl_probe(host, port, timeout=timeout).supported

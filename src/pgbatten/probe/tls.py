@@ -46,6 +46,9 @@ EXTRA_BYTES_WAIT = 0.05
 
 PG_ALPN = "postgresql"
 
+_BANNERS = (b"SSH-",)
+"""Greetings of other services whose first byte happens to be a valid SSLRequest answer."""
+
 
 # --------------------------------------------------------------------------------------------- errors
 
@@ -162,10 +165,22 @@ def ssl_request(sock: socket.socket, deadline: Deadline) -> wire.SslResponse:
     if first == b"E":
         rest = recv_exact(sock, 4, deadline)
         _, body_length, problem = wire.parse_header(first + rest)
-        body = recv_exact(sock, body_length, deadline) if problem is None else b""
-        return wire.classify_ssl_response(first + rest + body)
+        if problem is not None:
+            # An oversized or truncated "ErrorResponse" is no PostgreSQL answer: never read a body of it.
+            return wire.SslResponse(
+                wire.SslAnswer.UNEXPECTED,
+                detail=f"malformed answer to SSLRequest: {problem}: {wire.printable_preview(first + rest)!r}",
+            )
+        return wire.classify_ssl_response(first + rest + recv_exact(sock, body_length, deadline))
     if first in (b"S", b"N"):
-        return wire.classify_ssl_response(first + _drain_pending(sock, deadline))
+        data = first + _drain_pending(sock, deadline)
+        if data.startswith(_BANNERS):
+            # An SSH server greets every client with "SSH-2.0-...": its first byte is not an 'S' answer.
+            return wire.SslResponse(
+                wire.SslAnswer.UNEXPECTED,
+                detail=f"not a PostgreSQL answer to SSLRequest: {wire.printable_preview(data)!r}",
+            )
+        return wire.classify_ssl_response(data)
     if first:
         # Not PostgreSQL; read a little more so the report can show what it is.
         return wire.classify_ssl_response(first + _drain_pending(sock, deadline))
@@ -390,31 +405,9 @@ def tls_versions_accepted(
     remaining version then costs one connection. Never raises for network trouble: it is in the result.
     """
     scan = _Scan(host, port, timeout)
-    best: HandshakeInfo | None = None
-    try:
-        with scan.handshake(make_context()) as tls:
-            best = _capture(tls)
-        chosen = _version_of(best.version)
-        for v in versions:
-            if v == chosen:
-                scan.attempts[v] = VersionAttempt(
-                    best.version, VersionStatus.ACCEPTED, f"cipher {best.cipher}", True
-                )
-            elif v > chosen and v >= ssl.TLSVersion.TLSv1_2:
-                detail = f"server chose {best.version} when this was offered"
-                scan.attempts[v] = VersionAttempt(VERSION_NAMES[v], VersionStatus.REFUSED, detail, True)
-    except Unreachable as exc:
-        return TlsScan(scan.first_response, connections=scan.connections, unreachable=exc.reason)
-    except NotTls:
-        return TlsScan(scan.first_response, connections=scan.connections, extra_after_s=scan.extra)
-    except HandshakeFailed as exc:
-        if exc.timed_out:
-            return _finish(scan, best, stalled=exc.reason)
-        # Neither 1.2 nor 1.3 came of it; the server may still speak an older version, tried below.
-        status = VersionStatus.NOT_TESTABLE if exc.local else VersionStatus.REFUSED
-        for v in versions:
-            if v >= ssl.TLSVersion.TLSv1_2:
-                scan.attempts[v] = VersionAttempt(VERSION_NAMES[v], status, exc.reason, True)
+    best, early = _first(scan, versions)
+    if early is not None:
+        return early
 
     for v in versions:
         if v in scan.attempts:
@@ -441,6 +434,48 @@ def tls_versions_accepted(
             # The server changed its mind between connections (restart, connection limit).
             scan.attempts[v] = VersionAttempt(name, VersionStatus.ERROR, exc.reason)
     return _finish(scan, best)
+
+
+def _first(scan: _Scan, versions: Sequence[ssl.TLSVersion]) -> tuple[HandshakeInfo | None, TlsScan | None]:
+    """The wide TLS 1.2-1.3 handshake: (what it captured, the final scan if nothing more can be tried)."""
+    best: HandshakeInfo | None = None
+    try:
+        with scan.handshake(make_context()) as tls:
+            best = _capture(tls)
+        chosen = _version_of(best.version)
+        for v in versions:
+            if v == chosen:
+                scan.attempts[v] = VersionAttempt(
+                    best.version, VersionStatus.ACCEPTED, f"cipher {best.cipher}", True
+                )
+            elif v > chosen and v >= ssl.TLSVersion.TLSv1_2:
+                detail = f"server chose {best.version} when this was offered"
+                scan.attempts[v] = VersionAttempt(VERSION_NAMES[v], VersionStatus.REFUSED, detail, True)
+    except Unreachable as exc:
+        return None, TlsScan(scan.first_response, connections=scan.connections, unreachable=exc.reason)
+    except NotTls:
+        return None, TlsScan(scan.first_response, connections=scan.connections, extra_after_s=scan.extra)
+    except HandshakeFailed as exc:
+        if exc.timed_out:
+            return None, _finish(scan, best, stalled=exc.reason)
+        # Neither 1.2 nor 1.3 came of it; the server may still speak an older version.
+        status = VersionStatus.NOT_TESTABLE if exc.local else VersionStatus.REFUSED
+        for v in versions:
+            if v >= ssl.TLSVersion.TLSv1_2:
+                scan.attempts[v] = VersionAttempt(VERSION_NAMES[v], status, exc.reason, True)
+    return best, None
+
+
+def first_handshake(host: str, port: int, *, timeout: float) -> TlsScan:
+    """One connection: SSLRequest, then a libpq-like TLS 1.2-1.3 handshake taken to completion.
+
+    The full audit's anchor: it classifies the SSLRequest answer (bytes after ``S`` included), proves a
+    real client completes a handshake, and yields the chain as sent, which TLS 1.3 hides from the raw
+    enumeration. Versions below the one chosen are left to the enumeration (not in ``attempts``).
+    """
+    scan = _Scan(host, port, timeout)
+    best, early = _first(scan, TLS_VERSIONS)
+    return early if early is not None else _finish(scan, best)
 
 
 def _version_of(name: str) -> ssl.TLSVersion:

@@ -1,0 +1,244 @@
+"""The finding catalogue of ``pgbatten check``: what each observation means, how bad it is, how to fix it.
+
+Pure functions from observations (an enumeration, a certificate chain) to :class:`Finding` lists; no I/O.
+``fix`` is the exact pgbatten command where there is one (``DIR`` stands for the cluster's data directory,
+``NAME`` for the host clients use). ``cis`` cites the CIS PostgreSQL Benchmark recommendation that covers
+the finding; only sections checked against the published benchmarks are cited, otherwise it stays None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pgbatten.probe.cipher_suites import BY_NAME, GROUP_BY_NAME, CipherSuite, Rating
+
+Severity = Literal["critical", "high", "medium", "low", "info"]
+SEVERITY_ORDER: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing worth telling about a target. ``id`` is stable kebab-case, safe to match on in scripts."""
+
+    id: str
+    severity: Severity
+    title: str
+    detail: str = ""
+    fix: str | None = None
+    cis: str | None = None
+
+
+# CIS PostgreSQL Benchmark sections (numbering as in the 13-18 benchmarks; 6.9's title changed in 17).
+CIS_TLS = "CIS PostgreSQL 16 Benchmark 6.8: Ensure TLS is enabled and configured correctly"
+CIS_OLD_TLS = "CIS PostgreSQL 14 Benchmark 6.9: Ensure the TLSv1.0 and TLSv1.1 Protocols are Disabled"
+CIS_TLS13 = "CIS PostgreSQL 17 Benchmark 6.9: Ensure that TLSv1.3, or later, is configured"
+CIS_CIPHERS = "CIS PostgreSQL 14 Benchmark 6.10: Ensure Weak SSL/TLS Ciphers Are Disabled"
+
+FIX_SECURE = "pgbatten secure --pgdata DIR"
+FIX_TLS12 = "pgbatten secure --pgdata DIR --tls-min 1.2"
+FIX_TLS13 = "pgbatten secure --pgdata DIR --tls-min 1.3"
+
+
+def fix_host(host: str) -> str:
+    """The command that reissues the server certificate with ``host`` as a subjectAltName."""
+    return f"pgbatten secure --pgdata DIR --host {host}"
+
+
+def _names(suites: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(suites[:limit])
+    return shown + (f" and {len(suites) - limit} more" if len(suites) > limit else "")
+
+
+def _suite(name: str) -> CipherSuite | None:
+    return BY_NAME.get(name)
+
+
+def cipher_findings(ciphers: Mapping[str, Sequence[str]]) -> list[Finding]:
+    """Judge every accepted suite by the ratings in :mod:`cipher_suites`.
+
+    Three separate findings, because they have separate fixes and separate urgency: broken suites (NULL,
+    EXPORT, RC4, DES, anonymous, MD5) can be exploited; suites without forward secrecy expose all past
+    traffic once the key leaks; CBC suites are the padding-oracle family. ``ssl_ciphers`` of ``pgbatten
+    secure`` (forward-secret AEAD only) removes all three.
+    """
+    insecure: list[str] = []
+    no_fs: list[str] = []
+    non_aead: list[str] = []
+    for protocol, names in ciphers.items():
+        for name in names:
+            suite = _suite(name)
+            label = f"{name} ({protocol})"
+            if suite is None:
+                continue
+            if suite.rating is Rating.INSECURE:
+                insecure.append(label)
+                continue
+            if not suite.forward_secret:
+                no_fs.append(label)
+            if not suite.is_aead:
+                non_aead.append(label)
+    out: list[Finding] = []
+    if insecure:
+        out.append(
+            Finding(
+                "cipher-insecure",
+                "high",
+                f"{len(insecure)} broken cipher suite(s) accepted",
+                f"NULL, EXPORT, RC4, DES, anonymous or MD5 suites: {_names(insecure)}",
+                FIX_SECURE,
+                CIS_CIPHERS,
+            )
+        )
+    if no_fs:
+        out.append(
+            Finding(
+                "cipher-no-forward-secrecy",
+                "medium",
+                f"{len(no_fs)} cipher suite(s) without forward secrecy accepted",
+                "static RSA/DH key exchange: whoever obtains the server key later can decrypt recorded "
+                f"sessions: {_names(no_fs)}",
+                FIX_SECURE,
+                CIS_CIPHERS,
+            )
+        )
+    if non_aead:
+        out.append(
+            Finding(
+                "cipher-non-aead",
+                "medium",
+                f"{len(non_aead)} CBC (non-AEAD) cipher suite(s) accepted",
+                f"CBC with HMAC is the padding-oracle family (Lucky13, Sweet32 for 3DES): {_names(non_aead)}",
+                FIX_SECURE,
+                CIS_CIPHERS,
+            )
+        )
+    return out
+
+
+_WEAK_GROUP_PREFIXES = ("sect", "secp160", "secp192", "secp224", "secp256k1")
+
+
+def group_findings(groups: Sequence[str], dh_prime_bits: Sequence[int]) -> list[Finding]:
+    """Key-exchange groups below 128-bit strength, binary curves, and short finite-field DH primes."""
+    weak = [g for g in groups if g in GROUP_BY_NAME and g.startswith(_WEAK_GROUP_PREFIXES)]
+    out: list[Finding] = []
+    if weak:
+        out.append(
+            Finding(
+                "weak-groups",
+                "medium",
+                f"Weak key-exchange group(s) accepted: {', '.join(weak)}",
+                "binary or sub-256-bit curves, or secp256k1 (no standard TLS curve): "
+                "use x25519, prime256v1 or secp384r1",
+                "set ssl_ecdh_curve = 'prime256v1' (ssl_groups = 'X25519:prime256v1' from 18): " + FIX_SECURE,
+                CIS_CIPHERS,
+            )
+        )
+    short = [b for b in dh_prime_bits if b < 2048]
+    if short:
+        out.append(
+            Finding(
+                "weak-dh",
+                "high" if min(short) < 1024 else "medium",
+                f"DHE with a {min(short)}-bit prime",
+                "finite-field DH below 2048 bits is within reach of precomputation (Logjam)",
+                f"remove DHE suites ({FIX_SECURE}) or set ssl_dh_params_file to a 2048-bit or larger group",
+                CIS_CIPHERS,
+            )
+        )
+    return out
+
+
+def preference_findings(server_preference: Mapping[str, bool | None]) -> list[Finding]:
+    """Informational: a server that lets the client pick among its suites."""
+    client_order = [p for p, pref in server_preference.items() if pref is False]
+    if not client_order:
+        return []
+    return [
+        Finding(
+            "server-preference-not-enforced",
+            "info",
+            "Server lets the client choose the cipher suite",
+            f"for {', '.join(client_order)}; harmless when every accepted suite is strong",
+            "set ssl_prefer_server_ciphers = on (the default) in postgresql.conf",
+        )
+    ]
+
+
+def protocol_findings(protocols: Sequence[str]) -> list[Finding]:
+    """Old versions accepted, TLS 1.3 missing."""
+    out: list[Finding] = []
+    if "SSLv3" in protocols:
+        out.append(
+            Finding("ssl3-accepted", "critical", "SSL 3.0 is accepted", "POODLE", FIX_TLS12, CIS_OLD_TLS)
+        )
+    if "TLSv1" in protocols:
+        out.append(
+            Finding(
+                "tls10-accepted",
+                "high",
+                "TLS 1.0 is accepted",
+                "deprecated by RFC 8996",
+                FIX_TLS12,
+                CIS_OLD_TLS,
+            )
+        )
+    if "TLSv1.1" in protocols:
+        out.append(
+            Finding(
+                "tls11-accepted",
+                "medium",
+                "TLS 1.1 is accepted",
+                "deprecated by RFC 8996",
+                FIX_TLS12,
+                CIS_OLD_TLS,
+            )
+        )
+    if protocols and "TLSv1.3" not in protocols:
+        out.append(
+            Finding(
+                "tls13-not-supported",
+                "low",
+                "TLS 1.3 is not accepted",
+                "PostgreSQL 12+ built with OpenSSL 1.1.1+ supports it; check ssl_max_protocol_version",
+                None,
+                CIS_TLS13,
+            )
+        )
+    return out
+
+
+def direct_ssl_findings(supported: bool | None) -> list[Finding]:
+    """Informational: PostgreSQL 17 direct SSL saves a round trip and lets TLS-terminating proxies route."""
+    if supported is not True:
+        return []
+    return [
+        Finding(
+            "direct-ssl-supported",
+            "info",
+            "Server accepts direct TLS (PostgreSQL 17+, ALPN postgresql)",
+            "clients may connect with sslnegotiation=direct, skipping the SSLRequest round trip",
+        )
+    ]
+
+
+__all__ = [
+    "CIS_CIPHERS",
+    "CIS_OLD_TLS",
+    "CIS_TLS",
+    "CIS_TLS13",
+    "FIX_SECURE",
+    "FIX_TLS12",
+    "FIX_TLS13",
+    "SEVERITY_ORDER",
+    "Finding",
+    "Severity",
+    "cipher_findings",
+    "direct_ssl_findings",
+    "fix_host",
+    "group_findings",
+    "preference_findings",
+    "protocol_findings",
+]
