@@ -6,16 +6,14 @@ a rule is only weak if it can actually match); the lint's ids reappear here with
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
 
 from pgbatten.audit.ciphers import Expander, judge_ciphers
 from pgbatten.audit.facts import HbaRow, KeyFileStat, RoleRow, ServerFacts
 from pgbatten.pgconf.hba import ConnType, HbaFile, HbaRule, lint, shadowing_rule, token_value
-from pgbatten.probe.check import Finding
+from pgbatten.probe.findings import CIS_CIPHERS, CIS_OLD_TLS, CIS_TLS, SEVERITY_ORDER, Finding, Severity
 
 __all__ = [
     "CIS",
@@ -28,18 +26,16 @@ __all__ = [
     "settings_findings",
 ]
 
-# CIS PostgreSQL Benchmark references, by the benchmark version where the section number was checked (the
-# numbering moves between versions).
+# CIS PostgreSQL Benchmark references, in the wording the remote check uses for the same sections.
 CIS = {
-    "tls-enabled": "CIS PostgreSQL 16 Benchmark v1.0.0, 6.8 (TLS enabled and configured correctly)",
-    "tls-versions": "CIS PostgreSQL 14 Benchmark v1.2.0, 6.9 (TLSv1.0 and TLSv1.1 disabled)",
-    "ciphers": "CIS PostgreSQL 14 Benchmark v1.2.0, 6.10 (weak SSL/TLS ciphers disabled)",
-    "host-login": "CIS PostgreSQL 17 Benchmark v1.0.0, 5.4 (login via host TCP/IP socket configured)",
+    "tls-enabled": CIS_TLS,
+    "tls-versions": CIS_OLD_TLS,
+    "ciphers": CIS_CIPHERS,
+    "host-login": (
+        'CIS PostgreSQL 17 Benchmark 5.4: Ensure login via "host" TCP/IP Socket is configured correctly'
+    ),
 }
 
-Severity = Literal["critical", "high", "medium", "low", "info"]
-_SEVERITY_ORDER: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
-_HAS_CIS = "cis" in {f.name for f in dataclasses.fields(Finding)}
 _CLIENTCERT = frozenset({"verify-ca", "verify-full"})
 _LISTEN_ALL = frozenset({"*", "0.0.0.0", "::"})  # noqa: S104 - values we look for, not bind to
 _MAX_NAMES = 20
@@ -53,11 +49,7 @@ def _finding(
     fix: str | None,
     cis: str | None = None,
 ) -> Finding:
-    kwargs: dict[str, Any] = {"id": id, "severity": severity, "title": title, "detail": detail, "fix": fix}
-    # Finding.cis is being added alongside this module; pass it only once the field exists.
-    if cis is not None and _HAS_CIS:
-        kwargs["cis"] = cis
-    return Finding(**kwargs)
+    return Finding(id=id, severity=severity, title=title, detail=detail, fix=fix, cis=cis)
 
 
 def _secure_cmd(settings: Mapping[str, str], *extra: str) -> str:
@@ -273,13 +265,17 @@ def _cipher_findings(settings: Mapping[str, str], ciphers: str, expand: Expander
 
 
 def _normalise_address(address: str | None, netmask: str | None) -> str | None:
-    if address is None or netmask is None:
+    if address is None or not netmask:
         return address
     try:
-        net = ipaddress.ip_network(f"{address}/{netmask}", strict=False)
+        addr = ipaddress.ip_address(address)
+        mask = ipaddress.ip_address(netmask)
     except ValueError:
+        return address
+    bits = format(int(mask), f"0{mask.max_prefixlen}b")
+    if mask.version != addr.version or "01" in bits:
         return f"{address}/{netmask}"  # a non-prefix mask: legal but never "covers" anything in the lint
-    return f"{address}/{net.prefixlen}"
+    return f"{address}/{bits.count('1')}"
 
 
 def _option_pair(option: str) -> tuple[str, str]:
@@ -568,5 +564,5 @@ def analyze(facts: ServerFacts, *, expand: Expander | None = None) -> tuple[Find
     out.extend(key_file_findings(facts.key_stat, facts.key_stat_note, settings))
     if facts.unreadable:
         out.append(_privilege_finding(facts.unreadable))
-    order = {s: i for i, s in enumerate(_SEVERITY_ORDER)}
+    order = {s: i for i, s in enumerate(SEVERITY_ORDER)}
     return tuple(sorted(out, key=lambda f: order[f.severity]))
