@@ -121,6 +121,8 @@ class TempCluster:
     def start(self) -> None:
         config = ["-o", f"-c config_file={self.config_file}"] if self.config_outside_pgdata else []
         target = self.conf_dir if self.config_outside_pgdata else self.data_dir
+        # Marked before pg_ctl returns: an interrupt during start must still lead stop() to the postmaster.
+        self.started = True
         result = run_as(
             self.owner,
             [self.bin.path("pg_ctl"), "-D", target, "-l", self.log_file, "-w", "-t", "60", *config, "start"],
@@ -128,7 +130,6 @@ class TempCluster:
         )
         if result.returncode != 0:
             raise ClusterError(f"test cluster did not start: {self.log_tail()}")
-        self.started = True
 
     def stop(self) -> None:
         if self.started:
