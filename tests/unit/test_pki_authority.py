@@ -248,7 +248,7 @@ def test_pem_pk8_and_pkcs12_load_back(ca: CertificateAuthority) -> None:
     p12 = pkcs12.load_pkcs12(issued.pkcs12(b"hunter2", ca.certificate), b"hunter2")
     assert p12.cert is not None
     assert p12.cert.certificate == issued.certificate
-    assert p12.cert.friendly_name == b"alice"
+    assert p12.cert.friendly_name == b"user"  # the alias PgJDBC requires
     assert [c.certificate for c in p12.additional_certs] == [ca.certificate]
     assert p12.key is not None
     assert isinstance(p12.key, ec.EllipticCurvePrivateKey)

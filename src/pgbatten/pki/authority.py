@@ -33,6 +33,8 @@ CLOCK_SKEW = dt.timedelta(minutes=5)
 MAX_ROLE_NAME_BYTES = 63
 # X.509's upper bound for commonName (RFC 5280 ub-common-name), in characters.
 MAX_COMMON_NAME = 64
+# The alias of the key entry in client PKCS#12 files; see IssuedCertificate.pkcs12.
+PKCS12_ALIAS = b"user"
 
 
 def _utcnow(now: dt.datetime | None) -> dt.datetime:
@@ -80,16 +82,9 @@ class IssuedCertificate:
     def pkcs12(self, password: bytes, ca: x509.Certificate | None = None) -> bytes:
         """Key, leaf, intermediates and (if given) the root in one password-protected PKCS#12 file."""
         cas = (*self.chain, ca) if ca is not None else self.chain
-        return pkcs12_bundle(
-            self.key, self.certificate, password, cas=cas, friendly_name=self._friendly_name()
-        )
-
-    def _friendly_name(self) -> bytes | None:
-        cns = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if not cns:
-            return None
-        value = cns[0].value
-        return value.encode() if isinstance(value, str) else value
+        # PgJDBC's PKCS12KeyManager looks the key up under the hard-coded alias "user" and sends no
+        # certificate otherwise (pgjdbc#2856, #3661); .NET and Windows treat the name as a mere label.
+        return pkcs12_bundle(self.key, self.certificate, password, cas=cas, friendly_name=PKCS12_ALIAS)
 
     @property
     def serial(self) -> int:
