@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from pgbatten.probe.check import CheckResult, result_to_json
+from pgbatten.probe.check import GRADES, NOT_GRADED, CheckResult, result_to_json
+from pgbatten.probe.findings import SEVERITY_ORDER
 
 _SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
@@ -29,23 +34,100 @@ def print_check(console: Console, result: CheckResult) -> None:
     console.print(f"  {_mark(result.tls_supported)} TLS: {', '.join(result.protocols) or 'none'}")
     if result.cipher:
         console.print(f"      negotiated {result.cipher}")
+    for protocol, suites in result.ciphers.items():
+        pref = result.server_preference.get(protocol)
+        order = {True: "server order", False: "client order", None: "order n/a"}[pref]
+        console.print(f"      {protocol} ({order}):", markup=False)
+        for suite in suites:
+            console.print(f"        {suite}", markup=False)
+    if result.groups:
+        console.print(f"      groups: {', '.join(result.groups)}", markup=False)
+    if result.direct_ssl is not None:
+        console.print(f"      direct SSL (PostgreSQL 17 ALPN): {'yes' if result.direct_ssl else 'no'}")
     cert = result.certificate
     if cert is not None:
         console.print(
             f"      certificate {cert.subject or '(empty subject)'}, {cert.key_type} {cert.key_size},"
-            f" issuer {cert.issuer}{' (self-signed)' if cert.self_signed else ''},"
-            f" valid until {cert.not_after:%Y-%m-%d}"
+            f" {cert.signature_algorithm}, issuer {cert.issuer}"
+            f"{' (self-signed)' if cert.self_signed else ''},"
+            f" valid until {cert.not_after:%Y-%m-%d}",
+            markup=False,
         )
         if cert.sans:
-            console.print(f"      SANs: {', '.join(cert.sans)}")
+            console.print(f"      SANs: {', '.join(cert.sans)}", markup=False)
+    if len(result.chain) > 1:
+        console.print(
+            f"      chain: {len(result.chain)} certificates,"
+            f" {'in order' if result.chain_in_order else 'NOT in order'}"
+            + {True: ", complete", False: ", incomplete", None: ""}[result.chain_complete]
+        )
     for verdict in result.verify_full:
-        console.print(f"  {_mark(verdict.ok)} verify-full for {verdict.host}: {verdict.why}")
+        console.print(f"  {_mark(verdict.ok)} verify-full for {verdict.host}: {verdict.why}", markup=False)
     for finding in result.findings:
         style = _SEVERITY_STYLE.get(finding.severity, "")
         console.print(f"  [{style}]{finding.severity:>8}[/] {finding.title}")
         if finding.fix:
             console.print(f"           fix: {finding.fix}", markup=False)
-    console.print(f"  [dim]{result.connections_used} connection(s) to the server[/]")
+        if finding.cis:
+            console.print(f"           {finding.cis}", markup=False, style="dim")
+    console.print(
+        f"  [dim]{result.connections_used} connection(s) to the server in {result.elapsed:.2f} s[/]"
+    )
+
+
+def severity_rank(result: CheckResult) -> tuple[int, int, int]:
+    """Sort key, worst first: unreachable, then not graded, then by grade F..A+, then worst finding."""
+    if not result.reachable:
+        return (0, 0, 0)
+    if result.grade == NOT_GRADED:
+        return (1, 0, 0)
+    worst = min((SEVERITY_ORDER.index(f.severity) for f in result.findings), default=len(SEVERITY_ORDER))
+    return (2, len(GRADES) - GRADES.index(result.grade) if result.grade in GRADES else 0, worst)
+
+
+def print_summary(console: Console, results: Sequence[CheckResult]) -> None:
+    """One row per target, worst first."""
+    table = Table(title="Summary (worst first)", title_justify="left")
+    for column in ("target", "grade", "TLS", "plaintext", "worst finding", "conns"):
+        table.add_column(column, no_wrap=column != "worst finding")
+    for result in sorted(results, key=severity_rank):
+        worst = result.findings[0].title if result.findings else ""
+        if not result.reachable:
+            worst = f"unreachable: {result.error}"
+        plaintext = {True: "[red]accepted[/]", False: "refused", None: "?"}[result.plaintext_accepted]
+        table.add_row(
+            str(result.target),
+            result.grade,
+            ", ".join(p.removeprefix("TLSv") for p in result.protocols) or "-",
+            plaintext,
+            worst,
+            str(result.connections_used),
+        )
+    console.print(table)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, *, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr; yields a thread-safe ``advance()``. A no-op when not ``enabled``."""
+    if not enabled:
+        yield lambda: None
+        return
+    lock = threading.Lock()
+    with Progress(
+        TextColumn("checking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("check", total=total)
+
+        def advance() -> None:
+            with lock:
+                progress.advance(task)
+
+        yield advance
 
 
 def check_json(results: Sequence[CheckResult]) -> str:

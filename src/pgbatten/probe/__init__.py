@@ -18,7 +18,9 @@ from pgbatten.probe.check import (
     grade,
     load_ca_file,
     result_to_json,
+    with_findings,
 )
+from pgbatten.probe.fleet import parse_targets_text, read_targets_file, run_fleet
 from pgbatten.probe.hostname import HostMatch, hostname_matches
 from pgbatten.probe.tls import (
     HandshakeInfo,
@@ -58,7 +60,11 @@ __all__ = [
     "load_ca_file",
     "open_pg_tls",
     "parse_target",
+    "parse_targets_text",
     "probe_plaintext",
+    "read_targets_file",
     "result_to_json",
+    "run_fleet",
     "tls_versions_accepted",
+    "with_findings",
 ]

@@ -677,7 +677,7 @@ def aggregate(
     if enumeration is not None:
         steps["enumeration"] = enumeration.connections
     if plaintext is not None:
-        steps["plaintext"] = 1
+        steps["plaintext"] = 1 if plaintext.connected else 0
     if direct is not None:
         steps["direct_ssl"] = direct.connections
     connections = sum(steps.values())

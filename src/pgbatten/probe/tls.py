@@ -240,6 +240,7 @@ def open_pg_tls(
     timeout: float,
     ssl_context: ssl.SSLContext,
     on_response: Callable[[wire.SslResponse], None] | None = None,
+    on_connected: Callable[[], None] | None = None,
 ) -> tuple[ssl.SSLSocket, bytes]:
     """Connect, send SSLRequest, and complete a TLS handshake over PostgreSQL's in-band upgrade.
 
@@ -250,6 +251,8 @@ def open_pg_tls(
     """
     deadline = Deadline(timeout)
     sock = connect(host, port, deadline)
+    if on_connected is not None:
+        on_connected()
     try:
         try:
             response = ssl_request(sock, deadline)
@@ -372,6 +375,10 @@ class _Scan:
     extra: bytes = b""
     attempts: dict[ssl.TLSVersion, VersionAttempt] = field(default_factory=dict)
 
+    def connected(self) -> None:
+        # Only connections the server accepted count: each one is a backend forked (or a slot taken).
+        self.connections += 1
+
     def note(self, response: wire.SslResponse) -> None:
         if self.first_response is None:
             self.first_response = response
@@ -380,9 +387,13 @@ class _Scan:
 
     @contextlib.contextmanager
     def handshake(self, ctx: ssl.SSLContext) -> Iterator[ssl.SSLSocket]:
-        self.connections += 1
         tls, _ = open_pg_tls(
-            self.host, self.port, timeout=self.timeout, ssl_context=ctx, on_response=self.note
+            self.host,
+            self.port,
+            timeout=self.timeout,
+            ssl_context=ctx,
+            on_response=self.note,
+            on_connected=self.connected,
         )
         try:
             yield tls
