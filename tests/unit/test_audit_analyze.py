@@ -231,6 +231,23 @@ def test_weak_methods_over_tcp(method: str, fid: str) -> None:
     assert "pg_hba.conf line 1" in (f.fix or "")
 
 
+def test_rule_loaded_with_a_warning_still_counts() -> None:
+    row = HbaRow(
+        line_number=5,
+        type="hostssl",
+        database=("all",),
+        user_name=("all",),
+        address="0.0.0.0",  # noqa: S104 - a pg_hba address
+        netmask="0.0.0.0",  # noqa: S104
+        auth_method="scram-sha-256",
+        error="hostssl record cannot match because SSL is disabled",
+    )
+    found = hba_findings((row,), {}, (POSTGRES,))
+    assert by_id(found, "server-hba-rule-cannot-match")[0].severity == "low"
+    assert "server-hba-error" not in ids(found)
+    assert by_id(found, "server-hba-superuser-remote")
+
+
 def test_error_rows_are_reported_and_not_linted() -> None:
     rows = (HbaRow(line_number=7, type=None, error='invalid authentication method "md6"'),)
     found = hba_findings(rows, {})

@@ -286,12 +286,14 @@ def _option_pair(option: str) -> tuple[str, str]:
 def hba_rules_from_rows(rows: Iterable[HbaRow]) -> list[tuple[HbaRule, HbaRow]]:
     """The view's rows as lint-ready rules, numbered by evaluation order (files included in order).
 
-    Rows with ``error`` set, or of a type this model does not know, are left out: PostgreSQL loads no rule
-    from a file with an error anyway (reported separately).
+    Unparseable rows (``error`` set and no method), or of a type this model does not know, are left out:
+    PostgreSQL loads no rule from a file with such an error anyway (reported separately).
     """
     out: list[tuple[HbaRule, HbaRow]] = []
     for row in rows:
-        if row.error is not None or row.type is None or row.auth_method is None:
+        # A row with an error and no method is a line PostgreSQL could not parse; one with a method was
+        # loaded with a warning and still takes part in first-match.
+        if row.type is None or row.auth_method is None:
             continue
         try:
             conn = ConnType(row.type)
@@ -370,7 +372,18 @@ def hba_findings(
     """pg_hba_file_rules as a whole: errors, the pgconf lint, ``all``/``all`` and superusers over TCP."""
     out: list[Finding] = []
     for row in rows:
-        if row.error is not None:
+        if row.error is not None and row.auth_method is not None:
+            # The server loaded the rule and only warns (hostssl while ssl = off, hostgssenc without GSSAPI).
+            out.append(
+                _finding(
+                    "server-hba-rule-cannot-match",
+                    "low",
+                    f"{row.where}: this rule cannot match",
+                    f"{row.text()} — {row.error}.",
+                    "turn on what the rule needs (pgbatten secure turns on ssl), or remove the rule",
+                )
+            )
+        elif row.error is not None:
             out.append(
                 _finding(
                     "server-hba-error",

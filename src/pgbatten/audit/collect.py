@@ -198,7 +198,7 @@ def collect_facts(conn: psycopg.Connection[Any]) -> tuple[ServerFacts, list[str]
                 continue
             try:
                 # Relative paths resolve against the data directory, as the server does.
-                cur.execute("SELECT pg_stat_file(%s, true) IS NOT NULL", (path,))
+                cur.execute("SELECT (pg_stat_file(%s, true)).size IS NOT NULL", (path,))
                 row = cur.fetchone()
                 files_exist[name] = bool(row and row[0])
             except pg_errors.InsufficientPrivilege:
