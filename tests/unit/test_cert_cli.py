@@ -1,0 +1,284 @@
+"""``pgbatten cert`` and ``pgbatten crl`` without a cluster: bundles, listings, and every refusal is one line
+on stderr, exit status 2, no traceback and nothing written."""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from pgbatten.cli import main
+from pgbatten.pki import CAStore
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def refused(result: Result, expected: str) -> None:
+    """One line on stderr naming the problem, exit status 2, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("pgbatten: error: ")
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def store(ca_dir: Path) -> CAStore:
+    result = run("ca", "init", "--ca-dir", str(ca_dir))
+    assert result.exit_code == 0, result.output
+    return CAStore(ca_dir)
+
+
+def issue(store: CAStore, user: str, out: Path, *extra: str) -> Result:
+    result = run("cert", "client", user, "--ca-dir", str(store.path), "--out", str(out), *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+# -- cert client ------------------------------------------------------------------------------------------
+
+
+def test_cert_client_writes_a_bundle_and_records_it(store: CAStore, tmp_path: Path) -> None:
+    result = issue(store, "alice", tmp_path / "alice", "--server-host", "db.example.com", "--port", "6432")
+    bundle = tmp_path / "alice"
+    names = sorted(p.name for p in bundle.iterdir())
+    assert names == [
+        "INSTALL.md",
+        "postgresql.crt",
+        "postgresql.key",
+        "postgresql.p12",
+        "postgresql.pk8",
+        "root.crt",
+    ]
+    for secret in ("postgresql.key", "postgresql.pk8", "postgresql.p12"):
+        assert stat.S_IMODE((bundle / secret).stat().st_mode) == 0o600
+    install = (bundle / "INSTALL.md").read_text()
+    assert "host=db.example.com port=6432" in install
+    assert "sslmode=verify-full" in install
+
+    # The generated PKCS#12 password is printed exactly once, and opens the file.
+    lines = result.output.splitlines()
+    at = lines.index("PKCS#12 password (shown once, stored nowhere; hand it over separately):")
+    password = lines[at + 1].strip().encode()
+    p12 = pkcs12.load_pkcs12((bundle / "postgresql.p12").read_bytes(), password)
+    assert p12.cert is not None
+    assert p12.cert.friendly_name == b"user"  # PgJDBC looks for this alias
+
+    [entry] = store.entries()
+    assert (entry.kind, entry.name, entry.revoked) == ("client", "alice", False)
+    assert f"{entry.serial:#x}" in result.output
+
+
+def test_cert_client_reads_the_p12_password_from_a_file(store: CAStore, tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("correct horse\nignored\n")
+    result = issue(store, "alice", tmp_path / "alice", "--p12-password-file", str(tmp_path / "pw"))
+    assert "PKCS#12 password" not in result.output
+    assert "correct horse" not in result.output
+    pkcs12.load_pkcs12((tmp_path / "alice" / "postgresql.p12").read_bytes(), b"correct horse")
+
+
+def test_cert_client_defaults_to_a_directory_named_after_the_user(
+    store: CAStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("cert", "client", "alice", "--ca-dir", str(store.path))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "alice" / "postgresql.crt").is_file()
+    refused(run("cert", "client", "../etc", "--ca-dir", str(store.path)), "pass --out DIR")
+
+
+def test_cert_client_refuses_an_existing_bundle(store: CAStore, tmp_path: Path) -> None:
+    issue(store, "alice", tmp_path / "alice")
+    before_bundle = snapshot(tmp_path / "alice")
+    before_ca = snapshot(store.path)
+    again = run("cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "alice"))
+    refused(again, "already exists")
+    assert snapshot(tmp_path / "alice") == before_bundle
+    assert snapshot(store.path) == before_ca
+    assert len(store.entries()) == 1
+
+    forced = issue(store, "alice", tmp_path / "alice", "--force")
+    assert snapshot(tmp_path / "alice") != before_bundle
+    first, second = store.entries()
+    # The first certificate still works until revoked: say so, with the command.
+    assert f"pgbatten cert revoke {first.serial:#x}" in forced.output
+    assert second.name == "alice"
+
+
+def test_cert_client_without_a_ca(ca_dir: Path, tmp_path: Path) -> None:
+    result = run("cert", "client", "alice", "--ca-dir", str(ca_dir), "--out", str(tmp_path / "alice"))
+    refused(result, f"no CA in {ca_dir}")
+    assert not (tmp_path / "alice").exists()
+    assert not ca_dir.exists()
+
+
+def test_wrong_or_missing_ca_passphrase(ca_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "good").write_text("the-real-passphrase\n")
+    (tmp_path / "bad").write_text("guess\n")
+    assert (
+        run("ca", "init", "--ca-dir", str(ca_dir), "--ca-passphrase-file", str(tmp_path / "good")).exit_code
+        == 0
+    )
+    out = tmp_path / "alice"
+    base = ("cert", "client", "alice", "--ca-dir", str(ca_dir), "--out", str(out))
+
+    refused(run(*base, "--ca-passphrase-file", str(tmp_path / "bad")), "wrong passphrase for CA key")
+    refused(run(*base), "is encrypted and no passphrase was given")
+    assert not out.exists()
+    assert CAStore(ca_dir).entries() == []
+
+    assert run(*base, "--ca-passphrase-file", str(tmp_path / "good")).exit_code == 0
+    before = snapshot(ca_dir)
+    refused(
+        run(
+            "cert", "revoke", "alice", "--ca-dir", str(ca_dir), "--ca-passphrase-file", str(tmp_path / "bad")
+        ),
+        "wrong passphrase",
+    )
+    # Nothing marked revoked that no CRL would ever carry.
+    assert snapshot(ca_dir) == before
+
+
+def test_bad_key_type_and_days_are_refused_before_anything_is_written(store: CAStore, tmp_path: Path) -> None:
+    bad = run(
+        "cert",
+        "client",
+        "alice",
+        "--ca-dir",
+        str(store.path),
+        "--out",
+        str(tmp_path / "a"),
+        "--key-type",
+        "dsa",
+    )
+    assert bad.exit_code == 2
+    assert "Traceback" not in bad.output
+    days = run(
+        "cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "a"), "--days", "0"
+    )
+    assert days.exit_code == 2
+    assert not (tmp_path / "a").exists()
+    assert store.entries() == []
+
+
+# -- cert revoke ------------------------------------------------------------------------------------------
+
+
+def test_revoke_unknown_user_or_serial(store: CAStore, tmp_path: Path) -> None:
+    issue(store, "alice", tmp_path / "alice")
+    before = snapshot(store.path)
+    refused(run("cert", "revoke", "bob", "--ca-dir", str(store.path)), "no certificate for 'bob'")
+    refused(
+        run("cert", "revoke", "0xdeadbeef", "--ca-dir", str(store.path)), "no certificate for '0xdeadbeef'"
+    )
+    assert snapshot(store.path) == before
+    assert not store.crl_path.exists()
+
+
+def test_revoke_by_user_and_by_serial_writes_the_crl(store: CAStore, tmp_path: Path) -> None:
+    issue(store, "alice", tmp_path / "alice")
+    issue(store, "bob", tmp_path / "bob")
+    alice, bob = store.entries()
+    result = run("cert", "revoke", "alice", "--ca-dir", str(store.path))
+    assert result.exit_code == 0, result.output
+    assert f"Revoked client certificate {alice.serial:#x} of alice" in result.output
+    assert "The servers do not know yet" in result.output
+    crl = store.load_crl()
+    assert crl is not None
+    assert crl.get_revoked_certificate_by_serial_number(alice.serial) is not None
+    assert crl.get_revoked_certificate_by_serial_number(bob.serial) is None
+
+    colon = ":".join(f"{bob.serial:040x}"[i : i + 2] for i in range(0, 40, 2))
+    assert run("cert", "revoke", colon, "--ca-dir", str(store.path)).exit_code == 0
+    crl = store.load_crl()
+    assert crl is not None
+    assert crl.get_revoked_certificate_by_serial_number(bob.serial) is not None
+
+    refused(run("cert", "revoke", "alice", "--ca-dir", str(store.path)), "already revoked")
+
+
+def test_revoke_with_a_missing_cluster_changes_nothing(store: CAStore, tmp_path: Path) -> None:
+    issue(store, "alice", tmp_path / "alice")
+    before = snapshot(store.path)
+    result = run("cert", "revoke", "alice", "--ca-dir", str(store.path), "--pgdata", str(tmp_path / "nope"))
+    refused(result, "does not exist")
+    assert snapshot(store.path) == before
+
+
+def test_revoke_and_refresh_without_a_ca(ca_dir: Path) -> None:
+    refused(run("cert", "revoke", "alice", "--ca-dir", str(ca_dir)), "no CA in")
+    refused(run("crl", "refresh", "--ca-dir", str(ca_dir)), "no CA in")
+    refused(run("cert", "list", "--ca-dir", str(ca_dir)), "no CA in")
+    assert not ca_dir.exists()
+
+
+# -- cert list and crl refresh --------------------------------------------------------------------------
+
+
+def test_cert_list_shows_every_certificate_and_the_crl(store: CAStore, tmp_path: Path) -> None:
+    empty = run("cert", "list", "--ca-dir", str(store.path))
+    assert empty.exit_code == 0
+    assert "No certificates issued yet" in empty.output
+    assert "CRL: none written yet" in empty.output
+
+    issue(store, "alice", tmp_path / "alice")
+    issue(store, "bob", tmp_path / "bob", "--days", "10")
+    assert run("cert", "revoke", "alice", "--ca-dir", str(store.path)).exit_code == 0
+    alice, bob = store.entries()
+    result = run("cert", "list", "--ca-dir", str(store.path))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["KIND", "NAME", "SERIAL", "NOT", "AFTER", "(UTC)", "STATUS"]
+    alice_line = next(line for line in lines if f"{alice.serial:#x}" in line)
+    assert alice_line.split()[:2] == ["client", "alice"]
+    assert f"{alice.not_after:%Y-%m-%d %H:%M}" in alice_line
+    assert "revoked" in alice_line
+    bob_line = next(line for line in lines if f"{bob.serial:#x}" in line)
+    assert "valid" in bob_line
+    assert "1 revoked" in result.output
+    assert "next update" in result.output
+    # bob's certificate ends within 30 days: a warning with the command that renews it.
+    warning = next(line for line in lines if line.startswith("warning:") and "bob" in line)
+    assert "ends in 9 days" in warning or "ends in 10 days" in warning
+    assert "pgbatten cert client bob --force" in warning
+    assert not any("CRL" in line for line in lines if line.startswith("warning:"))
+
+
+def test_cert_list_warns_about_a_crl_near_or_past_next_update(store: CAStore, tmp_path: Path) -> None:
+    issue(store, "alice", tmp_path / "alice")
+    assert run("cert", "revoke", "alice", "--ca-dir", str(store.path), "--crl-days", "3").exit_code == 0
+    soon = run("cert", "list", "--ca-dir", str(store.path))
+    assert "warning: the CRL's next update is" in soon.output
+    assert "pgbatten crl refresh" in soon.output
+
+    store.write_crl(store.load(), now=dt.datetime.now(dt.UTC) - dt.timedelta(days=40), days=30)
+    past = run("cert", "list", "--ca-dir", str(store.path))
+    assert past.exit_code == 0
+    assert "PostgreSQL now refuses EVERY client certificate" in past.output
+
+    refreshed = run("crl", "refresh", "--ca-dir", str(store.path), "--crl-days", "60")
+    assert refreshed.exit_code == 0, refreshed.output
+    assert "Signed CRL" in refreshed.output
+    crl = store.load_crl()
+    assert crl is not None and crl.next_update_utc is not None
+    assert crl.next_update_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=59)
+    clean = run("cert", "list", "--ca-dir", str(store.path))
+    assert "warning" not in clean.output
+
+
+def test_cert_list_warns_when_revocations_are_missing_from_the_crl(store: CAStore, tmp_path: Path) -> None:
+    issue(store, "alice", tmp_path / "alice")
+    store.revoke("alice")  # the inventory alone, as if the CRL write had been interrupted
+    result = run("cert", "list", "--ca-dir", str(store.path))
+    assert "revoked but no CRL was written" in result.output
