@@ -898,7 +898,7 @@ def check_target(
         step = budget.step("the plaintext probe")
         if step is not None:
             plaintext = tlsio.probe_plaintext(host, port, step)
-    if full and direct_ssl and tls_ok and not scan.stalled:
+    if full and direct_ssl and tls_ok and not scan.stalled and not scan.extra_after_s:
         step = budget.step("the direct-SSL probe")
         if step is not None:
             direct = tlsenum.direct_ssl_probe(
