@@ -12,7 +12,13 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from pgbatten.cli import main
-from pgbatten.pki import CAStore
+from pgbatten.errors import ClusterError
+from pgbatten.pgconf import hba as hba_mod
+from pgbatten.pgconf import postgresql_conf as conf_mod
+from pgbatten.pki import CAStore, CertificateAuthority
+from pgbatten.secure.crl import classify, plan_crl_install, stand_in
+from pgbatten.secure.hosts import MachineNames
+from pgbatten.secure.plan import ClusterState
 
 
 def run(*args: str) -> Result:
@@ -282,3 +288,102 @@ def test_cert_list_warns_when_revocations_are_missing_from_the_crl(store: CAStor
     store.revoke("alice")  # the inventory alone, as if the CRL write had been interrupted
     result = run("cert", "list", "--ca-dir", str(store.path))
     assert "revoked but no CRL was written" in result.output
+
+
+# -- the pure CRL plan behind --pgdata ---------------------------------------------------------------------
+
+ETC = Path("/etc/postgresql/16/main")
+
+
+def crl_state(conf: str, auto: str = "", existing: dict[Path, bytes] | None = None) -> ClusterState:
+    return ClusterState(
+        major=16,
+        cert_dir=ETC,
+        conf_files=(
+            conf_mod.parse_conf(conf, ETC / "postgresql.conf"),
+            conf_mod.parse_conf(auto, Path("/var/lib/pg/postgresql.auto.conf")),
+        ),
+        hba=hba_mod.parse_hba("local all all peer\n", ETC / "pg_hba.conf"),
+        ident=None,
+        listen_addresses="127.0.0.1",
+        machine=MachineNames(hostnames=(), addresses=()),
+        existing=existing or {},
+    )
+
+
+SECURED = f"ssl = on\nssl_ca_file = '{ETC}/pgbatten-ca.crt'\n"
+
+
+@pytest.fixture(scope="module")
+def authority() -> CertificateAuthority:
+    return CertificateAuthority.create()
+
+
+def test_crl_plan_installs_file_and_setting_then_nothing(authority: CertificateAuthority) -> None:
+    crl = b"-----BEGIN X509 CRL-----\n...\n"
+    plan = plan_crl_install(crl_state(SECURED), authority, authority.cert_pem(), crl)
+    assert plan.crl_path == ETC / "pgbatten-ca.crl"
+    assert plan.settings == {"ssl_crl_file": str(ETC / "pgbatten-ca.crl")}
+    by_path = {c.path: c for c in plan.changes}
+    assert by_path[ETC / "pgbatten-ca.crl"].new == crl
+    assert by_path[ETC / "pgbatten-ca.crl"].mode == 0o644
+    conf = by_path[ETC / "postgresql.conf"].new.decode()
+    assert f"ssl_crl_file = '{ETC}/pgbatten-ca.crl'" in conf
+
+    done = crl_state(conf, existing={ETC / "pgbatten-ca.crl": crl})
+    assert not plan_crl_install(done, authority, authority.cert_pem(), crl).changed
+    newer = plan_crl_install(done, authority, authority.cert_pem(), crl + b"x")
+    assert [c.path for c in newer.changes] == [ETC / "pgbatten-ca.crl"]
+
+
+def test_crl_plan_edits_the_line_postgresql_obeys(authority: CertificateAuthority) -> None:
+    plan = plan_crl_install(
+        crl_state(SECURED, auto="ssl_crl_file = ''\n"), authority, authority.cert_pem(), b"c"
+    )
+    edited = [c for c in plan.changes if c.purpose == "settings"]
+    assert [c.path.name for c in edited] == ["postgresql.auto.conf"]
+    assert plan.notes
+
+
+@pytest.mark.parametrize(
+    ("conf", "ca_file", "message"),
+    [
+        ("ssl = off\n", "ours", "ssl is off"),
+        ("ssl = on\n", "none", "does not verify client certificates"),
+        (SECURED, "other", "does not hold the pgbatten CA"),
+        (SECURED, "none", "does not hold the pgbatten CA"),
+        (SECURED + "ssl_crl_file = '/srv/other.crl'\n", "ours", "will not replace a CRL it does not manage"),
+    ],
+)
+def test_crl_plan_refuses_clusters_it_cannot_protect(
+    authority: CertificateAuthority, conf: str, ca_file: str, message: str
+) -> None:
+    pem = {
+        "ours": authority.cert_pem(),
+        "other": CertificateAuthority.create().cert_pem(),
+        "none": None,
+    }[ca_file]
+    with pytest.raises(ClusterError, match=message):
+        plan_crl_install(crl_state(conf), authority, pem, b"crl")
+
+
+def test_stand_in_carries_the_revoked_serial(authority: CertificateAuthority) -> None:
+    probe = stand_in(authority, 0xC0FFEE)
+    assert probe.serial == 0xC0FFEE
+    probe.certificate.verify_directly_issued_by(authority.certificate)
+    assert probe.not_after - dt.datetime.now(dt.UTC) < dt.timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("message", "outcome"),
+    [
+        ('connection to server at "127.0.0.1" failed: SSL error: sslv3 alert certificate revoked', "revoked"),
+        ("failed: SSL error: ssl/tls alert certificate revoked", "revoked"),
+        ('failed: FATAL: role "pgbatten_crl_probe" does not exist', "accepted"),
+        ("failed: fe_sendauth: no password supplied", "accepted"),
+        ("failed: SSL error: tlsv1 alert unknown ca", "refused"),
+        ("failed: SSL error: sslv3 alert certificate expired", "refused"),
+    ],
+)
+def test_classify_libpq_errors(message: str, outcome: str) -> None:
+    assert classify(message)[0] == outcome
