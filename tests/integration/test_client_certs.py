@@ -378,3 +378,56 @@ def test_revoke_shuts_out_alice_by_reload_while_bob_keeps_working(
     assert "certificate revoked" in run_psql(conninfo(env, "alice", "alice")).stderr
     assert run_psql(conninfo(env, "bob", "bob")).returncode == 0
     assert postmaster_pid(env.cluster) == pid
+
+
+def test_failed_revocation_proof_restores_the_cluster(
+    secured: Callable[[ClientAuth], Secured], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgbatten.secure import crl as crl_mod
+    from pgbatten.secure.verify import Proof
+
+    env = secured("cert")
+    conf_before = env.cluster.config_file.read_bytes()
+    pid = postmaster_pid(env.cluster)
+    monkeypatch.setattr(
+        crl_mod, "prove_revocation", lambda *a, **k: [Proof("revoked serial refused", False, "simulated")]
+    )
+    result = CliRunner().invoke(
+        main, ["cert", "revoke", "alice", "--ca-dir", str(env.ca_dir), "--pgdata", str(env.cluster.data_dir)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "rolled back" in result.stderr and "simulated" in result.stderr
+    assert "the cluster is not" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert env.cluster.config_file.read_bytes() == conf_before
+    assert not (env.cluster.data_dir / "pgbatten-ca.crl").exists()
+    assert env.cluster.sql().value("SELECT current_setting('ssl_crl_file') = ''") == "t"
+    assert run_psql(conninfo(env, "alice", "alice")).returncode == 0
+    assert postmaster_pid(env.cluster) == pid
+
+
+def test_revoke_on_a_debian_cluster_puts_the_crl_beside_postgresql_conf(
+    pg_binaries: PgBinaries, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgbatten.cluster.discover import CONF_ROOT_ENV
+
+    with TempCluster(binaries=pg_binaries, hba=HBA, config_outside_pgdata=True) as cluster:
+        root = tmp_path / "etc-postgresql"
+        (root / str(cluster.bin.major)).mkdir(parents=True)
+        (root / str(cluster.bin.major) / "main").symlink_to(cluster.conf_dir)
+        monkeypatch.setenv(CONF_ROOT_ENV, str(root))
+        name = f"{cluster.bin.major}/main"
+        ca_dir = tmp_path / "ca"
+        _cli("secure", "--cluster", name, "--client-auth", "cert", "--ca-dir", str(ca_dir), "--yes")
+        cluster.sql().query("CREATE ROLE alice LOGIN")
+        _cli("cert", "client", "alice", "--ca-dir", str(ca_dir), "--out", str(tmp_path / "alice"),
+             "--server-host", "localhost")  # fmt: skip
+        env = Secured(cluster, ca_dir, {"alice": tmp_path / "alice"})
+        assert run_psql(conninfo(env, "alice", "alice")).returncode == 0
+
+        _cli("cert", "revoke", "alice", "--ca-dir", str(ca_dir), "--cluster", name)
+        installed = cluster.conf_dir / "pgbatten-ca.crl"
+        assert installed.read_bytes() == (ca_dir / "crl.pem").read_bytes()
+        assert installed.stat().st_uid == cluster.owner.uid
+        assert not (cluster.data_dir / "pgbatten-ca.crl").exists()
+        assert "certificate revoked" in run_psql(conninfo(env, "alice", "alice")).stderr
