@@ -164,7 +164,9 @@ def run_sslyze(exe: str, port: int, out: Path) -> tuple[Accepted | None, str, in
     )
     if not json_path.exists():
         return None, f"no JSON (exit {proc.returncode}): {proc.stderr.strip()[-200:]}", None
-    return parse_sslyze(json.loads(json_path.read_text())), f"exit {proc.returncode}", None
+    # sslyze also checks Mozilla's "intermediate" configuration by default and exits 1 when it is not met.
+    note = f"exit {proc.returncode}" + (" (not Mozilla intermediate)" if proc.returncode == 1 else "")
+    return parse_sslyze(json.loads(json_path.read_text())), note, None
 
 
 def parse_sslyze(doc: Mapping[str, Any]) -> Accepted:
