@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from cryptography import x509
 
 from pgbatten.cli.app import (
     ca_dir_option,
@@ -24,6 +23,7 @@ from pgbatten.cli.app import (
 from pgbatten.errors import PKIError, UsageError
 
 if TYPE_CHECKING:
+    from cryptography import x509
     from rich.console import Console
 
     from pgbatten.cluster.discover import Cluster
