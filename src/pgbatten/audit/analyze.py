@@ -472,7 +472,7 @@ def _broad_rule_findings(
                     f"{row.where}: superusers may log in over TCP from {rule.address}",
                     f"{row.text()} — matches {who}. A superuser can read any file and run any program as "
                     "the server's OS user; remote superuser logins are rarely needed.",
-                    f"add 'hostssl all {superusers[0] if superusers else 'postgres'} 0.0.0.0/0 reject' (and "
+                    f"add 'host all {superusers[0] if superusers else 'postgres'} 0.0.0.0/0 reject' (and "
                     f"::/0) above {row.where}, or name the application roles instead of all; administrators "
                     "keep the local socket",
                 )
