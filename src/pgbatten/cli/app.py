@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,8 +23,9 @@ EXIT_INTERRUPTED = 130
 
 
 def make_console(*, stderr: bool = False) -> Console:
-    # rich already honours NO_COLOR and plain output when not on a terminal; keep lines unwrapped for pipes.
-    return Console(stderr=stderr, highlight=False, soft_wrap=not sys.stdout.isatty())
+    # rich already honours NO_COLOR and drops colour when not on a terminal. Diffs are written unwrapped
+    # (Console.out) by the commands that print them; tables and panels wrap to the width.
+    return Console(stderr=stderr, highlight=False)
 
 
 class PgBattenGroup(click.Group):
