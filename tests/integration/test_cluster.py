@@ -63,3 +63,10 @@ def test_discover_rejects_non_data_dir(tmp_path: Path) -> None:
         discover(pgdata=tmp_path)
     with pytest.raises(UsageError):
         discover(cluster="main")
+
+
+def test_sql_keeps_empty_results_and_newlines(seed_cluster: TempCluster) -> None:
+    sql = seed_cluster.sql()
+    assert sql.query("SELECT ''") == [("",)]
+    assert sql.query("SELECT 1 WHERE false") == []
+    assert sql.value("SELECT E'a\\nb'") == "a\nb"

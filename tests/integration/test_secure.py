@@ -282,3 +282,16 @@ def test_secure_refuses_a_stopped_server(make_cluster: Callable[..., TempCluster
     assert result.exit_code == 2
     assert "is not running" in result.output
     assert snapshot(cluster.data_dir) == files
+
+
+def test_socket_only_server_is_refused_before_writing(
+    make_cluster: Callable[..., TempCluster], ca_dir: Path
+) -> None:
+    cluster = make_cluster(settings={"listen_addresses": "''"})
+    files = snapshot(cluster.data_dir)
+    result = CliRunner().invoke(
+        main, ["secure", "--pgdata", str(cluster.data_dir), "--yes", "--host", "db.test"]
+    )
+    assert result.exit_code == 2
+    assert "takes no TCP connections" in result.output
+    assert snapshot(cluster.data_dir) == files

@@ -64,12 +64,10 @@ class OwnerSQL:
             message = lines[0] if lines else f"psql exit status {result.returncode}"
             raise ClusterError(f"SQL as {self.owner.name} on port {self.port} failed: {message}")
         rows: list[tuple[str | None, ...]] = []
-        for record in result.stdout.split("\0"):
-            record = record.strip("\n")
-            if not record:
-                continue
-            fields = record.split(_FS)
-            rows.append(tuple(None if f == _NULL else f for f in fields))
+        # psql ends every record with NUL, so what follows the last NUL is not a record; a record may be
+        # empty (one empty-string column) and values may hold newlines.
+        for record in result.stdout.split("\0")[:-1]:
+            rows.append(tuple(None if f == _NULL else f for f in record.split(_FS)))
         return rows
 
     def value(self, sql: str, params: Mapping[str, str] | None = None) -> str | None:

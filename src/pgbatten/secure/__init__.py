@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pgbatten.cluster.discover import Cluster
+from pgbatten.errors import ClusterError
 from pgbatten.pki import CAStore, KeyType, classify_host, default_ca_dir
 from pgbatten.secure.apply import ApplyResult, apply_plan
 from pgbatten.secure.facts import read_state
@@ -98,11 +99,15 @@ def secure(
         console.print("Dry run: nothing was written.")
         return SecureResult(plan, False, None, store.ca_cert_path, conninfo)
     cluster.require_running()
+    addresses = probe_addresses(state.listen_addresses, state.machine)
+    if not addresses:
+        raise ClusterError(
+            f"listen_addresses is {state.listen_addresses!r}: the server takes no TCP connections, so there"
+            " is nothing to secure or prove on the network; set listen_addresses first"
+        )
     if plan.changed and not options.yes and confirm is not None and not confirm("Apply these changes?"):
         console.print("Nothing was written.")
         return SecureResult(plan, False, None, store.ca_cert_path, conninfo)
-
-    addresses = probe_addresses(state.listen_addresses, state.machine)
 
     def prove() -> list[Proof]:
         return prove_all(

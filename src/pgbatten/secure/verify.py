@@ -195,9 +195,9 @@ def prove_all(
 ) -> list[Proof]:
     """Every outside proof ``secure`` ends with."""
     port = cluster.require_running().port
-    proofs = prove_outside(port, addresses, installed, ca.certificate, timeout)
     if not addresses:
         return [Proof("reach the server over TCP", False, "listen_addresses has no address to test")]
+    proofs = prove_outside(port, addresses, installed, ca.certificate, timeout)
     names = [h for h in hosts if not _is_ip(h)]
     address = addresses[0]
     logins = [(names[0] if names else address, address)]
