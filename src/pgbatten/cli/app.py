@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,12 +21,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR = 2
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+PIPE_WIDTH = 160
 
 
 def make_console(*, stderr: bool = False) -> Console:
-    # rich already honours NO_COLOR and drops colour when not on a terminal. Diffs are written unwrapped
-    # (Console.out) by the commands that print them; tables and panels wrap to the width.
-    return Console(stderr=stderr, highlight=False)
+    # rich already honours NO_COLOR and drops colour when not on a terminal. Piped output (logs, grep)
+    # gets a wide page rather than rich's 80 columns, so table rows stay on one line; $COLUMNS still wins.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 class PgBattenGroup(click.Group):
