@@ -211,6 +211,7 @@ def test_cli_dry_run_shows_diff_and_touches_nothing(seed_cluster: TempCluster, c
     assert "+ssl = on" in result.output
     assert "Dry run: nothing was written." in result.output
     assert snapshot(seed_cluster.data_dir) == files
+    assert not ca_dir.exists()  # not even the CA is created by a dry run
 
 
 def test_tls13_only_and_alter_system_override(seed_cluster: TempCluster, ca_dir: Path) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import ClusterError
-from pgbatten.pki import CAStore, KeyType, classify_host, default_ca_dir
+from pgbatten.pki import CAStore, CertificateAuthority, KeyType, classify_host, default_ca_dir
 from pgbatten.secure.apply import ApplyResult, apply_plan
 from pgbatten.secure.facts import read_state
 from pgbatten.secure.hosts import probe_addresses
@@ -74,11 +74,14 @@ def secure(
     """Run ``secure`` on ``cluster``, printing to ``console``; ``confirm`` asks before applying."""
     request = options.request()  # validates --host and friends before anything is read
     store = CAStore(options.ca_dir or default_ca_dir())
-    if options.dry_run and not store.exists():
+    if store.exists():
+        authority = store.load(options.ca_passphrase)
+    elif options.dry_run:
+        # A dry run touches nothing, not even the CA directory: plan with a CA that lives in memory only.
         console.print(f"[dim]a new CA would be created in {store.path}[/]")
-    created = not store.exists()
-    authority = store.load_or_init(key_type=options.key_type, passphrase=options.ca_passphrase)
-    if created:
+        authority = CertificateAuthority.create(key_type=options.key_type)
+    else:
+        authority = store.init(key_type=options.key_type, passphrase=options.ca_passphrase)
         console.print(f"Created CA in {store.path} (clients verify the server with {store.ca_cert_path})")
     crl = store.crl_path.read_bytes() if store.crl_path.exists() else None
     state = read_state(cluster, crl=crl)
