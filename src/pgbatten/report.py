@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -25,9 +26,10 @@ def _mark(ok: bool | None) -> str:
 
 def print_check(console: Console, result: CheckResult) -> None:
     """A short checklist for one target."""
-    console.print(f"[bold]{result.target}[/]  grade [bold]{result.grade}[/]")
+    # Dynamic text is escaped: an IPv6 target such as [::1]:5432 would otherwise read as markup.
+    console.print(f"[bold]{escape(str(result.target))}[/]  grade [bold]{escape(result.grade)}[/]")
     if not result.reachable:
-        console.print(f"  {_mark(False)} unreachable: {result.error}")
+        console.print(f"  {_mark(False)} unreachable: {escape(result.error or '')}")
         return
     refused = None if result.plaintext_accepted is None else not result.plaintext_accepted
     console.print(f"  {_mark(refused)} plaintext refused")
@@ -62,10 +64,10 @@ def print_check(console: Console, result: CheckResult) -> None:
             + {True: ", complete", False: ", incomplete", None: ""}[result.chain_complete]
         )
     for verdict in result.verify_full:
-        console.print(f"  {_mark(verdict.ok)} verify-full for {verdict.host}: {verdict.why}", markup=False)
+        console.print(f"  {_mark(verdict.ok)} verify-full for {escape(verdict.host)}: {escape(verdict.why)}")
     for finding in result.findings:
         style = _SEVERITY_STYLE.get(finding.severity, "")
-        console.print(f"  [{style}]{finding.severity:>8}[/] {finding.title}")
+        console.print(f"  [{style}]{finding.severity:>8}[/] {escape(finding.title)}")
         if finding.fix:
             console.print(f"           fix: {finding.fix}", markup=False)
         if finding.cis:

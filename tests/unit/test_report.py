@@ -1,0 +1,49 @@
+"""The human checklist: dynamic text is shown as written, never read as rich markup."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from pgbatten.probe.check import CheckResult, Finding, VerifyFull
+from pgbatten.probe.wire import Target
+from pgbatten.report import print_check
+
+
+def render(result: CheckResult) -> str:
+    out = io.StringIO()
+    print_check(Console(file=out, width=200, color_system=None), result)
+    return out.getvalue()
+
+
+def result(**changes: object) -> CheckResult:
+    base: dict[str, object] = {
+        "target": Target("::1", 5432),
+        "reachable": True,
+        "plaintext_accepted": False,
+        "tls_supported": True,
+        "protocols": ("TLSv1.3",),
+        "cipher": "TLS_AES_128_GCM_SHA256",
+        "certificate": None,
+        "verify_full": (VerifyFull("::1", True, "IP SAN ::1 matches '::1'", True, "chain [ok]"),),
+        "findings": (Finding(id="x", severity="low", title="title with [brackets]"),),
+        "grade": "A",
+        "connections_used": 3,
+    }
+    base.update(changes)
+    return CheckResult(**base)  # type: ignore[arg-type]
+
+
+def test_ipv6_target_and_brackets_are_printed_literally() -> None:
+    text = render(result())
+    assert text.startswith("[::1]:5432  grade A")
+    assert "verify-full for ::1: IP SAN ::1 matches '::1'; chain [ok]" in text
+    assert "title with [brackets]" in text
+    assert "[green]" not in text and "[/]" not in text
+
+
+def test_unreachable_shows_the_reason() -> None:
+    text = render(result(reachable=False, error="connection refused [errno 111]", grade="-"))
+    assert "unreachable: connection refused [errno 111]" in text
+    assert "plaintext" not in text
