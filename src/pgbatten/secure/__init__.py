@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import ClusterError
@@ -78,7 +80,7 @@ def secure(
         authority = store.load(options.ca_passphrase)
     elif options.dry_run:
         # A dry run touches nothing, not even the CA directory: plan with a CA that lives in memory only.
-        console.print(f"[dim]a new CA would be created in {store.path}[/]")
+        console.print(f"[dim]a new CA would be created in {escape(str(store.path))}[/]")
         authority = CertificateAuthority.create(key_type=options.key_type)
     else:
         authority = store.init(key_type=options.key_type, passphrase=options.ca_passphrase)
@@ -88,7 +90,7 @@ def secure(
     plan = plan_secure(state, request, authority)
     _print_lint(console, plan)
     for note in plan.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     port = cluster.running.port if cluster.running else _port_of(cluster)
     conninfo = client_conninfo(plan.hosts, port, store.ca_cert_path)
     if not plan.changed:
@@ -96,7 +98,7 @@ def secure(
             "[green]Nothing to change:[/] the cluster is already TLS-only with the planned settings."
         )
     else:
-        console.print(f"[bold]Plan for {cluster.label}[/] ({len(plan.changes)} file(s)):")
+        console.print(f"[bold]Plan for {escape(cluster.label)}[/] ({len(plan.changes)} file(s)):")
         console.out(render_diff(plan), highlight=False, end="")
     if options.dry_run:
         console.print("Dry run: nothing was written.")
@@ -124,15 +126,15 @@ def secure(
             timeout=options.timeout,
         )
 
-    outcome = apply_plan(cluster, plan, prove=prove, log=lambda msg: console.print(f"[dim]{msg}[/]"))
+    outcome = apply_plan(cluster, plan, prove=prove, log=lambda msg: console.print(f"[dim]{escape(msg)}[/]"))
     if plan.issued is not None:
         store.record(plan.issued, "server", plan.hosts[0])
     _print_proofs(console, outcome.proofs)
     for original, backup in outcome.backups:
-        console.print(f"backup of {original}: {backup}")
+        console.print(f"backup of {original}: {backup}", markup=False)
     console.print()
     console.print("[bold]For clients[/]: hand out the CA certificate and connect with verify-full:")
-    console.print(f"  sslrootcert: {store.ca_cert_path}")
+    console.print(f"  sslrootcert: {store.ca_cert_path}", markup=False)
     console.print(f"  psql '{conninfo}'", markup=False)
     return SecureResult(plan, True, outcome, store.ca_cert_path, conninfo)
 
@@ -161,7 +163,7 @@ def _print_lint(console: Console, plan: SecurePlan) -> None:
         )
     remaining = [f for f in plan.lint_after if f.severity in ("high", "medium")] if plan.changed else []
     for finding in remaining:
-        console.print(f"  [yellow]after secure, still[/] line {finding.lineno}: {finding.title}")
+        console.print(f"  [yellow]after secure, still[/] line {finding.lineno}: {escape(finding.title)}")
 
 
 def _colour(severity: str) -> str:
@@ -174,5 +176,6 @@ def _print_proofs(console: Console, proofs: tuple[Proof, ...]) -> None:
     table.add_column("result")
     table.add_column("detail", overflow="fold")
     for proof in proofs:
-        table.add_row(proof.what, "[green]ok[/]" if proof.ok else "[red]FAILED[/]", proof.detail)
+        # Text, not markup: details quote server messages and addresses such as [::1].
+        table.add_row(Text(proof.what), "[green]ok[/]" if proof.ok else "[red]FAILED[/]", Text(proof.detail))
     console.print(table)
