@@ -232,3 +232,12 @@ def test_served_certificate_has_ip_and_dns_sans(ca: CertificateAuthority) -> Non
     san = plan.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "db.example.test" in san.get_values_for_type(x509.DNSName)
     assert {str(a) for a in san.get_values_for_type(x509.IPAddress)} >= {"127.0.0.1", "::1"}
+
+
+def test_reused_certificate_keeps_the_names_of_an_earlier_host(ca: CertificateAuthority) -> None:
+    first_state = state()
+    first = plan_secure(first_state, SecureRequest(hosts=("db.example.test",)), ca, now=NOW)
+    second = plan_secure(applied(first_state, first), SecureRequest(), ca, now=NOW)
+    assert second.issued is None
+    assert second.hosts[0] == "db.example.test"
+    assert second.hosts == first.hosts

@@ -193,7 +193,7 @@ def plan_secure(
         ca_path=ca_path,
         certificate=certificate,
         issued=issued,
-        hosts=hosts,
+        hosts=certificate_names(certificate) or hosts,
         notes=tuple(notes),
         lint_before=tuple(hba_mod.lint(state.hba)),
         lint_after=tuple(hba_mod.lint(hba_new)),
@@ -217,6 +217,19 @@ def _server_certificate(
         return reusable, None
     issued = ca.issue_server(hosts, key_type=request.key_type, days=request.days, now=now)
     return issued.certificate, issued
+
+
+def certificate_names(certificate: x509.Certificate) -> tuple[str, ...]:
+    """The SANs of a certificate in order, names and addresses as text.
+
+    A reused certificate may carry names from an earlier ``--host``; the client instructions and the login
+    proofs follow what the served certificate really says.
+    """
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(str(name.value) for name in san if isinstance(name, x509.DNSName | x509.IPAddress))
 
 
 def reusable_certificate(
