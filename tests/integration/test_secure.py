@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -296,3 +297,24 @@ def test_socket_only_server_is_refused_before_writing(
     assert result.exit_code == 2
     assert "takes no TCP connections" in result.output
     assert snapshot(cluster.data_dir) == files
+
+
+def test_rollback_when_the_proofs_cannot_run(seed_cluster: TempCluster, ca_dir: Path) -> None:
+    from pgbatten.secure import apply as apply_mod
+    from pgbatten.secure import facts
+    from pgbatten.secure import plan as plan_mod
+
+    cluster = discover(pgdata=seed_cluster.data_dir)
+    files = snapshot(seed_cluster.data_dir)
+    plan = plan_mod.plan_secure(
+        facts.read_state(cluster), SecureOptions().request(), CAStore(ca_dir).load_or_init()
+    )
+
+    def interrupted() -> list[Any]:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        apply_mod.apply_plan(cluster, plan, prove=interrupted, log=lambda _m: None)
+    restored = {p: b for p, b in snapshot(seed_cluster.data_dir).items() if ".pgbatten-" not in p.name}
+    assert restored == files
+    assert seed_cluster.sql().value("SELECT current_setting('ssl')") == "off"

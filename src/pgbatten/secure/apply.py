@@ -189,7 +189,16 @@ def apply_plan(
                 reload_and_wait(sql)
             raise
         log("reloaded (no restart: open sessions keep running)")
-    proofs = [*check_settings(sql, plan.settings), *prove()]
+    try:
+        proofs = [*check_settings(sql, plan.settings), *prove()]
+    except BaseException:
+        # A proof that cannot even run (Ctrl-C, a lost socket) proves nothing: undo as for a failed one.
+        if plan.changed:
+            log("the checks could not run: restoring the previous files and reloading")
+            tx.undo()
+            with contextlib.suppress(ClusterError):
+                reload_and_wait(sql)
+        raise
     failed = [p for p in proofs if not p.ok]
     if failed and plan.changed:
         log("a check failed: restoring the previous files and reloading")
