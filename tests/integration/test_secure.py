@@ -318,3 +318,19 @@ def test_rollback_when_the_proofs_cannot_run(seed_cluster: TempCluster, ca_dir: 
     restored = {p: b for p, b in snapshot(seed_cluster.data_dir).items() if ".pgbatten-" not in p.name}
     assert restored == files
     assert seed_cluster.sql().value("SELECT current_setting('ssl')") == "off"
+
+
+def test_listen_on_localhost_proves_exactly_what_is_bound(
+    make_cluster: Callable[..., TempCluster], ca_dir: Path
+) -> None:
+    # Found on a real Debian cluster: /etc/hosts maps localhost to 127.0.0.1 only, so PostgreSQL never
+    # binds ::1, and a proof that assumed it did rolled a correct change back.
+    from tests.conftest import SEED_HBA
+
+    cluster = make_cluster(hba=SEED_HBA, settings={"listen_addresses": "'localhost'"})
+    result = secure(
+        discover(pgdata=cluster.data_dir), SecureOptions(ca_dir=ca_dir, yes=True), console=quiet()
+    )
+    assert all(p.ok for p in result.proofs), result.proofs
+    proved = {p.what.rsplit(" ", 1)[-1] for p in result.proofs if p.what.startswith("plaintext refused at")}
+    assert f"127.0.0.1:{cluster.port}" in proved

@@ -218,12 +218,21 @@ def test_certificate_hosts_cover_names_and_listen_addresses() -> None:
         certificate_hosts("*", ("bad_host!",), MACHINE)
 
 
-def test_probe_addresses() -> None:
-    assert probe_addresses("localhost", MACHINE) == ("127.0.0.1", "::1")
+def test_probe_addresses_follow_what_postgresql_binds() -> None:
+    # Debian's /etc/hosts often maps localhost to 127.0.0.1 only: then PostgreSQL never binds ::1.
+    v4_only = MachineNames((), (), ipv6_loopback=True, resolved={"localhost": ("127.0.0.1",)})
+    assert probe_addresses("localhost", v4_only) == ("127.0.0.1",)
+    both = MachineNames((), (), ipv6_loopback=True, resolved={"localhost": ("::1", "127.0.0.1")})
+    assert probe_addresses("localhost", both) == ("::1", "127.0.0.1")
     assert probe_addresses("127.0.0.1", MACHINE) == ("127.0.0.1",)
+    assert probe_addresses("*", MACHINE) == ("127.0.0.1", "::1")
     no_v6 = MachineNames(hostnames=(), addresses=(), ipv6_loopback=False)
     assert probe_addresses("*", no_v6) == ("127.0.0.1",)
+    assert probe_addresses("0.0.0.0", MACHINE) == ("127.0.0.1",)  # noqa: S104 - a setting, no bind
+    assert probe_addresses("::", MACHINE) == ("::1",)
     assert probe_addresses("192.0.2.20", MACHINE) == ("192.0.2.20",)
+    assert probe_addresses("db1", MachineNames((), (), resolved={"db1": ("192.0.2.10",)})) == ("192.0.2.10",)
+    assert probe_addresses("unknown-name", MACHINE) == ()
     assert probe_addresses("", MACHINE) == ()
 
 

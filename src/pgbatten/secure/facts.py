@@ -45,7 +45,7 @@ def read_state(
         hba=hba,
         ident=ident,
         listen_addresses=listen,
-        machine=machine or gather_machine_names(),
+        machine=machine or gather_machine_names(listen),
         existing=existing,
         crl=crl,
     )

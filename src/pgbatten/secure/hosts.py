@@ -7,8 +7,8 @@ import ipaddress
 import json
 import socket
 import subprocess
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from pgbatten.errors import UsageError
 from pgbatten.netutil import ipv6_loopback_available
@@ -26,6 +26,8 @@ class MachineNames:
     hostnames: tuple[str, ...]
     addresses: tuple[str, ...]
     ipv6_loopback: bool = True
+    resolved: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """What each host name in listen_addresses resolves to, as PostgreSQL will bind it."""
 
 
 def split_listen_addresses(value: str) -> list[str]:
@@ -76,23 +78,39 @@ def certificate_hosts(listen_addresses: str, extra: Iterable[str], machine: Mach
 
 
 def probe_addresses(listen_addresses: str, machine: MachineNames) -> tuple[str, ...]:
-    """Addresses to prove the result from: loopback where the server listens there, and its explicit ones."""
-    listen = split_listen_addresses(listen_addresses)
+    """Addresses to prove the result from: where the server really listens, as PostgreSQL binds them.
+
+    PostgreSQL binds each listen_addresses entry to what getaddrinfo() returns for it, so ``localhost`` is
+    only ::1 too when the resolver says so; ``*`` is every IPv4 and IPv6 address (we use loopback);
+    ``0.0.0.0`` and ``::`` are one family each, since PostgreSQL sets IPV6_V6ONLY.
+    """
     found: list[str] = []
-    if listens_on_loopback(listen):
-        found.append("127.0.0.1")
-        if machine.ipv6_loopback and any(i in listen for i in ("::1", "*", "::", "localhost")):
-            found.append("::1")
-    for item in listen:
-        with contextlib.suppress(ValueError):
+
+    def add(address: str) -> None:
+        if address not in found:
+            found.append(address)
+
+    for item in split_listen_addresses(listen_addresses):
+        if item == "*":
+            add("127.0.0.1")
+            if machine.ipv6_loopback:
+                add("::1")
+            continue
+        try:
             address = ipaddress.ip_address(item)
-            if not address.is_unspecified and str(address) not in found:
-                found.append(str(address))
-    return tuple(found)
+        except ValueError:
+            for resolved in machine.resolved.get(item, ()):
+                add(resolved)
+            continue
+        if address.is_unspecified:
+            add("127.0.0.1" if address.version == 4 else "::1")
+        else:
+            add(str(address))
+    return tuple(a for a in found if a != "::1" or machine.ipv6_loopback)
 
 
-def gather_machine_names() -> MachineNames:
-    """Host names (short and fully qualified) and the non-loopback interface addresses. I/O."""
+def gather_machine_names(listen_addresses: str = "") -> MachineNames:
+    """Host names, non-loopback interface addresses, and the listen_addresses names resolved. I/O."""
     names: list[str] = []
     for name in (socket.gethostname(), socket.getfqdn()):
         if name and name not in names and name != "localhost":
@@ -105,6 +123,31 @@ def gather_machine_names() -> MachineNames:
                 address = ipaddress.ip_address(info.get("local", ""))
                 if not (address.is_loopback or address.is_link_local):
                     addresses.append(str(address))
+    resolved = {}
+    for item in split_listen_addresses(listen_addresses):
+        if item in WILDCARDS:
+            continue
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            resolved[item] = resolve_like_postgres(item)
     return MachineNames(
-        hostnames=tuple(names), addresses=tuple(addresses), ipv6_loopback=ipv6_loopback_available()
+        hostnames=tuple(names),
+        addresses=tuple(addresses),
+        ipv6_loopback=ipv6_loopback_available(),
+        resolved=resolved,
     )
+
+
+def resolve_like_postgres(name: str) -> tuple[str, ...]:
+    """The addresses PostgreSQL binds for a listen_addresses host name (getaddrinfo, AI_PASSIVE)."""
+    try:
+        infos = socket.getaddrinfo(name, None, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except OSError:
+        return ()
+    found: list[str] = []
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        address = str(ipaddress.ip_address(sockaddr[0]))
+        if address not in found:
+            found.append(address)
+    return tuple(found)
