@@ -247,3 +247,10 @@ def test_inventory_survives_a_different_ca_instance(store: CAStore, tmp_path: Pa
     ca: CertificateAuthority = store.init()
     store.record(ca.issue_client("alice"), "client", "alice")
     assert [e.name for e in CAStore(tmp_path / "ca").entries()] == ["alice"]
+
+
+def test_inventory_that_is_not_utf8_is_a_pki_error(store: CAStore) -> None:
+    store.init(now=NOW)
+    store.inventory_path.write_bytes(b"\xff\xfe{\x00")
+    with pytest.raises(PKIError, match="is corrupt"):
+        store.entries()

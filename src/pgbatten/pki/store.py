@@ -328,13 +328,15 @@ class CAStore:
 
     def _read_inventory(self) -> _Inventory:
         try:
-            raw = self.inventory_path.read_text(encoding="utf-8")
+            raw = self.inventory_path.read_bytes()
         except FileNotFoundError:
             return _Inventory(crl_number=0, entries=())
         except OSError as exc:
             raise FileProblem(self.inventory_path, f"cannot read: {exc.strerror}") from exc
         try:
-            data = json.loads(raw)
+            # Decoding inside the try: bytes that are not UTF-8 are corruption too (UnicodeDecodeError is
+            # a ValueError), not an internal error.
+            data = json.loads(raw.decode("utf-8"))
             crl_number = int(data.get("crl_number", 0))
             entries = tuple(InventoryEntry.from_json(item) for item in data["certificates"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
