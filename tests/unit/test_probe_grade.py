@@ -261,3 +261,50 @@ def test_load_ca_file(tmp_path: Path) -> None:
         check.load_ca_file(tmp_path / "bad.crt")
     with pytest.raises(FileProblem):
         check.load_ca_file(tmp_path / "missing.crt")
+
+
+def _unknown_key_der() -> bytes:
+    """A certificate whose public key uses an algorithm cryptography cannot load (as GOST or SM2 keys)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "db.example.com")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=200))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("db.example.com")]), critical=False)
+        .sign(key, None)
+    )
+    der = bytearray(cert.public_bytes(Encoding.DER))
+    ed25519_oid = bytes.fromhex("06032b6570")  # signature algorithm (TBS), key algorithm, signature algorithm
+    at = der.find(ed25519_oid, der.find(ed25519_oid) + 1)
+    der[at : at + 5] = bytes.fromhex("06032b6563")  # 1.3.101.99: no such key type
+    return bytes(der)
+
+
+def test_aggregate_survives_a_certificate_with_an_unloadable_key() -> None:
+    der = _unknown_key_der()
+    best = HandshakeInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, (der,), full_chain=True)
+    scan = TlsScan(
+        SslResponse(SslAnswer.ACCEPTED), (VersionAttempt("TLSv1.3", VersionStatus.ACCEPTED),), best
+    )
+    ca, _ = make_cert(sans=DNS, not_after=NOW + dt.timedelta(days=200))
+    result = aggregate(Target("db.example.com"), scan, REFUSED, ca=[ca], now=NOW)
+    assert result.certificate is not None
+    assert result.certificate.key_type.startswith("unsupported")
+    assert result.certificate.key_size is None
+    assert result.verify_full[0].name_ok  # the names are still judged
+    assert result.verify_full[0].trusted is False  # and the chain does not verify
+    assert "untrusted-issuer" in {f.id for f in result.findings}
+    result_to_json(result)
+
+
+def test_certificate_group_of_an_unloadable_key_is_unknown() -> None:
+    from pgbatten.probe.enumerate import _certificate_group
+
+    assert _certificate_group([_unknown_key_der()]) is None

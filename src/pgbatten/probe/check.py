@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
@@ -133,8 +134,11 @@ class CertificateInfo:
     @classmethod
     def from_certificate(cls, cert: x509.Certificate) -> CertificateInfo:
         """Describe ``cert``."""
-        key = cert.public_key()
-        key_type, key_size = _key_facts(key)
+        try:
+            key_type, key_size = _key_facts(cert.public_key())
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            # GOST, SM2, explicit EC parameters...: the server chose it, the report says so.
+            key_type, key_size = f"unsupported ({_first_line(exc)})", None
         try:
             hash_alg = cert.signature_hash_algorithm
             sig_hash = hash_alg.name if hash_alg is not None else None
@@ -219,6 +223,11 @@ class CheckResult:
 # ------------------------------------------------------------------------------------- certificate facts
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _key_facts(key: Any) -> tuple[str, int | None]:
     if isinstance(key, rsa.RSAPublicKey):
         return "RSA", key.key_size
@@ -298,7 +307,7 @@ def chain_trusted(
         verifier.verify(chain[0], list(chain[1:]))
     except verification.VerificationError as exc:
         return False, f"certificate chain does not verify against the CA given: {exc}"
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         return False, f"certificate chain could not be evaluated: {exc}"
     return True, "chain verifies against the CA given"
 

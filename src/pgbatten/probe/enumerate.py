@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pgbatten.errors import ProbeError
@@ -258,7 +259,7 @@ def _certificate_group(chain: Sequence[bytes]) -> int | None:
         return None
     try:
         key = x509.load_der_x509_certificate(chain[0]).public_key()
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         return None
     if isinstance(key, ec.EllipticCurvePublicKey):
         return GROUP_BY_NAME.get(key.curve.name)
