@@ -375,3 +375,59 @@ def test_simulated_tls13_arithmetic(
     assert max(n_s, n_g) + 1 <= len(tls13_jobs) <= max(n_s, n_g) + 4
     tls12_jobs = [j for j in sim.jobs if j.version == TlsVersion.TLSv1_2]
     assert len(tls12_jobs) <= len(legacy) + 2
+
+
+def test_server_naming_a_group_never_offered_cannot_make_the_plans_spin() -> None:
+    """A broken TLS 1.3 server that always names x25519, offered or not: the enumeration must end."""
+    from pgbatten.probe.enumerate import judge
+
+    jobs: list[HelloJob] = []
+
+    def exchange(job: HelloJob) -> Outcome:
+        jobs.append(job)
+        if len(jobs) > 100:
+            raise AssertionError("the plan keeps offering the same hello")
+        if job.version != TlsVersion.TLSv1_3 or 0x1301 not in job.suites:
+            return Outcome(Verdict.REFUSED, "alert handshake_failure")
+        answer = ServerAnswer(
+            kind=AnswerKind.HELLO_RETRY_REQUEST,
+            complete=True,
+            version=int(TlsVersion.TLSv1_3),
+            cipher_suite=0x1301,
+            group=GROUP_BY_NAME["x25519"],
+        )
+        return judge(job, answer, closed=False)
+
+    results = run_enumeration(exchange)
+    assert len(jobs) <= 10
+    tls13 = results[0]
+    assert tls13.error is not None and "never offered" in tls13.error.reason
+
+
+def test_tls12_server_inventing_groups_ends_the_group_probes() -> None:
+    """A TLS 1.2 server that answers each hello with a new group nobody offered: no endless group probing."""
+    from pgbatten.probe.enumerate import judge
+
+    jobs: list[HelloJob] = []
+    suite = 0xC02F  # ECDHE-RSA-AES128-GCM-SHA256
+
+    def exchange(job: HelloJob) -> Outcome:
+        jobs.append(job)
+        if len(jobs) > 100:
+            raise AssertionError("the plan keeps probing groups")
+        if job.version != TlsVersion.TLSv1_2 or suite not in job.suites:
+            return Outcome(Verdict.REFUSED, "alert handshake_failure")
+        answer = ServerAnswer(
+            kind=AnswerKind.SERVER_HELLO,
+            complete=True,
+            version=int(TlsVersion.TLSv1_2),
+            cipher_suite=suite,
+            group=0x7000 + len(jobs),  # never offered, different every time
+        )
+        return judge(job, answer, closed=False)
+
+    results = run_enumeration(exchange)
+    tls12 = next(r for r in results if r.version == TlsVersion.TLSv1_2)
+    assert tls12.suites == (suite,)
+    assert len(jobs) <= 10
+    assert any("without it being offered" in n for n in tls12.notes)

@@ -127,6 +127,12 @@ def judge(job: HelloJob, answer: ServerAnswer | None, *, closed: bool) -> Outcom
         )
     if answer.kind is AnswerKind.HELLO_RETRY_REQUEST and job.version < TlsVersion.TLSv1_3:
         return Outcome(Verdict.ERROR, error=ProbeError("", 0, "HelloRetryRequest below TLS 1.3"))
+    if job.version >= TlsVersion.TLSv1_3 and answer.group is not None and answer.group not in job.groups:
+        # RFC 8446 4.2.8 forbids it, and the shrinking offer relies on every answer naming one of ours.
+        return Outcome(
+            Verdict.ERROR,
+            error=ProbeError("", 0, f"server chose group {group_name(answer.group)}, which we never offered"),
+        )
     if answer.alert_description is not None:
         return Outcome(Verdict.CHOSE_THEN_FAILED, f"alert {answer.alert_name} after choosing", answer)
     return Outcome(Verdict.ACCEPTED, answer.kind.value, answer)
@@ -324,6 +330,13 @@ def plan_legacy(
             if out.verdict is Verdict.ERROR:
                 return acc.result(error=out.error, preference=pref)
             if out.verdict is not Verdict.ACCEPTED or out.group is None:
+                break
+            if out.group not in offer:
+                # A server that ignores supported_groups: offering less would never change its answer.
+                acc.notes.append(
+                    f"server chose ECDHE group {group_name(out.group)} without it being offered; the "
+                    "group list may be incomplete"
+                )
                 break
             if out.group in acc.groups:
                 # Offered last, yet chosen: complete for a client-ordered server; a server ranking groups
