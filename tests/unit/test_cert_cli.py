@@ -122,6 +122,44 @@ def test_cert_client_refuses_an_existing_bundle(store: CAStore, tmp_path: Path) 
     assert second.name == "alice"
 
 
+@pytest.mark.parametrize("user", ["x[/]", "[red]bob", "o'brien [admin]"])
+def test_role_names_that_look_like_markup_print_as_written(store: CAStore, tmp_path: Path, user: str) -> None:
+    # A role name is data: printed through rich it must neither crash after the certificate is issued
+    # (losing the generated PKCS#12 password) nor lose its brackets.
+    result = issue(store, user, tmp_path / "b1")
+    assert f"Issued a client certificate for {user} (serial" in result.output
+    assert "PKCS#12 password (shown once" in result.output
+    [first] = store.entries()
+    second = issue(store, user, tmp_path / "b2")
+    assert f"note: {user}'s earlier certificate {first.serial:#x}" in second.output
+
+    listed = run("cert", "list", "--ca-dir", str(store.path))
+    assert listed.exit_code == 0, listed.output
+    revoked = run("cert", "revoke", user, "--ca-dir", str(store.path))
+    assert revoked.exit_code == 0, revoked.output
+    assert f"Revoked client certificate {first.serial:#x} of {user}" in revoked.output
+    assert "The servers do not know yet" in revoked.output
+
+
+def test_ca_init_prints_a_bracketed_common_name_and_path(tmp_path: Path) -> None:
+    ca_dir = tmp_path / "[prod]" / "ca"
+    result = run("ca", "init", "--ca-dir", str(ca_dir), "--common-name", "ACME [ops] CA[/]")
+    assert result.exit_code == 0, result.output
+    assert f"Created CA ACME [ops] CA[/] in {ca_dir}" in result.output
+    assert str(ca_dir / "ca.key") in result.output
+
+
+def test_cert_client_out_is_a_file_is_one_line(store: CAStore, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("keep me\n")
+    for extra in ((), ("--force",)):
+        result = run(
+            "cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "afile"), *extra
+        )
+        refused(result, "exists and is not a directory")
+    assert (tmp_path / "afile").read_text() == "keep me\n"
+    assert store.entries() == []
+
+
 def test_cert_client_without_a_ca(ca_dir: Path, tmp_path: Path) -> None:
     result = run("cert", "client", "alice", "--ca-dir", str(ca_dir), "--out", str(tmp_path / "alice"))
     refused(result, f"no CA in {ca_dir}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from pgbatten.cli.app import (
     ca_dir_option,
@@ -41,7 +42,8 @@ def ca_init(
         days=days,
     )
     out = make_console()
-    out.print(f"Created CA [bold]{common_name}[/] in {store.path}")
-    out.print(f"  certificate (hand to clients as sslrootcert): {store.ca_cert_path}")
-    out.print(f"  private key (keep secret, mode 0600):          {store.ca_key_path}")
+    # The name and paths are data: "[ops]" or "x[/]" print as written rather than as markup.
+    out.print(f"Created CA [bold]{escape(common_name)}[/] in {escape(str(store.path))}")
+    out.print(f"  certificate (hand to clients as sslrootcert): {store.ca_cert_path}", markup=False)
+    out.print(f"  private key (keep secret, mode 0600):          {store.ca_key_path}", markup=False)
     out.print(f"  valid until {authority.not_after:%Y-%m-%d %H:%M} UTC")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from rich.markup import escape
 
 from pgbatten.cli.app import (
     ca_dir_option,
@@ -94,7 +95,9 @@ def crl() -> None:
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    # No file_okay=False: click would answer a file in the way with a multi-line usage error, before
+    # _refuse_existing can say it in one line.
+    type=click.Path(path_type=Path),
     default=None,
     help="Bundle directory (default: ./USER).",
 )
@@ -162,9 +165,13 @@ def cert_client(
         raise
 
     out = make_console()
-    out.print(f"Issued a client certificate for [bold]{user}[/] (serial {_hex(issued.serial)})")
-    out.print(f"  valid until {issued.not_after:%Y-%m-%d %H:%M} UTC, signed by the CA in {store.path}")
-    out.print(f"Bundle in {bundle.directory}:")
+    # Role names and paths are data, not markup: "[red]bob" or "x[/]" must print as written (and must not
+    # crash here, after the certificate is issued, before its PKCS#12 password is shown).
+    out.print(f"Issued a client certificate for [bold]{escape(user)}[/] (serial {_hex(issued.serial)})")
+    out.print(
+        f"  valid until {issued.not_after:%Y-%m-%d %H:%M} UTC, signed by the CA in {store.path}", markup=False
+    )
+    out.print(f"Bundle in {bundle.directory}:", markup=False)
     for path, what in (
         (bundle.cert_path, "certificate (PEM)"),
         (bundle.key_path, "private key (PEM, 0600)"),
@@ -178,9 +185,11 @@ def cert_client(
         out.print("PKCS#12 password (shown once, stored nowhere; hand it over separately):")
         out.print(f"  {password.decode()}", markup=False)
     for entry in others:
+        # soft_wrap: the command must stay on one line to be copied.
         out.print(
-            f"[yellow]note:[/] {user}'s earlier certificate {_hex(entry.serial)} stays valid until "
-            f"{entry.not_after:%Y-%m-%d}; revoke it with: pgbatten cert revoke {_hex(entry.serial)}"
+            f"[yellow]note:[/] {escape(user)}'s earlier certificate {_hex(entry.serial)} stays valid until "
+            f"{entry.not_after:%Y-%m-%d}; revoke it with: pgbatten cert revoke {_hex(entry.serial)}",
+            soft_wrap=True,
         )
 
 
@@ -192,13 +201,14 @@ def _default_out(user: str) -> Path:
 
 
 def _refuse_existing(target: Path, force: bool) -> None:
-    if force or not (target.exists() or target.is_symlink()):
+    if not (target.exists() or target.is_symlink()):
         return
     from pgbatten.errors import FileProblem
 
+    # Even --force replaces only a bundle directory, never a file or a symlink someone put there.
     if not target.is_dir() or target.is_symlink():
         raise FileProblem(target, "exists and is not a directory")
-    if any(target.iterdir()):
+    if not force and any(target.iterdir()):
         raise FileProblem(
             target, "already exists; refusing to overwrite a bundle (use --force to replace it)"
         )
@@ -250,10 +260,11 @@ def cert_revoke(
     crl_obj = store.write_crl(authority, days=crl_days)
     out = make_console()
     for entry in revoked:
-        out.print(f"Revoked {entry.kind} certificate {_hex(entry.serial)} of [bold]{entry.name}[/]")
+        out.print(f"Revoked {entry.kind} certificate {_hex(entry.serial)} of [bold]{escape(entry.name)}[/]")
     out.print(
         f"CRL {store.crl_path}: {len(list(crl_obj))} revoked, next update "
-        f"{crl_obj.next_update_utc:%Y-%m-%d %H:%M} UTC"
+        f"{crl_obj.next_update_utc:%Y-%m-%d %H:%M} UTC",
+        markup=False,
     )
     if cluster is None:
         out.print(
@@ -284,7 +295,7 @@ def _install(
             store,
             authority,
             refuse=serials,
-            log=lambda msg: out.print(f"[dim]{msg}[/]"),
+            log=lambda msg: out.print(f"[dim]{escape(msg)}[/]"),
             timeout=timeout,
         )
     except PgBattenError as exc:
@@ -293,14 +304,15 @@ def _install(
         raise
     if plan.changed:
         out.print(
-            f"Installed the CRL on {cluster.label} as ssl_crl_file = {plan.crl_path} (reload, no restart)"
+            f"Installed the CRL on {cluster.label} as ssl_crl_file = {plan.crl_path} (reload, no restart)",
+            markup=False,
         )
     else:
-        out.print(f"The CRL on {cluster.label} was already current ({plan.crl_path})")
+        out.print(f"The CRL on {cluster.label} was already current ({plan.crl_path})", markup=False)
     for proof in outcome.proofs:
-        out.print(f"  [green]ok[/] {proof.what}: {proof.detail}", soft_wrap=True)
+        out.print(f"  [green]ok[/] {escape(proof.what)}: {escape(proof.detail)}", soft_wrap=True)
     for original, backup in outcome.backups:
-        out.print(f"backup of {original}: {backup}")
+        out.print(f"backup of {original}: {backup}", markup=False)
 
 
 def _remind_refresh(out: Console, next_update: dt.datetime | None) -> None:
@@ -308,7 +320,8 @@ def _remind_refresh(out: Console, next_update: dt.datetime | None) -> None:
         out.print(
             f"Re-sign it before {next_update:%Y-%m-%d}, e.g. daily from cron: "
             "pgbatten crl refresh --pgdata DIR (a CRL past its next update makes PostgreSQL refuse "
-            "every client certificate)"
+            "every client certificate)",
+            soft_wrap=True,
         )
 
 
@@ -335,9 +348,10 @@ def cert_list(ca_dir: Path | None) -> None:
             out.print(
                 "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)) + "  " + row[4],
                 markup=False,
+                soft_wrap=True,
             )
     else:
-        out.print(f"No certificates issued yet by the CA in {store.path}")
+        out.print(f"No certificates issued yet by the CA in {store.path}", markup=False)
     crl_obj = store.load_crl()
     if crl_obj is None:
         out.print("CRL: none written yet")
@@ -346,10 +360,11 @@ def cert_list(ca_dir: Path | None) -> None:
         out.print(
             f"CRL {store.crl_path}: {len(list(crl_obj))} revoked, last update "
             f"{crl_obj.last_update_utc:%Y-%m-%d %H:%M} UTC, next update "
-            + (f"{next_update:%Y-%m-%d %H:%M} UTC" if next_update else "none")
+            + (f"{next_update:%Y-%m-%d %H:%M} UTC" if next_update else "none"),
+            markup=False,
         )
     for warning in list_warnings(entries, crl_obj, now):
-        out.print(f"[yellow]warning:[/] {warning}")
+        out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
 
 def _status(entry: InventoryEntry, now: dt.datetime) -> str:
@@ -435,7 +450,8 @@ def crl_refresh(
     out = make_console()
     out.print(
         f"Signed CRL {store.crl_path}: {len(list(crl_obj))} revoked, next update "
-        f"{crl_obj.next_update_utc:%Y-%m-%d %H:%M} UTC"
+        f"{crl_obj.next_update_utc:%Y-%m-%d %H:%M} UTC",
+        markup=False,
     )
     if cluster is not None:
         now = dt.datetime.now(dt.UTC)
