@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from pgbatten.cli import main
-from pgbatten.errors import ClusterError
+from pgbatten.errors import ClusterError, FileProblem
 from pgbatten.pgconf import hba as hba_mod
 from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pki import CAStore, CertificateAuthority
@@ -158,6 +158,44 @@ def test_cert_client_out_is_a_file_is_one_line(store: CAStore, tmp_path: Path) -
         refused(result, "exists and is not a directory")
     assert (tmp_path / "afile").read_text() == "keep me\n"
     assert store.entries() == []
+
+
+def test_forced_reissue_that_cannot_be_recorded_keeps_the_old_bundle(
+    store: CAStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A certificate that is not in the inventory can never be revoked, so it must never reach the
+    # bundle; and --force must not have destroyed the old bundle by the time recording fails.
+    issue(store, "alice", tmp_path / "alice")
+    before_bundle = snapshot(tmp_path / "alice")
+    before_ca = snapshot(store.path)
+
+    def full_disk(self: CAStore, *args: object, **kwargs: object) -> None:
+        raise FileProblem(self.inventory_path, "cannot write: No space left on device")
+
+    monkeypatch.setattr(CAStore, "record", full_disk)
+    result = run(
+        "cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "alice"), "--force"
+    )
+    refused(result, "No space left on device")
+    assert snapshot(tmp_path / "alice") == before_bundle
+    assert snapshot(store.path) == before_ca
+
+
+def test_bundle_that_cannot_be_written_leaves_no_certificate_in_the_inventory(
+    store: CAStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pgbatten.pki.bundle as bundle_mod
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise FileProblem(tmp_path / "alice", "cannot put the bundle in place: Read-only file system")
+
+    monkeypatch.setattr(bundle_mod, "write_client_bundle", broken)
+    refused(
+        run("cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "alice")),
+        "Read-only",
+    )
+    assert store.entries() == []
+    assert not (tmp_path / "alice").exists()
 
 
 def test_cert_client_without_a_ca(ca_dir: Path, tmp_path: Path) -> None:

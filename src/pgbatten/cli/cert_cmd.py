@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import shutil
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +21,7 @@ from pgbatten.cli.app import (
     passphrase_option,
     read_secret_file,
 )
-from pgbatten.errors import PKIError, UsageError
+from pgbatten.errors import PgBattenError, PKIError, UsageError
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -144,24 +144,25 @@ def cert_client(
     issued = authority.issue_client(user, key_type=kind, days=days)
     generated = password_file is None
     password = password_file if password_file is not None else generate_password().encode()
-    existed = target.exists()
-    bundle = write_client_bundle(
-        target,
-        issued,
-        authority.certificate,
-        p12_password=password,
-        server_host=host,
-        server_port=port,
-        dbname=dbname,
-        force=force,
-    )
     others = [e for e in store.entries() if e.kind == "client" and e.name == user and not e.revoked]
+    # Record before the key leaves this process: an unrecorded certificate could never be revoked, and
+    # with --force the old bundle is already gone once write_client_bundle returns.
+    store.record(issued, "client", user)
     try:
-        store.record(issued, "client", user)
+        bundle = write_client_bundle(
+            target,
+            issued,
+            authority.certificate,
+            p12_password=password,
+            server_host=host,
+            server_port=port,
+            dbname=dbname,
+            force=force,
+        )
     except BaseException:
-        # An unrecorded certificate could never be revoked: take the bundle back.
-        if not existed:
-            shutil.rmtree(bundle.directory, ignore_errors=True)
+        # Nobody holds this certificate's key: drop it from the inventory again.
+        with contextlib.suppress(PgBattenError):
+            store.forget(issued.serial)
         raise
 
     out = make_console()

@@ -261,6 +261,17 @@ class CAStore:
             self._write_inventory(replace(inventory, entries=(*inventory.entries, entry)))
         return entry
 
+    def forget(self, serial: int) -> None:
+        """Remove an entry whose certificate never left pgbatten (its bundle could not be written).
+
+        Never for a certificate someone may hold: that one must be revoked instead.
+        """
+        with self._locked():
+            inventory = self._read_inventory()
+            kept = tuple(e for e in inventory.entries if e.serial != serial)
+            if len(kept) != len(inventory.entries):
+                self._write_inventory(replace(inventory, entries=kept))
+
     def entries(self) -> list[InventoryEntry]:
         """Every recorded certificate, oldest first."""
         return list(self._read_inventory().entries)
