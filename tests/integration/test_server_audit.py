@@ -126,7 +126,7 @@ def test_secured_cluster_has_no_high_finding(
     assert not ids(audit) & {"server-key-file-not-checked", "server-key-file-permissions"}
     # Plaintext is refused now: the same role cannot get in without TLS.
     refused = server_audit(dsn(cluster, "auditor"))
-    assert refused.findings == ()
+    assert [f.id for f in refused.findings] == ["server-audit-failed"]
     assert refused.errors and refused.errors[0].startswith("cannot connect")
 
 
@@ -176,6 +176,8 @@ def test_unreachable_server_is_an_error_not_an_exception(seed_cluster: TempClust
     audit = server_audit(
         f"host=127.0.0.1 port={seed_cluster.port} user=nosuchrole password=x dbname=postgres"
     )
-    assert audit.findings == ()
+    # A failed audit must never pass for a clean one.
+    assert [(f.id, f.severity) for f in audit.findings] == [("server-audit-failed", "high")]
     assert audit.errors and audit.errors[0].startswith("cannot connect")
-    assert server_audit("this is not = a dsn '").errors
+    bad = server_audit("this is not = a dsn '")
+    assert bad.errors and [f.id for f in bad.findings] == ["server-audit-failed"]

@@ -225,32 +225,60 @@ def collect_facts(conn: psycopg.Connection[Any]) -> tuple[ServerFacts, list[str]
     )
 
 
+def _failed(reason: str) -> ServerAudit:
+    """An audit that read nothing: a high finding, so it can never pass for a clean one."""
+    finding = Finding(
+        "server-audit-failed",
+        "high",
+        "The server-side audit (--dsn) could not run",
+        f"{reason}. Nothing was read from inside the server, so none of its settings, pg_hba.conf rules or "
+        "password hashes were checked.",
+        "check the --dsn connection string (host, port, user, password, sslmode) and that the role may log "
+        "in, then run pgbatten check again",
+    )
+    return ServerAudit(MappingProxyType({}), (), (finding,), (reason,))
+
+
+def _incomplete(errors: list[str]) -> Finding:
+    return Finding(
+        "server-audit-incomplete",
+        "low",
+        "Part of the server-side audit failed",
+        "; ".join(errors) + ".",
+        None,
+    )
+
+
 def server_audit(dsn: str, *, timeout: float = 5.0) -> ServerAudit:
     """Audit the server ``dsn`` points to, from the inside. Never raises for an unreachable server.
 
     Connects as given (a superuser, or a role with pg_read_all_settings / pg_monitor for a partial audit),
-    runs read-only queries with a statement timeout, and analyses what it read. A failed connection comes
-    back as an audit with no findings and the reason in ``errors``.
+    runs read-only queries with a statement timeout, and analyses what it read. An invalid DSN, a failed
+    connection or a failed audit query comes back as the high finding ``server-audit-failed`` with the
+    reason in ``errors``; a query that failed while the others ran adds the low ``server-audit-incomplete``.
     """
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        return ServerAudit(MappingProxyType({}), (), (), (f"invalid DSN: {_first_line(exc)}",))
+        return _failed(f"invalid DSN: {_first_line(exc)}")
     extra = {"connect_timeout": str(max(1, math.ceil(timeout))), "application_name": "pgbatten audit"}
     conninfo = make_conninfo(dsn, **{k: v for k, v in extra.items() if k not in params})
     try:
         conn = psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error as exc:
-        return ServerAudit(MappingProxyType({}), (), (), (f"cannot connect: {_first_line(exc)}",))
+        return _failed(f"cannot connect: {_first_line(exc)}")
     try:
         with conn:
             conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(int(timeout * 1000)),))
             facts, errors = collect_facts(conn)
     except psycopg.Error as exc:
-        return ServerAudit(MappingProxyType({}), (), (), (f"audit query failed: {_first_line(exc)}",))
+        return _failed(f"audit query failed: {_first_line(exc)}")
+    findings = analyze(facts)
+    if errors:
+        findings = (*findings, _incomplete(errors))
     return ServerAudit(
         settings=MappingProxyType(dict(facts.settings)),
         hba_rules=facts.hba_rows or (),
-        findings=analyze(facts),
+        findings=findings,
         errors=tuple(errors),
     )
