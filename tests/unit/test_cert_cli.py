@@ -290,6 +290,24 @@ def test_revoke_by_user_and_by_serial_writes_the_crl(store: CAStore, tmp_path: P
     refused(run("cert", "revoke", "alice", "--ca-dir", str(store.path)), "already revoked")
 
 
+def test_revoke_a_server_certificate_by_serial_not_by_name(store: CAStore, tmp_path: Path) -> None:
+    ca = store.load()
+    server = store.record(ca.issue_server(["db.example.com"]), "server", "db.example.com")
+    before = snapshot(store.path)
+    # By name only users are revoked; say how to revoke the server's certificate instead of "no certificate".
+    refused(
+        run("cert", "revoke", "db.example.com", "--ca-dir", str(store.path)),
+        f"is a server certificate; revoke it by serial: pgbatten cert revoke {server.serial:#x}",
+    )
+    assert snapshot(store.path) == before
+    result = run("cert", "revoke", f"{server.serial:#x}", "--ca-dir", str(store.path))
+    assert result.exit_code == 0, result.output
+    assert f"Revoked server certificate {server.serial:#x} of db.example.com" in result.output
+    crl = store.load_crl()
+    assert crl is not None
+    assert crl.get_revoked_certificate_by_serial_number(server.serial) is not None
+
+
 def test_revoke_with_a_missing_cluster_changes_nothing(store: CAStore, tmp_path: Path) -> None:
     issue(store, "alice", tmp_path / "alice")
     before = snapshot(store.path)

@@ -243,8 +243,18 @@ def cert_revoke(
     timeout: float,
 ) -> None:
     """Revoke USER's certificates (or one by SERIAL), write the CRL, and install it on a cluster."""
+    from pgbatten.pki import parse_serial
+
     store = _store(ca_dir)
-    matches = store.find(target)
+    found = store.find(target)
+    # The same rule as CAStore.revoke: a serial of any kind, a name only for client certificates.
+    serial = parse_serial(target)
+    matches = [e for e in found if e.serial == serial or e.kind == "client"]
+    if not matches and found:
+        raise PKIError(
+            f"{target!r} is a server certificate; revoke it by serial: "
+            f"pgbatten cert revoke {_hex(found[-1].serial)}"
+        )
     if not matches:
         raise PKIError(f"no certificate for {target!r} in the CA inventory (see 'pgbatten cert list')")
     if all(e.revoked for e in matches):
