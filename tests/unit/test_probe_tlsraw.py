@@ -347,3 +347,19 @@ def test_real_openssl_refusals(openssl_ctx: ssl.SSLContext) -> None:
         version=TlsVersion.TLSv1_2, cipher_suites=[0x009C, 0x002F], groups=EC_GROUPS, server_name=None
     )
     assert parse_server_response(_ask_openssl(openssl_ctx, rsa_only)).alert_name == "handshake_failure"
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        _record(20, b"\x01"),  # change_cipher_spec, endlessly, before any ServerHello
+        _record(22, _handshake(0, b"")),  # HelloRequest, endlessly
+    ],
+    ids=["ccs", "hello-request"],
+)
+def test_endless_records_that_add_nothing_are_bounded(unit: bytes) -> None:
+    # Each record is consumed and dropped, so the handshake buffer never grows: the caller, reading until
+    # the answer is complete, would keep every byte and re-parse it for as long as the server keeps sending.
+    data = unit * (2**19 // len(unit))
+    with pytest.raises(TlsDecodeError, match="first flight larger than"):
+        parse_server_response(data)

@@ -131,6 +131,8 @@ _MAX_RECORD = 2**14 + 2048
 """RFC 5246 6.2.3: the largest ciphertext record; anything longer is not TLS."""
 _MAX_HANDSHAKE = 2**18
 """A first flight (ServerHello + chain + ServerKeyExchange) is far below this; beyond it we stop reading."""
+_MAX_FLIGHT = _MAX_HANDSHAKE + 2**14
+"""Bytes of whole records, headers and change-cipher-spec included, before the answer must be complete."""
 
 
 # --------------------------------------------------------------------------------------------- build
@@ -432,6 +434,9 @@ def parse_server_response(data: bytes) -> ServerAnswer:
             break
         fragment = data[pos + 5 : pos + 5 + length]
         pos += 5 + length
+        if pos > _MAX_FLIGHT:
+            # Records that add nothing (change-cipher-spec, HelloRequest) would otherwise never end it.
+            raise TlsDecodeError(f"first flight larger than {_MAX_FLIGHT} bytes")
         if ctype == _CT_ALERT:
             if len(fragment) != 2:
                 raise TlsDecodeError(f"alert record of {len(fragment)} bytes (expected 2)")
