@@ -266,3 +266,9 @@ def test_install_md_for_ip_hosts() -> None:
 def test_install_md_validates_inputs(user: str, host: str, port: int, dbname: str) -> None:
     with pytest.raises(UsageError):
         render_install_md(user, host, port, dbname)
+
+
+def test_install_md_names_the_service_file_on_windows_too() -> None:
+    # libpq reads the per-user service file from %APPDATA%\\postgresql\\.pg_service.conf on Windows.
+    text = render_install_md("alice", "db.example.com")
+    assert "%APPDATA%\\postgresql\\.pg_service.conf" in text

@@ -283,6 +283,8 @@ or with explicit paths:
 
 ## ~/.pg_service.conf
 
+On Windows this file is `{_WINDOWS_DIR}\\.pg_service.conf`.
+
 ```ini
 [{service_name}]
 host={host_text}
