@@ -234,3 +234,31 @@ def test_error_response_with_arbitrary_body(body: bytes) -> None:
         classify_startup_response(parse_message(data))
     except PgBattenError:
         pass
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # lc_messages follows the locale initdb ran in (Debian's pg_createcluster too), and the refusal is
+        # sent before authentication in that language; only the file name stays as it is.
+        "kein pg_hba.conf-Eintrag für Host »127.0.0.1«, Benutzer »pgbatten_probe«, Datenbank »postgres«, "
+        "keine Verschlüsselung",
+        "aucune entrée dans pg_hba.conf pour l'hôte « 127.0.0.1 », utilisateur « pgbatten_probe », "
+        "base de données « postgres », pas de chiffrement",
+        "pg_hba.conf rechaza la conexión para el host «10.0.0.1», usuario «x», base de datos «y», "
+        "sin cifrado",
+    ],
+    ids=["de", "fr", "es-reject"],
+)
+def test_startup_translated_pg_hba_refusal_means_refused(message: str) -> None:
+    fields = dict(NO_ENCRYPTION)
+    fields["M"] = message
+    verdict = classify_startup_response(parse_message(error_response(fields)))
+    assert verdict.accepted is False, verdict.reason
+
+
+def test_startup_translated_role_error_still_means_accepted() -> None:
+    # trust over plaintext, then the role lookup fails: the login was processed without TLS.
+    fields = dict(NO_ENCRYPTION)
+    fields["M"] = "Rolle »pgbatten_probe« existiert nicht"
+    assert classify_startup_response(parse_message(error_response(fields))).accepted is True

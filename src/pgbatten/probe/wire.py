@@ -341,6 +341,9 @@ _REFUSAL_MARKERS = (
     "ssl off",  # PostgreSQL <= 13 wording of the same line
 )
 _HBA_REFUSAL_PREFIXES = ("no pg_hba.conf entry", "pg_hba.conf rejects connection")
+_HBA_FILE_NAME = "pg_hba.conf"
+"""Left untranslated in every language's version of both refusals (lc_messages applies before the login);
+no other 28000 error sent before authentication names the file."""
 
 
 def classify_startup_response(msg: BackendMessage) -> PlaintextVerdict:
@@ -365,7 +368,11 @@ def classify_startup_response(msg: BackendMessage) -> PlaintextVerdict:
         fields = parse_error_fields(msg.body)
         text = (fields.message or "").lower()
         if fields.code in ("28000", "28P01"):
-            if any(m in text for m in _REFUSAL_MARKERS) or text.startswith(_HBA_REFUSAL_PREFIXES):
+            if (
+                any(m in text for m in _REFUSAL_MARKERS)
+                or text.startswith(_HBA_REFUSAL_PREFIXES)
+                or _HBA_FILE_NAME in text
+            ):
                 return PlaintextVerdict(False, f"pg_hba.conf refused it: {fields.summary()}", error=fields)
             return PlaintextVerdict(True, f"server processed the login: {fields.summary()}", error=fields)
         if fields.code == "3D000":
