@@ -82,10 +82,16 @@ def backup_file(path: Path, stamp: str) -> Path:
 
 
 def ensure_private_dir(path: Path, owner: tuple[int, int] | None = None) -> None:
-    """Create ``path`` (and parents) with mode 0700 if missing; tighten it to 0700 if it exists."""
+    """Create ``path`` (and parents) with mode 0700 if it is missing.
+
+    An existing directory keeps its mode: ``--ca-dir .`` or ``--ca-dir ~`` must never chmod the user's home.
+    The secrets inside are protected by their own 0600 modes.
+    """
+    if path.is_dir():
+        return
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        path.mkdir(mode=0o700, parents=True)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
         if owner is not None:
             os.chown(path, owner[0], owner[1])
     except OSError as exc:

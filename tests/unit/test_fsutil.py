@@ -69,9 +69,19 @@ def test_backup_keeps_content_and_mode(tmp_path: Path) -> None:
     assert stat.S_IMODE(backup.stat().st_mode) == 0o640
 
 
-def test_private_dir_is_tightened(tmp_path: Path) -> None:
-    path = tmp_path / "ca"
-    path.mkdir(mode=0o755)
-    path.chmod(0o755)
-    ensure_private_dir(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+def test_private_dir_is_created_0700_and_an_existing_one_left_alone(tmp_path: Path) -> None:
+    created = tmp_path / "a" / "ca"
+    ensure_private_dir(created)
+    assert stat.S_IMODE(created.stat().st_mode) == 0o700
+    home_like = tmp_path / "home"
+    home_like.mkdir()
+    home_like.chmod(0o755)
+    ensure_private_dir(home_like)
+    assert stat.S_IMODE(home_like.stat().st_mode) == 0o755
+
+
+def test_private_dir_on_a_file_is_a_file_problem(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("")
+    with pytest.raises(FileProblem):
+        ensure_private_dir(target)
