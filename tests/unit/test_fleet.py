@@ -226,3 +226,27 @@ def test_cli_fleet_json_and_summary(tmp_path: Path) -> None:
     summary = text.output.split("Summary (worst first)")[1]
     # The unreachable target leads the table.
     assert summary.index(str(targets[2])) < summary.index(str(targets[0]))
+
+
+def test_a_bug_met_on_one_target_does_not_abort_the_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever goes wrong inside one target's audit, the others are audited and reported."""
+    from pgbatten.probe import tls as tlsio
+
+    real = tlsio.first_handshake
+
+    def first_handshake(host: str, port: int, *, timeout: float) -> tlsio.TlsScan:
+        if port == 1:
+            raise RuntimeError("boom")  # stands in for any bug a hostile server might trigger
+        return real(host, port, timeout=timeout)
+
+    monkeypatch.setattr(tlsio, "first_handshake", first_handshake)
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        closed = placeholder.getsockname()[1]
+    targets = [Target("127.0.0.1", 1), Target("127.0.0.1", closed)]
+    results = run_fleet(targets, lambda t: check_target(t, timeout=0.5, full=True), concurrency=2)
+    bad, other = results
+    assert not bad.reachable and bad.grade == "-"
+    assert bad.error is not None and "RuntimeError: boom" in bad.error
+    assert other.error is not None and "refused" in other.error
+    assert exit_status(results) == 3

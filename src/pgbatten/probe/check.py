@@ -867,7 +867,8 @@ def check_target(
     deadline: float | None = None,
     direct_ssl: bool = True,
 ) -> CheckResult:
-    """Probe one target over the network and grade it. Never raises for network trouble.
+    """Probe one target over the network and grade it. Never raises for network trouble, nor for a bug met
+    on the way: that becomes an ungraded result whose ``error`` names it, so a fleet goes on.
 
     ``target`` may be a :class:`wire.Target` or ``"host[:port]"`` text (a :class:`UsageError` if invalid).
     ``timeout`` bounds each connection; ``deadline`` (default ``DEADLINE_FACTOR * timeout``) the whole target.
@@ -878,6 +879,41 @@ def check_target(
     """
     if isinstance(target, str):
         target = wire.parse_target(target)
+    started = time.monotonic()
+    try:
+        return _check_target(
+            target, ca=ca, timeout=timeout, now=now, full=full, deadline=deadline, direct_ssl=direct_ssl
+        )
+    except Exception as exc:  # a bug met on one target must not abort a fleet: report it as this target's
+        detail = _first_line(exc)
+        return CheckResult(
+            target,
+            False,
+            None,
+            False,
+            (),
+            None,
+            None,
+            (),
+            (),
+            NOT_GRADED,
+            0,
+            f"the audit failed with an internal error ({type(exc).__name__}: {detail}); please report it",
+            mode="full" if full else "quick",
+            elapsed=time.monotonic() - started,
+        )
+
+
+def _check_target(
+    target: wire.Target,
+    *,
+    ca: Sequence[x509.Certificate] | None,
+    timeout: float,
+    now: dt.datetime | None,
+    full: bool,
+    deadline: float | None,
+    direct_ssl: bool,
+) -> CheckResult:
     started = time.monotonic()
     budget = _Budget(timeout, deadline if deadline is not None else DEADLINE_FACTOR * timeout)
     host, port = target.host, target.port
