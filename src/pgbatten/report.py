@@ -97,12 +97,13 @@ def print_summary(console: Console, results: Sequence[CheckResult]) -> None:
         if not result.reachable:
             worst = f"unreachable: {result.error}"
         plaintext = {True: "[red]accepted[/]", False: "refused", None: "?"}[result.plaintext_accepted]
+        # Cells are markup: dynamic text (errors quote what a server sent) is escaped.
         table.add_row(
-            str(result.target),
-            result.grade,
-            ", ".join(p.removeprefix("TLSv") for p in result.protocols) or "-",
+            escape(str(result.target)),
+            escape(result.grade),
+            escape(", ".join(p.removeprefix("TLSv") for p in result.protocols) or "-"),
             plaintext,
-            worst,
+            escape(worst),
             str(result.connections_used),
         )
     console.print(table)

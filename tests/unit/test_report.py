@@ -47,3 +47,22 @@ def test_unreachable_shows_the_reason() -> None:
     text = render(result(reachable=False, error="connection refused [errno 111]", grade="-"))
     assert "unreachable: connection refused [errno 111]" in text
     assert "plaintext" not in text
+
+
+def render_summary(*results: CheckResult) -> str:
+    from pgbatten.report import print_summary
+
+    out = io.StringIO()
+    print_summary(Console(file=out, width=250, color_system=None), list(results))
+    return out.getvalue()
+
+
+def test_summary_shows_dynamic_text_literally_and_survives_hostile_bytes() -> None:
+    # What a non-PostgreSQL service sent is part of the error; it must not be read as markup.
+    hostile = result(reachable=False, error="not a PostgreSQL answer to SSLRequest: '[/]'", grade="-")
+    refused = result(target=Target("::2", 5432), reachable=False, error="refused [errno 111]", grade="-")
+    text = render_summary(hostile, refused, result())
+    assert "not a PostgreSQL answer to SSLRequest: '[/]'" in text
+    assert "refused [errno 111]" in text
+    assert "title with [brackets]" in text
+    assert "[::2]:5432" in text
