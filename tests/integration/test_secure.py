@@ -334,3 +334,14 @@ def test_listen_on_localhost_proves_exactly_what_is_bound(
     assert all(p.ok for p in result.proofs), result.proofs
     proved = {p.what.rsplit(" ", 1)[-1] for p in result.proofs if p.what.startswith("plaintext refused at")}
     assert f"127.0.0.1:{cluster.port}" in proved
+
+
+def test_without_yes_and_without_a_terminal_nothing_is_applied(
+    seed_cluster: TempCluster, ca_dir: Path
+) -> None:
+    files = snapshot(seed_cluster.data_dir)
+    result = CliRunner().invoke(main, ["secure", "--pgdata", str(seed_cluster.data_dir)])
+    assert result.exit_code == 2
+    assert "pass --yes to apply, or --dry-run" in result.output
+    assert snapshot(seed_cluster.data_dir) == files
+    assert not ca_dir.exists()

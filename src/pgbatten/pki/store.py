@@ -178,13 +178,16 @@ class CAStore:
         common_name: str = "pgbatten CA",
         days: int = 3650,
         now: dt.datetime | None = None,
+        authority: CertificateAuthority | None = None,
     ) -> CertificateAuthority:
-        """Create a new CA here; ``PKIError`` if one already exists."""
+        """Create a CA here, or store ``authority`` made earlier in memory; ``PKIError`` if one exists."""
         ensure_private_dir(self.path)
         with self._locked():
             if self.exists():
                 raise PKIError(f"a CA already exists in {self.path}; refusing to overwrite it")
-            ca = CertificateAuthority.create(common_name=common_name, key_type=key_type, days=days, now=now)
+            ca = authority or CertificateAuthority.create(
+                common_name=common_name, key_type=key_type, days=days, now=now
+            )
             # Key first: a crash in between leaves a key without a certificate, which load() reports,
             # never a certificate whose key is lost.
             atomic_write(self.ca_key_path, private_key_pem(ca.key, passphrase), mode=0o600)

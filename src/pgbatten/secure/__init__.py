@@ -76,15 +76,14 @@ def secure(
     """Run ``secure`` on ``cluster``, printing to ``console``; ``confirm`` asks before applying."""
     request = options.request()  # validates --host and friends before anything is read
     store = CAStore(options.ca_dir or default_ca_dir())
-    if store.exists():
-        authority = store.load(options.ca_passphrase)
-    elif options.dry_run:
-        # A dry run touches nothing, not even the CA directory: plan with a CA that lives in memory only.
-        console.print(f"[dim]a new CA would be created in {escape(str(store.path))}[/]")
+    new_ca = not store.exists()
+    if new_ca:
+        # Planned with a CA that lives in memory; it reaches the disk only once the change is confirmed, so
+        # a dry run or a "no" leaves nothing behind, not even a CA directory.
+        console.print(f"[dim]no CA in {escape(str(store.path))}: a new one will be created[/]")
         authority = CertificateAuthority.create(key_type=options.key_type)
     else:
-        authority = store.init(key_type=options.key_type, passphrase=options.ca_passphrase)
-        console.print(f"Created CA in {store.path} (clients verify the server with {store.ca_cert_path})")
+        authority = store.load(options.ca_passphrase)
     crl = store.crl_path.read_bytes() if store.crl_path.exists() else None
     state = read_state(cluster, crl=crl)
     plan = plan_secure(state, request, authority)
@@ -113,6 +112,12 @@ def secure(
     if plan.changed and not options.yes and confirm is not None and not confirm("Apply these changes?"):
         console.print("Nothing was written.")
         return SecureResult(plan, False, None, store.ca_cert_path, conninfo)
+    if new_ca:
+        store.init(authority=authority, passphrase=options.ca_passphrase)
+        console.print(
+            f"Created CA in {escape(str(store.path))} (clients verify the server with"
+            f" {escape(str(store.ca_cert_path))})"
+        )
 
     def prove() -> list[Proof]:
         return prove_all(
