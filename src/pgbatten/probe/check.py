@@ -219,6 +219,34 @@ class CheckResult:
     elapsed: float = 0.0
     notes: tuple[str, ...] = ()
 
+    @classmethod
+    def ungraded(
+        cls,
+        target: wire.Target,
+        error: str | None,
+        *,
+        reachable: bool = False,
+        connections: int = 0,
+        findings: tuple[Finding, ...] = (),
+        **extra: Any,
+    ) -> CheckResult:
+        """A target that could not be graded: unreachable, silent, not PostgreSQL, or an internal error."""
+        return cls(
+            target=target,
+            reachable=reachable,
+            plaintext_accepted=None,
+            tls_supported=False,
+            protocols=(),
+            cipher=None,
+            certificate=None,
+            verify_full=(),
+            findings=findings,
+            grade=NOT_GRADED,
+            connections_used=connections,
+            error=error,
+            **extra,
+        )
+
 
 # ------------------------------------------------------------------------------------- certificate facts
 
@@ -694,45 +722,17 @@ def aggregate(
     common: dict[str, Any] = {"connections_by_step": steps, "elapsed": elapsed, "mode": mode}
     findings: list[Finding] = []
     if scan.unreachable is not None:
-        return CheckResult(
-            target,
-            False,
-            None,
-            False,
-            (),
-            None,
-            None,
-            (),
-            (),
-            NOT_GRADED,
-            connections,
-            scan.unreachable,
-            **common,
-        )
+        return CheckResult.ungraded(target, scan.unreachable, connections=connections, **common)
     resp = scan.ssl_response
     if resp is not None and resp.answer is wire.SslAnswer.CLOSED:
         # Nothing answered: a proxy with no backend, a server at its connection limit, or not PostgreSQL.
-        return CheckResult(
-            target, False, None, False, (), None, None, (), (), NOT_GRADED, connections, resp.detail, **common
-        )
+        return CheckResult.ungraded(target, resp.detail, connections=connections, **common)
     if resp is not None and resp.answer is wire.SslAnswer.UNEXPECTED:
         findings.append(
             Finding("not-postgresql", "high", "Target does not speak the PostgreSQL protocol", resp.detail)
         )
-        return CheckResult(
-            target,
-            True,
-            None,
-            False,
-            (),
-            None,
-            None,
-            (),
-            tuple(findings),
-            NOT_GRADED,
-            connections,
-            resp.detail,
-            **common,
+        return CheckResult.ungraded(
+            target, resp.detail, reachable=True, connections=connections, findings=tuple(findings), **common
         )
 
     protocols = tuple(scan.accepted_versions)
@@ -886,18 +886,8 @@ def check_target(
         )
     except Exception as exc:  # a bug met on one target must not abort a fleet: report it as this target's
         detail = _first_line(exc)
-        return CheckResult(
+        return CheckResult.ungraded(
             target,
-            False,
-            None,
-            False,
-            (),
-            None,
-            None,
-            (),
-            (),
-            NOT_GRADED,
-            0,
             f"the audit failed with an internal error ({type(exc).__name__}: {detail}); please report it",
             mode="full" if full else "quick",
             elapsed=time.monotonic() - started,
