@@ -8,7 +8,6 @@ connection arithmetic on shapes the stdlib server cannot be configured into.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import socket
 import ssl
 import threading
@@ -17,10 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from pgbatten.probe.cipher_suites import CIPHER_SUITES, GROUP_BY_NAME, TLS13_SUITES, group_name
 from pgbatten.probe.enumerate import (
@@ -33,6 +28,7 @@ from pgbatten.probe.enumerate import (
     run_enumeration,
 )
 from pgbatten.probe.tlsraw import AnswerKind, ServerAnswer, TlsVersion
+from tests.unit.tls_helpers import write_self_signed
 
 ECDSA_PAIR = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305"
 ECDSA_PAIR_IANA = (
@@ -47,27 +43,8 @@ OPENSSL_TLS13_DEFAULT = {"TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256
 
 @pytest.fixture(scope="module")
 def cert_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    tmp = tmp_path_factory.mktemp("enum")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp / "k.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return tmp / "c.pem", tmp / "k.pem"
+    cert, key, _der = write_self_signed(tmp_path_factory.mktemp("enum"))
+    return cert, key
 
 
 def server_context(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import socket
 import ssl
 import struct
@@ -12,10 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +34,7 @@ from pgbatten.probe.tlsraw import (
     parse_client_hello,
     parse_server_response,
 )
+from tests.unit.tls_helpers import write_self_signed
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -64,33 +60,9 @@ def _ext(kind: int, body: bytes) -> bytes:
     return struct.pack("!HH", kind, len(body)) + body
 
 
-def _make_cert(tmp: Path) -> tuple[Path, Path, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "server.crt", tmp / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path, cert.public_bytes(serialization.Encoding.DER)
-
-
 @pytest.fixture(scope="module")
 def server_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, bytes]:
-    return _make_cert(tmp_path_factory.mktemp("tlsraw"))
+    return write_self_signed(tmp_path_factory.mktemp("tlsraw"))
 
 
 def _ask_openssl(ctx: ssl.SSLContext, hello: bytes) -> bytes:
