@@ -63,6 +63,16 @@ def _fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
+def read_bytes_or_none(path: Path) -> bytes | None:
+    """The file's bytes, None when it does not exist; any other failure is a ``FileProblem``."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FileProblem(path, exc.strerror or "cannot read") from exc
+
+
 def timestamp() -> str:
     """A UTC timestamp safe for file names, sortable, with microseconds so two runs never collide."""
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")

@@ -24,6 +24,7 @@ from enum import StrEnum
 from types import TracebackType
 
 from pgbatten.errors import ProbeError
+from pgbatten.probe.wire import ERROR_FIELD_NAMES
 
 SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
@@ -513,21 +514,13 @@ def decode_frontend(data: bytes) -> list[WireEvent]:
 
 
 def _error_fields(b: _Body) -> list[tuple[str, str]]:
-    names = {
-        "S": "severity",
-        "V": "severity_nonlocalized",
-        "C": "code",
-        "M": "message",
-        "D": "detail",
-        "H": "hint",
-    }
     fields: list[tuple[str, str]] = []
     while True:
         ftype = b.int8()
         if ftype == 0:
             return fields
         value = b.cstring()
-        name = names.get(chr(ftype))
+        name = ERROR_FIELD_NAMES.get(chr(ftype))
         if name is not None:
             fields.append((name, printable(value, 400)))
 

@@ -37,7 +37,8 @@ MAX_COMMON_NAME = 64
 PKCS12_ALIAS = b"user"
 
 
-def _utcnow(now: dt.datetime | None) -> dt.datetime:
+def utc_now(now: dt.datetime | None = None) -> dt.datetime:
+    """``now`` as UTC (the current time when None); a naive datetime is a programming error."""
     if now is None:
         return dt.datetime.now(dt.UTC)
     if now.tzinfo is None or now.utcoffset() is None:
@@ -123,7 +124,7 @@ class CertificateAuthority:
     ) -> CertificateAuthority:
         """A new self-signed root valid from ``now`` (minus clock skew) for ``days`` days."""
         _check_days(days)
-        now = _utcnow(now)
+        now = utc_now(now)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _common_name(common_name))])
         key = generate_key(key_type)
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
@@ -231,7 +232,7 @@ class CertificateAuthority:
         now: dt.datetime | None,
     ) -> IssuedCertificate:
         _check_days(days)
-        now = _utcnow(now)
+        now = utc_now(now)
         ca_not_before = self.certificate.not_valid_before_utc
         not_before = max(now - CLOCK_SKEW, ca_not_before)
         # A leaf outliving its root would just fail verification later, so cut it to the root's lifetime.
@@ -296,7 +297,7 @@ class CertificateAuthority:
         _check_days(days)
         if number < 0:
             raise ValueError("CRL number must not be negative")
-        now = _utcnow(now)
+        now = utc_now(now)
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.certificate.subject)
@@ -309,7 +310,7 @@ class CertificateAuthority:
             entry = (
                 x509.RevokedCertificateBuilder()
                 .serial_number(serial)
-                .revocation_date(_utcnow(revoked_at))
+                .revocation_date(utc_now(revoked_at))
                 .build()
             )
             builder = builder.add_revoked_certificate(entry)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from pgbatten.errors import FileProblem, PKIError
 from pgbatten.fsutil import atomic_write, ensure_private_dir
-from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate
+from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, utc_now
 from pgbatten.pki.keys import KeyType, load_private_key_pem, private_key_pem
 
 try:
@@ -289,7 +289,7 @@ class CAStore:
 
         Only the inventory changes; call ``write_crl`` afterwards so the server learns of it.
         """
-        revoked_at = _now(now)
+        revoked_at = utc_now(now)
         serial = parse_serial(user_or_serial)
         with self._locked():
             inventory = self._read_inventory()
@@ -381,11 +381,3 @@ class CAStore:
             yield
         finally:
             os.close(fd)
-
-
-def _now(now: dt.datetime | None) -> dt.datetime:
-    if now is None:
-        return dt.datetime.now(dt.UTC)
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("'now' must be a timezone-aware datetime")
-    return now.astimezone(dt.UTC)

@@ -196,7 +196,8 @@ class ErrorFields:
         return f"{sev} {self.code or '?????'}: {self.message or '(no message)'}"
 
 
-_FIELD_NAMES = {
+# ErrorResponse/NoticeResponse field codes we show, by the names the protocol docs give them.
+ERROR_FIELD_NAMES = {
     "S": "severity",
     "V": "severity_nonlocalized",
     "C": "code",
@@ -224,7 +225,7 @@ def parse_error_fields(body: bytes) -> ErrorFields:
         if end == -1:
             problem = "unterminated error field"
             break
-        name = _FIELD_NAMES.get(chr(ftype))
+        name = ERROR_FIELD_NAMES.get(chr(ftype))
         if name is not None and name not in values:
             values[name] = body[pos + 1 : end].decode("utf-8", errors="replace")
         pos = end + 1

@@ -21,7 +21,7 @@ from pgbatten.cluster.discover import Cluster
 from pgbatten.cluster.osuser import needs_switch
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.errors import ClusterError, FileProblem, ValidationError, VerificationError
-from pgbatten.fsutil import atomic_write, backup_file, timestamp
+from pgbatten.fsutil import atomic_write, backup_file, read_bytes_or_none, timestamp
 from pgbatten.secure.plan import FileChange
 from pgbatten.secure.verify import Proof
 
@@ -77,7 +77,7 @@ class Transaction:
 
     def write_all(self) -> None:
         for change in self.plan.changes:
-            current = _read_or_none(change.path)
+            current = read_bytes_or_none(change.path)
             if current != change.old:
                 raise FileProblem(change.path, "changed since the plan was made; run pgbatten again")
         for change in self.plan.changes:
@@ -98,15 +98,6 @@ class Transaction:
             else:
                 atomic_write(item.change.path, item.change.old, mode=item.mode, owner=item.owner)
         self.written.clear()
-
-
-def _read_or_none(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise FileProblem(path, exc.strerror or "cannot read") from exc
 
 
 def validate_with_postgres(sql: OwnerSQL, settings: Mapping[str, str]) -> None:

@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import ClusterError, FileProblem
-from pgbatten.fsutil import atomic_write
+from pgbatten.fsutil import atomic_write, read_bytes_or_none
 from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pki import CAStore, CertificateAuthority, IssuedCertificate, generate_key
 from pgbatten.secure.apply import ApplyResult, apply_plan
@@ -146,12 +146,7 @@ def read_ca_file(cluster: Cluster, state: ClusterState) -> bytes | None:
     path = Path(setting.value)
     if not path.is_absolute():
         path = cluster.data_dir / path
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise FileProblem(path, exc.strerror or "cannot read") from exc
+    return read_bytes_or_none(path)
 
 
 def preflight(cluster: Cluster, ca: CertificateAuthority) -> None:
