@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pgbatten.cluster.discover import Cluster
-from pgbatten.errors import FileProblem
+from pgbatten.fsutil import read_bytes_or_none
 from pgbatten.pgconf import hba as hba_mod
 from pgbatten.pgconf import pg_ident
 from pgbatten.pgconf import postgresql_conf as conf_mod
@@ -31,13 +31,9 @@ def read_state(
     cert_dir = cluster.config_file.parent
     existing: dict[Path, bytes] = {}
     for name in (CERT_NAME, KEY_NAME, CA_NAME, CRL_NAME):
-        path = cert_dir / name
-        try:
-            existing[path] = path.read_bytes()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise FileProblem(path, exc.strerror or "cannot read") from exc
+        content = read_bytes_or_none(cert_dir / name)
+        if content is not None:
+            existing[cert_dir / name] = content
     return ClusterState(
         major=cluster.major,
         cert_dir=cert_dir,
