@@ -19,7 +19,7 @@ from pgbatten.cli.app import (
 
 
 def _confirm(question: str) -> bool:
-    if not sys.stdin.isatty():
+    if sys.stdin is None or not sys.stdin.isatty():
         from pgbatten.errors import UsageError
 
         raise UsageError("no terminal to confirm on; pass --yes to apply, or --dry-run to only show the plan")
