@@ -41,11 +41,12 @@ def test_sigterm_mid_demo_cleans_up() -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    # Wait until the demo has made its cluster, so the signal lands while there is something to undo.
+    # Wait until the demo's server runs, so the signal lands while there is most to undo.
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and leftovers() == before and demo.poll() is None:
+    while time.monotonic() < deadline and not (demo_servers() - servers_before) and demo.poll() is None:
         time.sleep(0.05)
-    assert leftovers() != before, "the demo never created its temp dirs"
+    assert demo_servers() - servers_before, "the demo's server was never seen running"
+    assert leftovers() != before
     os.kill(demo.pid, signal.SIGTERM)
     _, err = demo.communicate(timeout=120)
     assert demo.returncode in (130, 0), err
