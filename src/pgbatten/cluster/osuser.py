@@ -6,8 +6,10 @@ is started as root it therefore runs server tools as that owner and hands them f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -87,25 +89,43 @@ def run_as(
         full_env.update({"HOME": str(user.home), "USER": user.name, "LOGNAME": user.name})
     if env:
         full_env.update(env)
+    name = Path(str(argv[0])).name
     try:
-        result = subprocess.run(  # type: ignore[call-overload]
+        process = subprocess.Popen(  # type: ignore[call-overload]
             [str(a) for a in argv],
-            capture_output=True,
+            stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=full_env,
-            input=input_text,
-            timeout=timeout,
             # The owner may not be able to enter our working directory (root's home, a 0700 temp dir).
             cwd="/",
+            # A group of its own, so that on an interrupt we can stop the tool *and* what it started
+            # (initdb's bootstrap backend would otherwise go on writing into a directory being removed).
+            start_new_session=True,
             **kwargs,
         )
     except FileNotFoundError as exc:
         raise ClusterError(f"cannot run {argv[0]}: not found") from exc
+    assert isinstance(process, subprocess.Popen)
+    try:
+        stdout, stderr = process.communicate(input_text, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        raise ClusterError(f"{Path(str(argv[0])).name} did not finish within {timeout:.0f} s") from exc
-    assert isinstance(result, subprocess.CompletedProcess)
+        _kill_group(process)
+        raise ClusterError(f"{name} did not finish within {timeout:.0f} s") from exc
+    except BaseException:
+        _kill_group(process)
+        raise
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         last = detail[-1] if detail else f"exit status {result.returncode}"
-        raise ClusterError(f"{Path(str(argv[0])).name} failed: {last}")
+        raise ClusterError(f"{name} failed: {last}")
     return result
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
