@@ -38,6 +38,7 @@ from pgbatten.probe.cipher_suites import (
     group_name,
     suite_name,
 )
+from pgbatten.probe.resolve import connect_tcp
 from pgbatten.probe.tlsraw import (
     AnswerKind,
     ServerAnswer,
@@ -458,7 +459,7 @@ class _Connector:
             return b""
 
     def _open(self, conn_deadline: float) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout=self._remaining(conn_deadline))
+        sock = connect_tcp(self.host, self.port, self._remaining(conn_deadline))
         self.connections += 1
         if self.direct_ssl:
             return sock

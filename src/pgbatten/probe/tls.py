@@ -25,6 +25,7 @@ from enum import StrEnum
 
 from pgbatten.errors import ProbeError
 from pgbatten.probe import wire
+from pgbatten.probe.resolve import connect_tcp
 
 TLS_VERSIONS: tuple[ssl.TLSVersion, ...] = (
     ssl.TLSVersion.TLSv1_3,
@@ -109,7 +110,7 @@ def _describe_os_error(exc: OSError) -> str:
 def connect(host: str, port: int, deadline: Deadline) -> socket.socket:
     """Open a TCP connection within ``deadline``, or raise :class:`Unreachable`."""
     try:
-        sock = socket.create_connection((host, port), timeout=deadline.remaining())
+        sock = connect_tcp(host, port, deadline.remaining())
     except OSError as exc:
         raise Unreachable(host, port, _describe_os_error(exc)) from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
