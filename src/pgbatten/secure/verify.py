@@ -20,13 +20,12 @@ from pathlib import Path
 
 import psycopg
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from pgbatten.cluster.discover import Cluster
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.fsutil import atomic_write
 from pgbatten.pki import CertificateAuthority
-from pgbatten.probe.check import check_target
+from pgbatten.probe.check import CertificateInfo, check_target
 from pgbatten.probe.wire import Target
 from pgbatten.secure.plan import ClientAuth
 
@@ -38,11 +37,6 @@ class Proof:
     what: str
     ok: bool
     detail: str = ""
-
-
-def colon_fingerprint(cert: x509.Certificate) -> str:
-    digest = cert.fingerprint(hashes.SHA256()).hex().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def scram_verifier(password: str, *, iterations: int = 4096) -> str:
@@ -68,7 +62,8 @@ def prove_outside(
 ) -> list[Proof]:
     """``check`` each address: TLS works, plaintext is refused, the served certificate is ours."""
     proofs: list[Proof] = []
-    expected = colon_fingerprint(installed)
+    # Described the way check describes the served one, so the two fingerprints compare like for like.
+    expected = CertificateInfo.from_certificate(installed).sha256
     for address in addresses:
         result = check_target(Target(address, port), ca=[ca_cert], timeout=timeout)
         where = f"{Target(address, port)}"
