@@ -1,7 +1,9 @@
-"""Shared fixtures: real PostgreSQL clusters in temp dirs, and an isolated CA directory per test."""
+"""Shared fixtures: real PostgreSQL clusters in temp dirs, an isolated CA directory per test, and an
+environment that cannot leak the machine's home directory or ``PG*`` variables into any test."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,28 @@ hostssl all             all             0.0.0.0/0               scram-sha-256
 local   replication     all                                     peer
 host    replication     all             127.0.0.1/32            md5
 """
+
+
+REAL_HOME = Path.home()
+"""The home directory of whoever runs the tests, read before any test isolates ``HOME``: where tools such as
+the local Maven repository live. Nothing pgbatten does may depend on it."""
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs with an empty home directory and no ``PG*`` variable (``PGBATTEN_DEBUG`` aside).
+
+    libpq reads ``~/.postgresql/postgresql.crt``, ``~/.pgpass`` and ``PGSSLMODE`` & co. for whatever a
+    connection string leaves out; a test that passes only because of what this machine holds proves nothing.
+    """
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for name in list(os.environ):
+        if name.startswith("PG") and name != "PGBATTEN_DEBUG":
+            monkeypatch.delenv(name)
+    for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "OPENSSL_CONF", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return home
 
 
 @pytest.fixture(scope="session")

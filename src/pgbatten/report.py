@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pgbatten.findings import SEVERITY_ORDER
 from pgbatten.probe.check import GRADES, NOT_GRADED, CheckResult, result_to_json
-from pgbatten.probe.findings import SEVERITY_ORDER
 
 _SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 

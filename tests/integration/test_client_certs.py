@@ -24,6 +24,7 @@ from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.secure import SecureOptions, secure
 from pgbatten.secure.plan import ClientAuth
+from tests.conftest import REAL_HOME
 
 pytestmark = pytest.mark.integration
 
@@ -230,7 +231,7 @@ def test_verify_full_wants_certificate_and_password(
 
 
 def pgjdbc_jar() -> Path | None:
-    home = Path.home() / ".m2/repository/org/postgresql/postgresql"
+    home = REAL_HOME / ".m2/repository/org/postgresql/postgresql"
     found = [
         jar
         for jar in sorted(home.glob("42.7.*/postgresql-42.7.*.jar"))

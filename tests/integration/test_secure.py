@@ -17,12 +17,13 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+from pgbatten.certfacts import load_pem_file as load_ca_file
 from pgbatten.cli import main
 from pgbatten.cluster.discover import CONF_ROOT_ENV, discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.errors import ParseError, VerificationError
 from pgbatten.pki import CAStore, KeyType, generate_key, private_key_pem
-from pgbatten.probe import check_target, load_ca_file
+from pgbatten.probe import check_target
 from pgbatten.secure import SecureOptions, secure
 from pgbatten.secure.plan import KEY_NAME
 

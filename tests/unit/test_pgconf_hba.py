@@ -417,7 +417,7 @@ def test_set_client_auth_modes() -> None:
 # --- lint ---------------------------------------------------------------------------------------
 
 
-def _ids(text: str) -> set[tuple[int, str]]:
+def _ids(text: str) -> set[tuple[int | None, str]]:
     return {(f.lineno, f.id) for f in lint(parse_hba(text))}
 
 

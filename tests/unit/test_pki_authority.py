@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pgbatten.certfacts import format_fingerprint
 from pgbatten.errors import PKIError, UsageError
 from pgbatten.pki import (
     CertificateAuthority,
@@ -160,7 +161,7 @@ def test_server_certificate_contents(ca: CertificateAuthority, server: IssuedCer
     ca_ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert aki.key_identifier == ca_ski.digest
     assert server.chain == ()
-    assert server.fingerprint_sha256 == cert.fingerprint(hashes.SHA256()).hex()
+    assert server.fingerprint_sha256 == format_fingerprint(cert.fingerprint(hashes.SHA256()).hex())
     assert server.serial == cert.serial_number
     assert server.not_after.tzinfo is not None
 

@@ -14,9 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from pgbatten import certfacts
 from pgbatten.errors import FileProblem
+from pgbatten.findings import Finding, Severity
 from pgbatten.probe import check
-from pgbatten.probe.check import GRADE_RULES, Finding, aggregate, exit_status, grade, result_to_json
+from pgbatten.probe.check import GRADE_RULES, aggregate, exit_status, grade, result_to_json
 from pgbatten.probe.tls import HandshakeInfo, PlaintextResult, TlsScan, VersionAttempt, VersionStatus
 from pgbatten.probe.wire import PlaintextVerdict, SslAnswer, SslResponse, Target
 
@@ -24,7 +26,7 @@ NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 MODERN = ("TLSv1.2", "TLSv1.3")
 
 
-def f(fid: str, severity: check.Severity = "high") -> Finding:
+def f(fid: str, severity: Severity = "high") -> Finding:
     return Finding(fid, severity, fid)
 
 
@@ -178,7 +180,7 @@ def test_aggregate_certificate_findings() -> None:
 def test_weak_signature() -> None:
     # This OpenSSL will not sign with SHA-1, so describe such a certificate instead of building one.
     _, leaf = make_cert(sans=DNS, not_after=NOW + dt.timedelta(days=200))
-    info = dataclasses.replace(check.CertificateInfo.from_certificate(leaf), signature_hash="sha1")
+    info = dataclasses.replace(certfacts.CertificateInfo.from_certificate(leaf), signature_hash="sha1")
     assert check._certificate_findings(info, [], ca_given=False, now=NOW) == []
     found = check.signature_findings([info])
     assert [x.id for x in found] == ["weak-signature"]
@@ -255,12 +257,12 @@ def test_load_ca_file(tmp_path: Path) -> None:
     ca, leaf = make_cert(sans=DNS, not_after=NOW + dt.timedelta(days=200))
     bundle = tmp_path / "root.crt"
     bundle.write_bytes(ca.public_bytes(Encoding.PEM) + leaf.public_bytes(Encoding.PEM))
-    assert check.load_ca_file(bundle) == [ca, leaf]
+    assert certfacts.load_pem_file(bundle) == [ca, leaf]
     (tmp_path / "bad.crt").write_text("nonsense")
     with pytest.raises(FileProblem):
-        check.load_ca_file(tmp_path / "bad.crt")
+        certfacts.load_pem_file(tmp_path / "bad.crt")
     with pytest.raises(FileProblem):
-        check.load_ca_file(tmp_path / "missing.crt")
+        certfacts.load_pem_file(tmp_path / "missing.crt")
 
 
 def _unknown_key_der() -> bytes:

@@ -6,7 +6,8 @@ import io
 
 from rich.console import Console
 
-from pgbatten.probe.check import CheckResult, Finding, VerifyFull
+from pgbatten.findings import Finding
+from pgbatten.probe.check import CheckResult, VerifyFull
 from pgbatten.probe.wire import Target
 from pgbatten.report import print_check
 

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from pgbatten.audit.ciphers import Expander, judge_ciphers
 from pgbatten.audit.facts import HbaRow, KeyFileStat, RoleRow, ServerFacts
+from pgbatten.findings import SEVERITY_ORDER, Finding, Severity
 from pgbatten.pgconf.hba import ConnType, HbaFile, HbaRule, lint, shadowing_rule, token_value
-from pgbatten.probe.findings import CIS_CIPHERS, CIS_OLD_TLS, CIS_TLS, SEVERITY_ORDER, Finding, Severity
+from pgbatten.probe.findings import CIS_CIPHERS, CIS_OLD_TLS, CIS_TLS
 
 __all__ = [
     "CIS",

@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgbatten.audit.analyze import analyze
 from pgbatten.audit.facts import HbaRow, KeyFileStat, RoleRow, ServerFacts
-from pgbatten.probe.findings import Finding
+from pgbatten.findings import Finding
 
 __all__ = ["AUDITED_SETTINGS", "ServerAudit", "collect_facts", "server_audit"]
 

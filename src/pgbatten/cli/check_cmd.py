@@ -77,8 +77,9 @@ def check_cmd(
 
     Exit status: 0 nothing of high severity, 1 a high or critical finding, 3 a target unreachable.
     """
+    from pgbatten.certfacts import load_pem_file
     from pgbatten.errors import UsageError
-    from pgbatten.probe import check_target, exit_status, load_ca_file, parse_target
+    from pgbatten.probe import check_target, exit_status, parse_target
     from pgbatten.probe.check import CheckResult, with_findings
     from pgbatten.probe.fleet import read_targets_file, run_fleet
     from pgbatten.probe.wire import Target
@@ -92,7 +93,7 @@ def check_cmd(
         raise UsageError("no targets: give HOST[:PORT]... or --targets-file FILE")
     if dsn is not None and len(parsed) != 1:
         raise UsageError("--dsn audits one server: give exactly one target with it")
-    ca = load_ca_file(ca_file) if ca_file else None
+    ca = load_pem_file(ca_file) if ca_file else None
 
     def probe(target: Target) -> CheckResult:
         return check_target(target, ca=ca, timeout=timeout, full=not quick)

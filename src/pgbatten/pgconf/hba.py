@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from pgbatten.errors import ParseError
+from pgbatten.findings import Finding, Severity, severity_rank
 from pgbatten.pgconf._hbatok import (
     Token,
     edit_line,
@@ -39,7 +40,6 @@ __all__ = [
     "ConnType",
     "HbaComment",
     "HbaFile",
-    "HbaFinding",
     "HbaInclude",
     "HbaLine",
     "HbaRule",
@@ -182,17 +182,6 @@ class HbaFile:
     def rules(self) -> tuple[HbaRule, ...]:
         """The rules, in the order PostgreSQL tries them."""
         return tuple(ln for ln in self.lines if isinstance(ln, HbaRule))
-
-
-@dataclass(frozen=True, slots=True)
-class HbaFinding:
-    """One lint result. ``id`` is stable for tests and suppression lists; ``lineno`` is 1-based."""
-
-    id: str
-    severity: Literal["high", "medium", "low", "info"]
-    lineno: int
-    title: str
-    detail: str
 
 
 def token_value(token: str) -> str:
@@ -601,20 +590,21 @@ def _is_open_address(address: str | None) -> bool:
     return net is not None and net.prefixlen == 0
 
 
-_SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
+def _lint_finding(id_: str, severity: Severity, lineno: int, title: str, detail: str) -> Finding:
+    return Finding(id_, severity, title, detail, lineno=lineno)
 
 
-def lint(hba: HbaFile) -> list[HbaFinding]:
+def lint(hba: HbaFile) -> list[Finding]:
     """Security findings for one pg_hba.conf, ordered by line then severity.
 
     Included files and ``@file`` lists are not read; an ``info`` finding says so.
     """
-    findings: list[HbaFinding] = []
+    findings: list[Finding] = []
     rules = hba.rules
     for ln in hba.lines:
         if isinstance(ln, HbaInclude):
             findings.append(
-                HbaFinding(
+                _lint_finding(
                     "hba-include-not-checked",
                     "info",
                     ln.lineno,
@@ -625,18 +615,18 @@ def lint(hba: HbaFile) -> list[HbaFinding]:
         if not isinstance(ln, HbaRule):
             continue
         findings.extend(_rule_findings(rules, ln))
-    findings.sort(key=lambda f: (f.lineno, _SEVERITY_ORDER[f.severity], f.id))
+    findings.sort(key=lambda f: (f.lineno or 0, severity_rank(f.severity), f.id))
     return findings
 
 
-def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[HbaFinding]:
-    out: list[HbaFinding] = []
+def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[Finding]:
+    out: list[Finding] = []
     n = rule.lineno
     shadow = shadowing_rule(rules, rule)
     if shadow is not None:
         if shadow.conn_type is ConnType.HOST and not shadow.is_reject and rule.conn_type is ConnType.HOSTSSL:
             out.append(
-                HbaFinding(
+                _lint_finding(
                     "hba-host-above-hostssl",
                     "high",
                     n,
@@ -649,7 +639,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[HbaFinding]:
             )
         else:
             out.append(
-                HbaFinding(
+                _lint_finding(
                     "hba-shadowed-rule",
                     "medium",
                     n,
@@ -663,7 +653,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[HbaFinding]:
     files = [t for t in (*rule.databases, *rule.users) if _tok_key(t)[0] == "file"]
     if files:
         out.append(
-            HbaFinding(
+            _lint_finding(
                 "hba-file-list-not-checked",
                 "info",
                 n,
@@ -678,7 +668,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[HbaFinding]:
     accepts = not rule.is_reject
     if accepts and "plain" in _TRANSPORTS[rule.conn_type]:
         out.append(
-            HbaFinding(
+            _lint_finding(
                 "hba-plaintext-accepted",
                 "high",
                 n,
@@ -691,7 +681,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[HbaFinding]:
         )
     if rule.conn_type is ConnType.HOSTGSSENC and accepts:
         out.append(
-            HbaFinding(
+            _lint_finding(
                 "hba-gss-not-tls",
                 "info",
                 n,
@@ -701,7 +691,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[HbaFinding]:
         )
     if rule.method == "trust":
         out.append(
-            HbaFinding(
+            _lint_finding(
                 "hba-trust-tcp",
                 "high",
                 n,
@@ -712,7 +702,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[HbaFinding]:
         )
     if rule.method == "password":
         out.append(
-            HbaFinding(
+            _lint_finding(
                 "hba-password-cleartext",
                 "high",
                 n,
@@ -725,7 +715,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[HbaFinding]:
         out.append(_md5(n))
     if rule.method == "ident":
         out.append(
-            HbaFinding(
+            _lint_finding(
                 "hba-ident-tcp",
                 "high",
                 n,
@@ -737,7 +727,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[HbaFinding]:
     if accepts and _is_open_address(rule.address):
         strong = rule.method == "cert" or rule.option("clientcert") == "verify-full"
         out.append(
-            HbaFinding(
+            _lint_finding(
                 "hba-open-address",
                 "info" if strong else "low",
                 n,
@@ -748,8 +738,8 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[HbaFinding]:
     return out
 
 
-def _md5(lineno: int) -> HbaFinding:
-    return HbaFinding(
+def _md5(lineno: int) -> Finding:
+    return _lint_finding(
         "hba-md5",
         "medium",
         lineno,

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.errors import PKIError, UsageError
 from pgbatten.pki.keys import (
     KeyType,
@@ -99,8 +100,8 @@ class IssuedCertificate:
 
     @property
     def fingerprint_sha256(self) -> str:
-        """SHA-256 of the DER certificate, lower-case hex without separators."""
-        return self.certificate.fingerprint(hashes.SHA256()).hex()
+        """SHA-256 of the DER certificate, in :func:`certfacts.fingerprint_sha256`'s format."""
+        return fingerprint_sha256(self.certificate)
 
 
 @dataclass(frozen=True)

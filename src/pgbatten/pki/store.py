@@ -23,6 +23,7 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from pgbatten.certfacts import format_fingerprint
 from pgbatten.errors import FileProblem, PKIError
 from pgbatten.fsutil import atomic_write, ensure_private_dir
 from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, utc_now
@@ -92,7 +93,8 @@ class InventoryEntry:
             name=name,
             serial=int(str(data["serial"]), 10),
             not_after=_parse_iso(data["not_after"]),
-            fingerprint_sha256=str(data["fingerprint_sha256"]),
+            # inventories written before 0.2 hold lower-case hex without colons
+            fingerprint_sha256=format_fingerprint(str(data["fingerprint_sha256"])),
             revoked_at=_parse_iso(revoked_at) if revoked_at is not None else None,
         )
 

@@ -4,11 +4,11 @@
 :class:`CheckResult`; :func:`result_to_json` and :func:`exit_status` serve ``pgbatten check``.
 """
 
+from pgbatten.certfacts import CertificateInfo
+from pgbatten.findings import Finding
 from pgbatten.probe.check import (
     GRADE_RULES,
-    CertificateInfo,
     CheckResult,
-    Finding,
     VerifyFull,
     aggregate,
     chain_trusted,
@@ -16,7 +16,6 @@ from pgbatten.probe.check import (
     check_targets,
     exit_status,
     grade,
-    load_ca_file,
     result_to_json,
     with_findings,
 )
@@ -57,7 +56,6 @@ __all__ = [
     "exit_status",
     "grade",
     "hostname_matches",
-    "load_ca_file",
     "open_pg_tls",
     "parse_target",
     "parse_targets_text",

@@ -36,21 +36,18 @@ import datetime as dt
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
 
-from pgbatten.errors import FileProblem
+from pgbatten.certfacts import CertificateInfo, is_self_signed, load_der_chain
+from pgbatten.findings import SEVERITY_ORDER, Finding, finding_to_json
 from pgbatten.probe import enumerate as tlsenum
 from pgbatten.probe import findings as cat
 from pgbatten.probe import tls as tlsio
 from pgbatten.probe import wire
-from pgbatten.probe.findings import SEVERITY_ORDER, Finding, Severity
 from pgbatten.probe.hostname import HostMatch, hostname_matches
 from pgbatten.probe.tlsraw import TlsVersion
 
@@ -112,54 +109,6 @@ DEADLINE_FACTOR = 20
 
 
 # --------------------------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class CertificateInfo:
-    """The facts about a server certificate that a reader acts on."""
-
-    subject: str
-    issuer: str
-    sans: tuple[str, ...]
-    key_type: str
-    key_size: int | None
-    signature_algorithm: str
-    signature_hash: str | None
-    not_before: dt.datetime
-    not_after: dt.datetime
-    self_signed: bool
-    serial: str
-    sha256: str
-
-    @classmethod
-    def from_certificate(cls, cert: x509.Certificate) -> CertificateInfo:
-        """Describe ``cert``."""
-        try:
-            key_type, key_size = _key_facts(cert.public_key())
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            # GOST, SM2, explicit EC parameters...: the server chose it, the report says so.
-            key_type, key_size = f"unsupported ({_first_line(exc)})", None
-        try:
-            hash_alg = cert.signature_hash_algorithm
-            sig_hash = hash_alg.name if hash_alg is not None else None
-        except Exception:  # an unsupported algorithm is a fact to report, not a crash
-            sig_hash = None
-        oid = cert.signature_algorithm_oid
-        digest = cert.fingerprint(hashes.SHA256()).hex().upper()
-        return cls(
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            sans=tuple(_san_strings(cert)),
-            key_type=key_type,
-            key_size=key_size,
-            signature_algorithm=getattr(oid, "_name", None) or oid.dotted_string,
-            signature_hash=sig_hash,
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            self_signed=_is_self_signed(cert),
-            serial=format(cert.serial_number, "X"),
-            sha256=":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
-        )
 
 
 @dataclass(frozen=True)
@@ -249,63 +198,6 @@ class CheckResult:
 
 
 # ------------------------------------------------------------------------------------- certificate facts
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _key_facts(key: Any) -> tuple[str, int | None]:
-    if isinstance(key, rsa.RSAPublicKey):
-        return "RSA", key.key_size
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return "EC", key.curve.key_size
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "Ed25519", 256
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "Ed448", 456
-    if isinstance(key, dsa.DSAPublicKey):
-        return "DSA", key.key_size
-    return type(key).__name__, None
-
-
-def _san_strings(cert: x509.Certificate) -> list[str]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (x509.ExtensionNotFound, ValueError):
-        return []
-    out: list[str] = []
-    for gn in ext.value:
-        if isinstance(gn, x509.DNSName):
-            out.append(f"DNS:{gn.value}")
-        elif isinstance(gn, x509.IPAddress):
-            out.append(f"IP:{gn.value}")
-        elif isinstance(gn, x509.RFC822Name):
-            out.append(f"email:{gn.value}")
-        elif isinstance(gn, x509.UniformResourceIdentifier):
-            out.append(f"URI:{gn.value}")
-    return out
-
-
-def _is_self_signed(cert: x509.Certificate) -> bool:
-    if cert.issuer != cert.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(cert)
-    except Exception:  # wrong signature, unsupported algorithm: not provably self-signed
-        return False
-    return True
-
-
-def _load_chain(ders: Sequence[bytes]) -> tuple[list[x509.Certificate], str | None]:
-    certs: list[x509.Certificate] = []
-    for der in ders:
-        try:
-            certs.append(x509.load_der_x509_certificate(der))
-        except ValueError as exc:
-            return certs, f"unparseable certificate in the chain: {exc}"
-    return certs, None
 
 
 def chain_trusted(
@@ -510,7 +402,7 @@ def chain_facts(
         )
     last = chain[-1]
     complete: bool | None
-    if _is_self_signed(last):
+    if is_self_signed(last):
         complete = True
     elif ca:
         complete = any(c.subject == last.issuer for c in ca) or any(c.subject == last.subject for c in ca)
@@ -762,7 +654,7 @@ def aggregate(
     if not ders and enumeration is not None and enumeration.certificate_chain_der:
         ders, whole = enumeration.certificate_chain_der, True
     if ders:
-        chain, load_problem = _load_chain(ders)
+        chain, load_problem = load_der_chain(ders)
         if load_problem is not None:
             error = load_problem
         if chain:
@@ -824,19 +716,6 @@ _PROTOCOL_ORDER = ("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 # ------------------------------------------------------------------------------------- I/O entry point
 
 
-def load_ca_file(path: Path | str) -> list[x509.Certificate]:
-    """The certificates of a PEM file given as ``--ca`` (a bundle may hold several, intermediates too)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise FileProblem(path, exc.strerror or str(exc)) from exc
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise FileProblem(path, f"not a PEM certificate file: {exc}") from exc
-    return certs
-
-
 class _Budget:
     """The per-target deadline: every step gets at most ``timeout`` and never more than what is left."""
 
@@ -885,7 +764,7 @@ def check_target(
             target, ca=ca, timeout=timeout, now=now, full=full, deadline=deadline, direct_ssl=direct_ssl
         )
     except Exception as exc:  # a bug met on one target must not abort a fleet: report it as this target's
-        detail = _first_line(exc)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return CheckResult.ungraded(
             target,
             f"the audit failed with an internal error ({type(exc).__name__}: {detail}); please report it",
@@ -999,18 +878,6 @@ def _cert_json(cert: CertificateInfo) -> dict[str, Any]:
     }
 
 
-def finding_to_json(f: Finding) -> dict[str, Any]:
-    """A finding as JSON; key names are a stable interface."""
-    return {
-        "id": f.id,
-        "severity": f.severity,
-        "title": f.title,
-        "detail": f.detail,
-        "fix": f.fix,
-        "cis": f.cis,
-    }
-
-
 def result_to_json(result: CheckResult) -> dict[str, Any]:
     """A JSON-ready dict; key names are a stable interface."""
     cert = result.certificate
@@ -1065,12 +932,9 @@ def exit_status(results: Iterable[CheckResult]) -> int:
 __all__ = [
     "DEADLINE_FACTOR",
     "GRADE_RULES",
-    "SEVERITY_ORDER",
     "CertificateInfo",
     "ChainFacts",
     "CheckResult",
-    "Finding",
-    "Severity",
     "VerifyFull",
     "aggregate",
     "chain_facts",
@@ -1078,9 +942,7 @@ __all__ = [
     "check_target",
     "check_targets",
     "exit_status",
-    "finding_to_json",
     "grade",
-    "load_ca_file",
     "result_to_json",
     "signature_findings",
     "with_findings",

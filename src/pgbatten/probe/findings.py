@@ -9,26 +9,9 @@ the finding; only sections checked against the published benchmarks are cited, o
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
+from pgbatten.findings import Finding
 from pgbatten.probe.cipher_suites import BY_NAME, GROUP_BY_NAME, CipherSuite, Rating
-
-Severity = Literal["critical", "high", "medium", "low", "info"]
-SEVERITY_ORDER: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing worth telling about a target. ``id`` is stable kebab-case, safe to match on in scripts."""
-
-    id: str
-    severity: Severity
-    title: str
-    detail: str = ""
-    fix: str | None = None
-    cis: str | None = None
-
 
 # CIS PostgreSQL Benchmark sections (numbering as in the 13-18 benchmarks; 6.9's title changed in 17).
 CIS_TLS = "CIS PostgreSQL 16 Benchmark 6.8: Ensure TLS is enabled and configured correctly"
@@ -232,9 +215,6 @@ __all__ = [
     "FIX_SECURE",
     "FIX_TLS12",
     "FIX_TLS13",
-    "SEVERITY_ORDER",
-    "Finding",
-    "Severity",
     "cipher_findings",
     "direct_ssl_findings",
     "fix_host",

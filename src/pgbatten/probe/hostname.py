@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
+
+from pgbatten.certfacts import subject_alt_names
 
 MatchVia = Literal["dns-san", "ip-san", "cn"]
 
@@ -91,15 +93,12 @@ class _San:
 
 def _sans(cert: x509.Certificate) -> list[_San] | str:
     try:
-        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
-    except x509.ExtensionNotFound:
-        return []
+        value = subject_alt_names(cert)
     except ValueError as exc:  # unparseable extension: libpq would fail too
         return f"unreadable subjectAltName: {exc}"
+    if value is None:
+        return []
     out: list[_San] = []
-    value = ext.value
-    if not isinstance(value, x509.SubjectAlternativeName):
-        return "unreadable subjectAltName"
     for gn in value:
         if isinstance(gn, x509.DNSName):
             out.append(_San("dns", gn.value))

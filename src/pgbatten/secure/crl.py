@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pgbatten import libpq
 from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import ClusterError, FileProblem
 from pgbatten.fsutil import atomic_write, read_bytes_or_none
@@ -230,22 +231,21 @@ def try_certificate(
         atomic_write(cert_path, issued.cert_pem(), mode=0o644)
         atomic_write(key_path, issued.key_pem(), mode=0o600)
         try:
-            with psycopg.connect(
-                hostaddr=hostaddr,
+            params = libpq.params(
+                host=hostaddr,
                 port=port,
-                dbname="postgres",
                 user=user,
                 # No password: a login is not the point, the handshake is.
                 password="",
                 # verify-ca: the proof is about the server's view of our certificate; the server's name is
                 # proved by secure and check.
                 sslmode="verify-ca",
-                sslrootcert=str(ca_path),
-                sslcert=str(cert_path),
-                sslkey=str(key_path),
-                connect_timeout=max(1, int(timeout)),
+                sslrootcert=ca_path,
+                client_certificate=libpq.ClientCertificate(cert_path, key_path),
+                connect_timeout=timeout,
                 application_name="pgbatten-crl-proof",
-            ):
+            )
+            with psycopg.connect(libpq.conninfo(params)):
                 return "accepted", "logged in"
         except psycopg.Error as exc:
             return classify(" ".join(str(exc).split()))

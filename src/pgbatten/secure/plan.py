@@ -16,7 +16,9 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from pgbatten.certfacts import dns_names, host_names, ip_addresses
 from pgbatten.errors import PKIError, UsageError
+from pgbatten.findings import Finding
 from pgbatten.pgconf import hba as hba_mod
 from pgbatten.pgconf import pg_ident
 from pgbatten.pgconf import postgresql_conf as conf_mod
@@ -100,8 +102,8 @@ class SecurePlan:
     issued: IssuedCertificate | None
     hosts: tuple[str, ...]
     notes: tuple[str, ...] = ()
-    lint_before: tuple[hba_mod.HbaFinding, ...] = ()
-    lint_after: tuple[hba_mod.HbaFinding, ...] = ()
+    lint_before: tuple[Finding, ...] = ()
+    lint_after: tuple[Finding, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -225,11 +227,7 @@ def certificate_names(certificate: x509.Certificate) -> tuple[str, ...]:
     A reused certificate may carry names from an earlier ``--host``; the client instructions and the login
     proofs follow what the served certificate really says.
     """
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return ()
-    return tuple(str(name.value) for name in san if isinstance(name, x509.DNSName | x509.IPAddress))
+    return host_names(certificate)
 
 
 def reusable_certificate(
@@ -253,12 +251,7 @@ def reusable_certificate(
         return None
     if certificate.not_valid_after_utc - RENEW_BEFORE < now:
         return None
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    present = {str(v) for v in san.get_values_for_type(x509.DNSName)}
-    present |= {str(v) for v in san.get_values_for_type(x509.IPAddress)}
+    present = set(host_names(certificate))
     if not all(str(classify_host(h)) in present for h in hosts):
         return None
     return certificate
@@ -336,11 +329,6 @@ def describe_pem(data: bytes) -> str:
             return f"{len(data)} bytes"
         return f"CRL, {len(list(crl))} revoked, next update {crl.next_update_utc:%Y-%m-%d}"
     subject = cert.subject.rfc4514_string() or "(empty subject)"
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = ", ".join(str(v) for v in san.get_values_for_type(x509.DNSName))
-        ips = ", ".join(str(v) for v in san.get_values_for_type(x509.IPAddress))
-        sans = "; SANs: " + ", ".join(p for p in (names, ips) if p)
-    except x509.ExtensionNotFound:
-        sans = ""
+    names = [*dns_names(cert), *(str(ip) for ip in ip_addresses(cert))]
+    sans = "; SANs: " + ", ".join(names) if names else ""
     return f"certificate {subject}{sans}; valid until {cert.not_valid_after_utc:%Y-%m-%d}"

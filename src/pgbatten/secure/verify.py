@@ -21,11 +21,13 @@ from pathlib import Path
 import psycopg
 from cryptography import x509
 
+from pgbatten import libpq
+from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.cluster.discover import Cluster
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.fsutil import atomic_write
 from pgbatten.pki import CertificateAuthority
-from pgbatten.probe.check import CertificateInfo, check_target
+from pgbatten.probe.check import check_target
 from pgbatten.probe.wire import Target
 from pgbatten.secure.plan import ClientAuth
 
@@ -62,8 +64,7 @@ def prove_outside(
 ) -> list[Proof]:
     """``check`` each address: TLS works, plaintext is refused, the served certificate is ours."""
     proofs: list[Proof] = []
-    # Described the way check describes the served one, so the two fingerprints compare like for like.
-    expected = CertificateInfo.from_certificate(installed).sha256
+    expected = fingerprint_sha256(installed)
     for address in addresses:
         result = check_target(Target(address, port), ca=[ca_cert], timeout=timeout)
         where = f"{Target(address, port)}"
@@ -137,23 +138,26 @@ def prove_login(
 ) -> Proof:
     """A real libpq login with sslmode=verify-full that reads its own row of pg_stat_ssl."""
     what = f"verify-full login by {'address' if _is_ip(host) else 'name'} {host}"
-    params: dict[str, str | int] = {
-        "host": host,
-        "hostaddr": hostaddr,
-        "port": port,
-        "dbname": "postgres",
-        "user": role,
-        "password": password,
-        "sslmode": "verify-full",
-        "sslrootcert": str(ca_path),
-        "connect_timeout": max(1, int(timeout)),
-        "application_name": "pgbatten-verify",
-    }
-    if cert_dir is not None:
-        params["sslcert"] = str(cert_dir / "client.crt")
-        params["sslkey"] = str(cert_dir / "client.key")
+    # Built by pgbatten.libpq: no client certificate from the operator's ~/.postgresql, no PG* variable, can
+    # change what this login proves.
+    params = libpq.params(
+        host=host,
+        hostaddr=hostaddr,
+        port=port,
+        user=role,
+        password=password,
+        sslmode="verify-full",
+        sslrootcert=ca_path,
+        client_certificate=(
+            libpq.ClientCertificate(cert_dir / "client.crt", cert_dir / "client.key")
+            if cert_dir is not None
+            else None
+        ),
+        connect_timeout=timeout,
+        application_name="pgbatten-verify",
+    )
     try:
-        with psycopg.connect(**params) as conn:  # type: ignore[arg-type]
+        with psycopg.connect(libpq.conninfo(params)) as conn:
             row = conn.execute(
                 "SELECT ssl, version, cipher, bits FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
             ).fetchone()
