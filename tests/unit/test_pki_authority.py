@@ -394,3 +394,67 @@ def test_server_certificate_cannot_act_as_client(
     client_ctx.load_cert_chain(*_write_pair(tmp_path, server, "wrong-client"))
     with pytest.raises((ssl.SSLError, OSError)):
         _handshake(server_ctx, client_ctx, "db.example.com")
+
+
+# -- one builder: CA, leaf and stand-in certificates share their shape -----------------------------------
+
+
+def test_stand_in_carries_the_given_serial_and_a_client_shape(ca: CertificateAuthority) -> None:
+    probe = ca.issue_stand_in(0xC0FFEE, common_name="probe", lifetime=dt.timedelta(minutes=30), now=NOW)
+    cert = probe.certificate
+    assert probe.serial == 0xC0FFEE
+    cert.verify_directly_issued_by(ca.certificate)
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "probe"
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
+    assert cert.not_valid_after_utc == min(NOW + dt.timedelta(minutes=30), ca.not_after)
+    with pytest.raises(ValueError, match="positive"):
+        ca.issue_stand_in(0, common_name="probe", lifetime=dt.timedelta(minutes=1))
+    with pytest.raises(ValueError, match="159 bits"):
+        ca.issue_stand_in(2**159, common_name="probe", lifetime=dt.timedelta(minutes=1))
+
+
+def test_every_certificate_gets_critical_constraints_and_key_usage(ca: CertificateAuthority) -> None:
+    stand_in = ca.issue_stand_in(77, common_name="probe", lifetime=dt.timedelta(minutes=5))
+    leaves = [ca.issue_client("alice"), ca.issue_server(["db.example.com"]), stand_in]
+    for cert in [ca.certificate, *(leaf.certificate for leaf in leaves)]:
+        is_ca = cert is ca.certificate
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
+        assert bc.critical and ku.critical
+        assert bc.value.ca is is_ca
+        assert ku.value.digital_signature
+        assert ku.value.key_cert_sign is is_ca
+        assert ku.value.crl_sign is is_ca
+        cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        if not is_ca:
+            aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+            ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            assert aki.key_identifier == ski.digest
+
+
+def test_explicit_not_after_is_capped_at_the_ca() -> None:
+    ca = CertificateAuthority.create(days=30, now=NOW)
+    wanted = NOW + dt.timedelta(days=10, hours=3)
+    assert ca.issue_client("alice", not_after=wanted, now=NOW).not_after == wanted
+    assert ca.issue_server(["db"], not_after=wanted, now=NOW).not_after == wanted
+    # No leaf is ever issued to outlive its CA.
+    assert ca.issue_client("alice", not_after=NOW + dt.timedelta(days=400), now=NOW).not_after == ca.not_after
+    with pytest.raises(UsageError, match="not in the future"):
+        ca.issue_client("alice", not_after=NOW - dt.timedelta(seconds=1), now=NOW)
+
+
+def test_crl_is_sorted_by_serial_and_drops_certificates_that_have_ended(ca: CertificateAuthority) -> None:
+    from pgbatten.pki.authority import Revocation
+
+    revoked_at = NOW - dt.timedelta(days=3)
+    ended = Revocation(5, revoked_at, not_after=NOW - dt.timedelta(days=1))
+    just_ended = Revocation(6, revoked_at, not_after=NOW - dt.timedelta(minutes=1))  # within clock skew
+    live = [Revocation(s, revoked_at, not_after=NOW + dt.timedelta(days=9)) for s in (900, 3, 2**150, 41)]
+    crl = ca.build_crl([*live, ended, just_ended, (17, revoked_at)], number=1, now=NOW)
+    serials = [r.serial_number for r in crl]
+    assert serials == sorted(serials)
+    assert set(serials) == {3, 6, 17, 41, 900, 2**150}
+    assert crl.get_revoked_certificate_by_serial_number(5) is None
+    assert crl.is_signature_valid(ca.key.public_key())

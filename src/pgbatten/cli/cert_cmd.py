@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.markup import escape
 
 from pgbatten.cli.app import (
     ca_dir_option,
@@ -21,19 +18,12 @@ from pgbatten.cli.app import (
     passphrase_option,
     read_secret_file,
 )
-from pgbatten.errors import PgBattenError, PKIError, UsageError
 
 if TYPE_CHECKING:
-    from cryptography import x509
     from rich.console import Console
 
     from pgbatten.cluster.discover import Cluster
-    from pgbatten.pki import CAStore, CertificateAuthority, InventoryEntry
-
-# `cert list` warns this long before a certificate ends; the CRL gets a shorter window since it is
-# re-signed far more often (default validity 30 days) and its end locks out every client certificate.
-EXPIRY_WARNING = dt.timedelta(days=30)
-CRL_WARNING = dt.timedelta(days=7)
+    from pgbatten.pki import CAStore, CertificateAuthority
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,12 +45,10 @@ def timeout_option(func: F) -> F:
 
 
 def _store(ca_dir: Path | None) -> CAStore:
-    from pgbatten.pki import CAStore, default_ca_dir
+    from pgbatten.pki import default_ca_dir
+    from pgbatten.pki.operations import open_store
 
-    store = CAStore(ca_dir or default_ca_dir())
-    if not store.exists():
-        raise PKIError(f"no CA in {store.path}; run 'pgbatten ca init' (or 'pgbatten secure') first")
-    return store
+    return open_store(ca_dir or default_ca_dir())
 
 
 def _hex(serial: int) -> str:
@@ -96,7 +84,7 @@ def crl() -> None:
     "--out",
     "out_dir",
     # No file_okay=False: click would answer a file in the way with a multi-line usage error, before
-    # _refuse_existing can say it in one line.
+    # the library can say it in one line.
     type=click.Path(path_type=Path),
     default=None,
     help="Bundle directory (default: ./USER).",
@@ -127,50 +115,33 @@ def cert_client(
     force: bool,
 ) -> None:
     """Issue a client certificate for USER (CN = USER) and write a bundle every driver can use."""
-    from pgbatten.pki import KeyType, check_role_name, generate_password, render_install_md
-    from pgbatten.pki.bundle import write_client_bundle
+    from rich.markup import escape
 
-    # Every input is checked before the CA key is touched, so a mistake costs nothing.
-    check_role_name(user)
-    kind = KeyType.parse(key_type)
-    target = out_dir if out_dir is not None else _default_out(user)
-    _refuse_existing(target, force)
+    from pgbatten.pki.operations import issue_client_bundle, prepare_client_bundle
+
     store = _store(ca_dir)
-    host = server_host or _server_host(store)
-    render_install_md(user, host, port, dbname)  # validates host, port and dbname
-    password_file = read_secret_file(p12_password_file)
+    request = prepare_client_bundle(
+        store,
+        user,
+        out_dir=out_dir,
+        key_type=key_type,
+        days=days,
+        server_host=server_host,
+        port=port,
+        dbname=dbname,
+        force=force,
+        p12_password=read_secret_file(p12_password_file),
+    )
     authority = store.load(read_secret_file(ca_passphrase_file))
-
-    issued = authority.issue_client(user, key_type=kind, days=days)
-    generated = password_file is None
-    password = password_file if password_file is not None else generate_password().encode()
-    others = [e for e in store.entries() if e.kind == "client" and e.name == user and not e.revoked]
-    # Record before the key leaves this process: an unrecorded certificate could never be revoked, and
-    # with --force the old bundle is already gone once write_client_bundle returns.
-    store.record(issued, "client", user)
-    try:
-        bundle = write_client_bundle(
-            target,
-            issued,
-            authority.certificate,
-            p12_password=password,
-            server_host=host,
-            server_port=port,
-            dbname=dbname,
-            force=force,
-        )
-    except BaseException:
-        # Nobody holds this certificate's key: drop it from the inventory again.
-        with contextlib.suppress(PgBattenError):
-            store.forget(issued.serial)
-        raise
+    result = issue_client_bundle(store, authority, request)
 
     out = make_console()
+    entry, bundle = result.entry, result.bundle
     # Role names and paths are data, not markup: "[red]bob" or "x[/]" must print as written (and must not
     # crash here, after the certificate is issued, before its PKCS#12 password is shown).
-    out.print(f"Issued a client certificate for [bold]{escape(user)}[/] (serial {_hex(issued.serial)})")
+    out.print(f"Issued a client certificate for [bold]{escape(user)}[/] (serial {_hex(entry.serial)})")
     out.print(
-        f"  valid until {issued.not_after:%Y-%m-%d %H:%M} UTC, signed by the CA in {store.path}", markup=False
+        f"  valid until {entry.not_after:%Y-%m-%d %H:%M} UTC, signed by the CA in {store.path}", markup=False
     )
     out.print(f"Bundle in {bundle.directory}:", markup=False)
     for path, what in (
@@ -182,45 +153,16 @@ def cert_client(
         (bundle.install_md_path, "where the files go, settings for each driver"),
     ):
         out.print(f"  {path.name:<16} {what}", markup=False)
-    if generated:
+    if result.password_generated:
         out.print("PKCS#12 password (shown once, stored nowhere; hand it over separately):")
-        out.print(f"  {password.decode()}", markup=False)
-    for entry in others:
+        out.print(f"  {result.p12_password.decode()}", markup=False)
+    for earlier in result.earlier:
         # soft_wrap: the command must stay on one line to be copied.
         out.print(
-            f"[yellow]note:[/] {escape(user)}'s earlier certificate {_hex(entry.serial)} stays valid until "
-            f"{entry.not_after:%Y-%m-%d}; revoke it with: pgbatten cert revoke {_hex(entry.serial)}",
+            f"[yellow]note:[/] {escape(user)}'s earlier certificate {_hex(earlier.serial)} stays valid until "
+            f"{earlier.not_after:%Y-%m-%d}; revoke it with: pgbatten cert revoke {_hex(earlier.serial)}",
             soft_wrap=True,
         )
-
-
-def _default_out(user: str) -> Path:
-    # A role name may hold characters no directory name should (a slash, a leading dot).
-    if user in (".", "..") or user.startswith(".") or "/" in user or "\\" in user or "\0" in user:
-        raise UsageError(f"{user!r} is not usable as a directory name; pass --out DIR")
-    return Path(user)
-
-
-def _refuse_existing(target: Path, force: bool) -> None:
-    if not (target.exists() or target.is_symlink()):
-        return
-    from pgbatten.errors import FileProblem
-
-    # Even --force replaces only a bundle directory, never a file or a symlink someone put there.
-    if not target.is_dir() or target.is_symlink():
-        raise FileProblem(target, "exists and is not a directory")
-    if not force and any(target.iterdir()):
-        raise FileProblem(
-            target, "already exists; refusing to overwrite a bundle (use --force to replace it)"
-        )
-
-
-def _server_host(store: CAStore) -> str:
-    """The name the newest server certificate of this CA was issued for, else this machine's name."""
-    servers = [e for e in store.entries() if e.kind == "server" and not e.revoked]
-    if servers:
-        return servers[-1].name
-    return socket.getfqdn() or "localhost"
 
 
 # -- cert revoke ------------------------------------------------------------------------------------------
@@ -243,23 +185,13 @@ def cert_revoke(
     timeout: float,
 ) -> None:
     """Revoke USER's certificates (or one by SERIAL), write the CRL, and install it on a cluster."""
-    from pgbatten.pki import parse_serial
+    from rich.markup import escape
+
+    from pgbatten.pki import operations
 
     store = _store(ca_dir)
-    found = store.find(target)
-    # The same rule as CAStore.revoke: a serial of any kind, a name only for client certificates.
-    serial = parse_serial(target)
-    matches = [e for e in found if e.serial == serial or e.kind == "client"]
-    if not matches and found:
-        raise PKIError(
-            f"{target!r} is a server certificate; revoke it by serial: "
-            f"pgbatten cert revoke {_hex(found[-1].serial)}"
-        )
-    if not matches:
-        raise PKIError(f"no certificate for {target!r} in the CA inventory (see 'pgbatten cert list')")
-    if all(e.revoked for e in matches):
-        hint = " install the CRL with 'pgbatten crl refresh --pgdata DIR'" if pgdata or cluster_name else ""
-        raise PKIError(f"every certificate for {target!r} is already revoked;{hint or ' nothing to do'}")
+    hint = "pgbatten crl refresh --pgdata DIR" if pgdata or cluster_name else None
+    operations.select_revocation(store, target, refresh_hint=hint)
     authority = store.load(read_secret_file(ca_passphrase_file))
     cluster = _cluster(pgdata, cluster_name)
     if cluster is not None:
@@ -267,13 +199,13 @@ def cert_revoke(
 
         preflight(cluster, authority)  # refuse before the inventory changes
 
-    revoked = store.revoke(target)
-    crl_obj = store.write_crl(authority, days=crl_days)
+    result = operations.revoke(store, authority, target, crl_days=crl_days)
     out = make_console()
-    for entry in revoked:
+    for entry in result.revoked:
         out.print(f"Revoked {entry.kind} certificate {_hex(entry.serial)} of [bold]{escape(entry.name)}[/]")
+    crl_obj = result.crl.crl
     out.print(
-        f"CRL {store.crl_path}: {len(list(crl_obj))} revoked, next update "
+        f"CRL {result.crl.path}: {result.crl.entries} revoked, next update "
         f"{crl_obj.next_update_utc:%Y-%m-%d %H:%M} UTC",
         markup=False,
     )
@@ -283,7 +215,7 @@ def cert_revoke(
             "'pgbatten crl refresh --pgdata DIR' (or --cluster V/N)"
         )
         return
-    _install(out, cluster, store, authority, [e.serial for e in revoked], timeout, after="revoked")
+    _install(out, cluster, store, authority, list(result.proof_serials), timeout, after="revoked")
     _remind_refresh(out, crl_obj.next_update_utc)
 
 
@@ -297,6 +229,8 @@ def _install(
     *,
     after: str,
 ) -> None:
+    from rich.markup import escape
+
     from pgbatten.errors import PgBattenError
     from pgbatten.secure.crl import install_crl
 
@@ -343,6 +277,10 @@ def _remind_refresh(out: Console, next_update: dt.datetime | None) -> None:
 @ca_dir_option
 def cert_list(ca_dir: Path | None) -> None:
     """Every certificate the CA issued, the CRL's next update, and what ends soon."""
+    from rich.markup import escape
+
+    from pgbatten.pki.operations import entry_status, inventory_warnings
+
     store = _store(ca_dir)
     now = dt.datetime.now(dt.UTC)
     entries = store.entries()
@@ -351,7 +289,7 @@ def cert_list(ca_dir: Path | None) -> None:
         # Plain columns rather than a table: serials stay whole and copyable, and the output greps.
         rows = [("KIND", "NAME", "SERIAL", "NOT AFTER (UTC)", "STATUS")]
         rows += [
-            (e.kind, e.name, _hex(e.serial), f"{e.not_after:%Y-%m-%d %H:%M}", _status(e, now))
+            (e.kind, e.name, _hex(e.serial), f"{e.not_after:%Y-%m-%d %H:%M}", entry_status(e, now))
             for e in entries
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -369,67 +307,13 @@ def cert_list(ca_dir: Path | None) -> None:
     else:
         next_update = crl_obj.next_update_utc
         out.print(
-            f"CRL {store.crl_path}: {len(list(crl_obj))} revoked, last update "
+            f"CRL {store.crl_path}: {len(crl_obj)} revoked, last update "
             f"{crl_obj.last_update_utc:%Y-%m-%d %H:%M} UTC, next update "
             + (f"{next_update:%Y-%m-%d %H:%M} UTC" if next_update else "none"),
             markup=False,
         )
-    for warning in list_warnings(entries, crl_obj, now):
+    for warning in inventory_warnings(entries, crl_obj, now):
         out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
-
-
-def _status(entry: InventoryEntry, now: dt.datetime) -> str:
-    if entry.revoked_at is not None:
-        return f"revoked {entry.revoked_at:%Y-%m-%d}"
-    if entry.not_after <= now:
-        return "expired"
-    return f"valid, {(entry.not_after - now).days} days left"
-
-
-def list_warnings(
-    entries: list[InventoryEntry], crl_obj: x509.CertificateRevocationList | None, now: dt.datetime
-) -> list[str]:
-    """What needs doing soon: certificates about to end, a CRL about to lapse or behind the inventory."""
-    warnings: list[str] = []
-    for entry in entries:
-        if entry.revoked:
-            continue
-        if entry.not_after <= now:
-            warnings.append(f"{entry.kind} certificate {_hex(entry.serial)} of {entry.name} has expired")
-        elif entry.not_after - now < EXPIRY_WARNING:
-            days = (entry.not_after - now).days
-            renew = (
-                f"pgbatten cert client {entry.name} --force" if entry.kind == "client" else "pgbatten secure"
-            )
-            warnings.append(
-                f"{entry.kind} certificate {_hex(entry.serial)} of {entry.name} ends in {days} days "
-                f"({entry.not_after:%Y-%m-%d}); renew it: {renew}"
-            )
-    revoked = [e for e in entries if e.revoked_at is not None]
-    if crl_obj is None:
-        if revoked:
-            warnings.append(
-                "certificates are revoked but no CRL was written; run 'pgbatten crl refresh --pgdata DIR'"
-            )
-        return warnings
-    next_update = crl_obj.next_update_utc
-    if next_update is not None and next_update <= now:
-        warnings.append(
-            f"the CRL passed its next update on {next_update:%Y-%m-%d %H:%M} UTC: PostgreSQL now refuses "
-            "EVERY client certificate; run 'pgbatten crl refresh --pgdata DIR' at once"
-        )
-    elif next_update is not None and next_update - now < CRL_WARNING:
-        warnings.append(
-            f"the CRL's next update is {next_update:%Y-%m-%d %H:%M} UTC; after it PostgreSQL refuses every "
-            "client certificate: run 'pgbatten crl refresh --pgdata DIR' before then"
-        )
-    listed = {r.serial_number for r in crl_obj}
-    missing = [e for e in revoked if e.serial not in listed]
-    if missing:
-        warnings.append(
-            f"{len(missing)} revoked certificate(s) are not in the CRL yet; run 'pgbatten crl refresh'"
-        )
-    return warnings
 
 
 # -- crl refresh ------------------------------------------------------------------------------------------
@@ -450,6 +334,8 @@ def crl_refresh(
     timeout: float,
 ) -> None:
     """Re-sign the CRL with a new next update, and install it on a cluster by reload."""
+    from pgbatten.pki.operations import refresh_crl
+
     store = _store(ca_dir)
     authority = store.load(read_secret_file(ca_passphrase_file))
     cluster = _cluster(pgdata, cluster_name)
@@ -457,16 +343,14 @@ def crl_refresh(
         from pgbatten.secure.crl import preflight
 
         preflight(cluster, authority)
-    crl_obj = store.write_crl(authority, days=crl_days)
+    result = refresh_crl(store, authority, crl_days=crl_days)
     out = make_console()
     out.print(
-        f"Signed CRL {store.crl_path}: {len(list(crl_obj))} revoked, next update "
-        f"{crl_obj.next_update_utc:%Y-%m-%d %H:%M} UTC",
+        f"Signed CRL {result.path}: {result.entries} revoked, next update "
+        f"{result.crl.next_update_utc:%Y-%m-%d %H:%M} UTC",
         markup=False,
     )
     if cluster is not None:
-        now = dt.datetime.now(dt.UTC)
         # Prove with the newest revocations of certificates that could still be presented.
-        live = [e.serial for e in store.entries() if e.revoked_at is not None and e.not_after > now]
-        _install(out, cluster, store, authority, live, timeout, after="refreshed")
-    _remind_refresh(out, crl_obj.next_update_utc)
+        _install(out, cluster, store, authority, list(result.live_serials), timeout, after="refreshed")
+    _remind_refresh(out, result.crl.next_update_utc)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pgbatten.certfacts import fingerprint_sha256
@@ -52,14 +53,95 @@ def _check_days(days: int) -> None:
         raise UsageError(f"validity must be at least one day, not {days}")
 
 
-def _hash_for(key: PrivateKey) -> hashes.SHA256:
-    # SHA-256 suits P-256 and every RSA size we issue; P-384 would want SHA-384 if it is ever added.
-    return hashes.SHA256()
+# SHA-256 suits P-256 and every RSA size we issue; P-384 would want SHA-384 if it is ever added.
+_SIGNATURE_HASH = hashes.SHA256
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One entry for a CRL: the serial, when it was revoked, and when the certificate ends (if known).
+
+    An entry whose certificate has ended is left out of the CRL (RFC 5280 3.3 permits it): an expired
+    certificate is refused anyway, and a CRL that only ever grows costs every new connection more.
+    """
+
+    serial: int
+    revoked_at: dt.datetime
+    not_after: dt.datetime | None = None
+
+
+def _build_certificate(
+    *,
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer: x509.Name,
+    signing_key: PrivateKey,
+    serial: int,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    is_ca: bool,
+    key_encipherment: bool = False,
+    extended_usage: x509.ObjectIdentifier | None = None,
+    san: x509.SubjectAlternativeName | None = None,
+    authority_key_id: x509.AuthorityKeyIdentifier | None = None,
+) -> x509.Certificate:
+    """The one certificate builder: roots, cross certificates, leaves and revocation stand-ins.
+
+    A CA certificate may sign certificates and CRLs (and nothing is enciphered with it); a leaf signs its
+    handshakes and, for RSA server keys, may be used for key transport. BasicConstraints and KeyUsage are
+    critical, as RFC 5280 asks of a CA and as OpenSSL's purpose checks expect.
+    """
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        # No path length limit on a CA so an intermediate can be added later without re-rolling the root
+        # that every client already trusts.
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=key_encipherment and not is_ca,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=is_ca,
+                crl_sign=is_ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if extended_usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([extended_usage]), critical=False)
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    if authority_key_id is not None:
+        builder = builder.add_extension(authority_key_id, critical=False)
+    if san is not None:
+        # RFC 5280 4.2.1.6: with an empty subject the SAN must be critical.
+        builder = builder.add_extension(san, critical=len(subject) == 0)
+    return builder.sign(signing_key, _SIGNATURE_HASH())
+
+
+def _name(common_name: str | None) -> x509.Name:
+    if common_name is None:
+        return x509.Name([])
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 @dataclass(frozen=True)
 class IssuedCertificate:
-    """A leaf certificate with its private key and the intermediates between it and the root (none yet)."""
+    """A leaf certificate with its private key and the CA certificates between it and the root.
+
+    ``chain`` is empty for a leaf of the root itself; a leaf of a CA that is also vouched for by another
+    root (see ``CertificateAuthority.chain``) carries the cross certificate, so a client that trusts only
+    the other root can still build a path.
+    """
 
     certificate: x509.Certificate
     key: PrivateKey
@@ -106,10 +188,15 @@ class IssuedCertificate:
 
 @dataclass(frozen=True)
 class CertificateAuthority:
-    """A root certificate and its key. Build one with ``create`` or load one with ``CAStore.load``."""
+    """A CA certificate and its key. Build one with ``create`` or load one with ``CAStore.load``.
+
+    ``chain`` holds certificates that vouch for this CA beyond its own (self-signed) certificate: the cross
+    certificate another root issued for it during a CA rotation. Every leaf it issues carries them.
+    """
 
     certificate: x509.Certificate
     key: PrivateKey = field(repr=False)
+    chain: tuple[x509.Certificate, ...] = ()
 
     def __post_init__(self) -> None:
         if not public_key_matches(self.key, self.certificate):
@@ -126,36 +213,17 @@ class CertificateAuthority:
         """A new self-signed root valid from ``now`` (minus clock skew) for ``days`` days."""
         _check_days(days)
         now = utc_now(now)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _common_name(common_name))])
+        name = _name(_common_name(common_name))
         key = generate_key(key_type)
-        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + dt.timedelta(days=days))
-            # No path length limit so an intermediate can be added later without re-rolling the root that
-            # every client already trusts.
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(ski, critical=False)
-            .sign(key, _hash_for(key))
+        certificate = _build_certificate(
+            subject=name,
+            public_key=key.public_key(),
+            issuer=name,
+            signing_key=key,
+            serial=x509.random_serial_number(),
+            not_before=now - CLOCK_SKEW,
+            not_after=now + dt.timedelta(days=days),
+            is_ca=True,
         )
         return cls(certificate=certificate, key=key)
 
@@ -175,9 +243,13 @@ class CertificateAuthority:
         common_name: str | None = None,
         key_type: KeyType = KeyType.ECDSA_P256,
         days: int = 365,
+        not_after: dt.datetime | None = None,
         now: dt.datetime | None = None,
     ) -> IssuedCertificate:
-        """A server certificate with every host in subjectAltName (IPs typed as IPAddress)."""
+        """A server certificate with every host in subjectAltName (IPs typed as IPAddress).
+
+        Valid for ``days``, or until ``not_after`` when given; never beyond the CA's own end.
+        """
         if isinstance(hosts, str):
             raise TypeError("hosts must be a sequence of host names, not one string")
         san = subject_alt_names(hosts)
@@ -189,14 +261,13 @@ class CertificateAuthority:
             subject_cn = common_name if len(common_name) <= MAX_COMMON_NAME else None
         else:
             subject_cn = _common_name(common_name)
-        key = generate_key(key_type)
         return self._issue(
-            key=key,
+            key=generate_key(key_type),
             subject_cn=subject_cn,
             san=san,
             eku=ExtendedKeyUsageOID.SERVER_AUTH,
             key_encipherment=key_type.is_rsa,
-            days=days,
+            until=self._until(days, not_after, now),
             now=now,
         )
 
@@ -206,20 +277,58 @@ class CertificateAuthority:
         *,
         key_type: KeyType = KeyType.ECDSA_P256,
         days: int = 365,
+        not_after: dt.datetime | None = None,
         now: dt.datetime | None = None,
     ) -> IssuedCertificate:
-        """A client certificate whose CN is exactly the PostgreSQL role name ``user``."""
+        """A client certificate whose CN is exactly the PostgreSQL role name ``user``.
+
+        Valid for ``days``, or until ``not_after`` when given; never beyond the CA's own end.
+        """
         check_role_name(user)
-        key = generate_key(key_type)
         return self._issue(
-            key=key,
+            key=generate_key(key_type),
             subject_cn=user,
             san=None,
             eku=ExtendedKeyUsageOID.CLIENT_AUTH,
             key_encipherment=False,
-            days=days,
+            until=self._until(days, not_after, now),
             now=now,
         )
+
+    def issue_stand_in(
+        self,
+        serial: int,
+        *,
+        common_name: str,
+        lifetime: dt.timedelta,
+        now: dt.datetime | None = None,
+    ) -> IssuedCertificate:
+        """A short-lived client certificate carrying ``serial``, to prove what a server does with that serial.
+
+        A server looks a client certificate up in its CRL by issuer and serial, so it refuses the stand-in
+        exactly when the CRL it has loaded revokes ``serial``: a proof of revocation that needs no user's
+        private key. Never record or hand out a stand-in: it shares a serial with a real certificate.
+        """
+        if not 0 < serial < 2**159:
+            raise ValueError("a serial number must be positive and at most 159 bits")
+        if lifetime <= dt.timedelta(0):
+            raise ValueError("a stand-in needs a positive lifetime")
+        return self._issue(
+            key=generate_key(),
+            subject_cn=_common_name(common_name),
+            san=None,
+            eku=ExtendedKeyUsageOID.CLIENT_AUTH,
+            key_encipherment=False,
+            until=utc_now(now) + lifetime,
+            now=now,
+            serial=serial,
+        )
+
+    def _until(self, days: int, not_after: dt.datetime | None, now: dt.datetime | None) -> dt.datetime:
+        if not_after is not None:
+            return utc_now(not_after)
+        _check_days(days)
+        return utc_now(now) + dt.timedelta(days=days)
 
     def _issue(
         self,
@@ -229,54 +338,40 @@ class CertificateAuthority:
         san: x509.SubjectAlternativeName | None,
         eku: x509.ObjectIdentifier,
         key_encipherment: bool,
-        days: int,
+        until: dt.datetime,
         now: dt.datetime | None,
+        serial: int | None = None,
     ) -> IssuedCertificate:
-        _check_days(days)
         now = utc_now(now)
-        ca_not_before = self.certificate.not_valid_before_utc
-        not_before = max(now - CLOCK_SKEW, ca_not_before)
-        # A leaf outliving its root would just fail verification later, so cut it to the root's lifetime.
-        not_after = min(now + dt.timedelta(days=days), self.not_after)
-        if not_after <= now:
+        not_before = max(now - CLOCK_SKEW, self.certificate.not_valid_before_utc)
+        # No leaf outlives its CA: it would only fail verification later, so cut it to the CA's lifetime.
+        not_after = min(until, self.not_after)
+        if self.not_after <= now:
             raise PKIError(
                 f"the CA certificate expired on {self.not_after:%Y-%m-%d %H:%M} UTC; create a new CA"
             )
-        subject = x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)] if subject_cn is not None else []
-        )
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=key_encipherment,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
+        if not_after <= now:
+            raise UsageError(f"the end of validity {until:%Y-%m-%d %H:%M} UTC is not in the future")
+        if now < self.certificate.not_valid_before_utc - CLOCK_SKEW:
+            raise PKIError(
+                f"the CA certificate is valid only from "
+                f"{self.certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; check the clock"
             )
-            .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(self._authority_key_identifier(), critical=False)
+        certificate = _build_certificate(
+            subject=_name(subject_cn),
+            public_key=key.public_key(),
+            issuer=self.certificate.subject,
+            signing_key=self.key,
+            serial=serial if serial is not None else x509.random_serial_number(),
+            not_before=not_before,
+            not_after=not_after,
+            is_ca=False,
+            key_encipherment=key_encipherment,
+            extended_usage=eku,
+            san=san,
+            authority_key_id=self._authority_key_identifier(),
         )
-        if san is not None:
-            # RFC 5280 4.2.1.6: with an empty subject the SAN must be critical.
-            builder = builder.add_extension(san, critical=subject_cn is None)
-        certificate = builder.sign(self.key, _hash_for(self.key))
-        return IssuedCertificate(certificate=certificate, key=key)
+        return IssuedCertificate(certificate=certificate, key=key, chain=self.chain)
 
     def _authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
         try:
@@ -288,34 +383,46 @@ class CertificateAuthority:
 
     def build_crl(
         self,
-        revoked: Sequence[tuple[int, dt.datetime]],
+        revoked: Iterable[Revocation | tuple[int, dt.datetime]],
         *,
         number: int,
         days: int = 30,
         now: dt.datetime | None = None,
     ) -> x509.CertificateRevocationList:
-        """A CRL listing ``(serial, revoked_at)`` pairs, numbered ``number``, valid until ``now + days``."""
+        """A CRL of ``revoked``, numbered ``number``, valid until ``now + days``; signed in one pass.
+
+        Entries are sorted by serial (each new PostgreSQL backend sorts the list before its first lookup,
+        and sorted input makes that cheap) and entries of certificates that have ended are left out.
+        """
         _check_days(days)
         if number < 0:
             raise ValueError("CRL number must not be negative")
         now = utc_now(now)
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(self.certificate.subject)
-            .last_update(now)
-            .next_update(now + dt.timedelta(days=days))
-            .add_extension(x509.CRLNumber(number), critical=False)
-            .add_extension(self._authority_key_identifier(), critical=False)
+        # A certificate within the clock skew of its end may still be accepted by a server whose clock lags.
+        cutoff = now - CLOCK_SKEW
+        kept: dict[int, dt.datetime] = {}
+        for item in revoked:
+            entry = item if isinstance(item, Revocation) else Revocation(item[0], item[1])
+            if entry.not_after is not None and entry.not_after < cutoff:
+                continue
+            kept[entry.serial] = utc_now(entry.revoked_at)
+        # Built at once: CertificateRevocationListBuilder.add_revoked_certificate copies its whole list on
+        # every call, which makes a CRL of r entries cost O(r^2).
+        entries = [
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(kept[serial]).build()
+            for serial in sorted(kept)
+        ]
+        builder = x509.CertificateRevocationListBuilder(
+            issuer_name=self.certificate.subject,
+            last_update=now,
+            next_update=now + dt.timedelta(days=days),
+            extensions=[
+                x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
+                x509.Extension(x509.AuthorityKeyIdentifier.oid, False, self._authority_key_identifier()),
+            ],
+            revoked_certificates=entries,
         )
-        for serial, revoked_at in revoked:
-            entry = (
-                x509.RevokedCertificateBuilder()
-                .serial_number(serial)
-                .revocation_date(utc_now(revoked_at))
-                .build()
-            )
-            builder = builder.add_revoked_certificate(entry)
-        return builder.sign(self.key, _hash_for(self.key))
+        return builder.sign(self.key, _SIGNATURE_HASH())
 
 
 def check_role_name(user: str) -> None:

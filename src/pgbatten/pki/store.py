@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from pgbatten.certfacts import format_fingerprint
 from pgbatten.errors import FileProblem, PKIError
 from pgbatten.fsutil import atomic_write, ensure_private_dir
-from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, utc_now
+from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, Revocation, utc_now
 from pgbatten.pki.keys import KeyType, load_private_key_pem, private_key_pem
 
 try:
@@ -128,6 +128,10 @@ def parse_serial(text: str) -> int | None:
     except ValueError:
         return None
     return None
+
+
+def _matches(entry: InventoryEntry, user_or_serial: str, serial: int | None) -> bool:
+    return entry.serial == serial or (entry.kind == "client" and entry.name == user_or_serial)
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,15 @@ class CAStore:
         serial = parse_serial(user_or_serial)
         return [e for e in self.entries() if e.name == user_or_serial or e.serial == serial]
 
+    def matching(self, user_or_serial: str) -> list[InventoryEntry]:
+        """What ``revoke(user_or_serial)`` acts on: one certificate by serial, or a user's client ones.
+
+        A name never selects a server certificate: a server named like a user must not be swept up by
+        revoking that user.
+        """
+        serial = parse_serial(user_or_serial)
+        return [e for e in self.entries() if _matches(e, user_or_serial, serial)]
+
     def revoke(self, user_or_serial: str, now: dt.datetime | None = None) -> list[InventoryEntry]:
         """Mark certificates revoked: one by serial, or every unrevoked client certificate of a user.
 
@@ -295,11 +308,7 @@ class CAStore:
         serial = parse_serial(user_or_serial)
         with self._locked():
             inventory = self._read_inventory()
-            matches = [
-                e
-                for e in inventory.entries
-                if e.serial == serial or (e.kind == "client" and e.name == user_or_serial)
-            ]
+            matches = [e for e in inventory.entries if _matches(e, user_or_serial, serial)]
             if not matches:
                 raise PKIError(f"no certificate for {user_or_serial!r} in the CA inventory")
             targets = {e.serial for e in matches if not e.revoked}
@@ -322,7 +331,11 @@ class CAStore:
             number = inventory.crl_number + 1
             # Reserve the number before writing the CRL: a failure may skip a number, never reuse one.
             self._write_inventory(replace(inventory, crl_number=number))
-            revoked = [(e.serial, e.revoked_at) for e in inventory.entries if e.revoked_at is not None]
+            revoked = [
+                Revocation(e.serial, e.revoked_at, e.not_after)
+                for e in inventory.entries
+                if e.revoked_at is not None
+            ]
             crl = ca.build_crl(revoked, number=number, days=days, now=now)
             atomic_write(self.crl_path, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return crl

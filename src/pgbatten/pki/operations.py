@@ -1,0 +1,329 @@
+"""What ``pgbatten cert`` and ``pgbatten crl`` do to a CA directory, as a library that returns results.
+
+Issuing a client bundle (validate everything, issue, record, write, forget again if the bundle cannot be
+written), revoking (which certificates a name or serial means), re-signing the CRL, and what an inventory
+listing should warn about. The CLI parses arguments and prints these results; installing a CRL on a cluster
+is ``pgbatten.secure.crl``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from pgbatten.errors import FileProblem, PgBattenError, PKIError, UsageError
+from pgbatten.pki import bundle as bundle_mod
+from pgbatten.pki.authority import CLOCK_SKEW, CertificateAuthority, check_role_name, utc_now
+from pgbatten.pki.keys import KeyType
+from pgbatten.pki.store import CAStore, InventoryEntry
+
+__all__ = [
+    "CRL_WARNING",
+    "EXPIRY_WARNING",
+    "BundleRequest",
+    "CrlResult",
+    "IssuedBundle",
+    "RevokeResult",
+    "default_out_dir",
+    "default_server_host",
+    "entry_status",
+    "inventory_warnings",
+    "issue_client_bundle",
+    "open_store",
+    "prepare_client_bundle",
+    "refresh_crl",
+    "revoke",
+    "select_revocation",
+]
+
+# `cert list` warns this long before a certificate ends; the CRL gets a shorter window since it is
+# re-signed far more often (default validity 30 days) and its end locks out every client certificate.
+EXPIRY_WARNING = dt.timedelta(days=30)
+CRL_WARNING = dt.timedelta(days=7)
+
+
+def open_store(path: Path) -> CAStore:
+    """The CA directory at ``path``; ``PKIError`` (saying how to create one) when it holds no CA."""
+    store = CAStore(path)
+    if not store.exists():
+        raise PKIError(f"no CA in {store.path}; run 'pgbatten ca init' (or 'pgbatten secure') first")
+    return store
+
+
+def _hex(serial: int) -> str:
+    return f"{serial:#x}"
+
+
+# -- issuing a client bundle --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleRequest:
+    """A client bundle to issue, every field checked: issuing it can only fail on I/O."""
+
+    user: str
+    out_dir: Path
+    key_type: KeyType
+    days: int
+    server_host: str
+    port: int
+    dbname: str
+    force: bool
+    p12_password: bytes | None = None
+
+
+def default_out_dir(user: str) -> Path:
+    """``./USER``, unless the role name cannot be a directory name (a slash, a leading dot)."""
+    if user in (".", "..") or user.startswith(".") or "/" in user or "\\" in user or "\0" in user:
+        raise UsageError(f"{user!r} is not usable as a directory name; pass --out DIR")
+    return Path(user)
+
+
+def _refuse_existing(target: Path, force: bool) -> None:
+    if not (target.exists() or target.is_symlink()):
+        return
+    # Even --force replaces only a bundle directory, never a file or a symlink someone put there.
+    if not target.is_dir() or target.is_symlink():
+        raise FileProblem(target, "exists and is not a directory")
+    if not force and any(target.iterdir()):
+        raise FileProblem(
+            target, "already exists; refusing to overwrite a bundle (use --force to replace it)"
+        )
+
+
+def default_server_host(store: CAStore) -> str:
+    """The name the newest server certificate of this CA was issued for, else this machine's name."""
+    servers = [e for e in store.entries() if e.kind == "server" and not e.revoked]
+    if servers:
+        return servers[-1].name
+    return socket.getfqdn() or "localhost"
+
+
+def prepare_client_bundle(
+    store: CAStore,
+    user: str,
+    *,
+    out_dir: Path | None,
+    key_type: KeyType | str,
+    days: int,
+    server_host: str | None,
+    port: int,
+    dbname: str,
+    force: bool,
+    p12_password: bytes | None = None,
+) -> BundleRequest:
+    """Check every input before the CA key is touched, so a mistake costs nothing."""
+    check_role_name(user)
+    kind = key_type if isinstance(key_type, KeyType) else KeyType.parse(key_type)
+    if days < 1:
+        raise UsageError(f"validity must be at least one day, not {days}")
+    target = out_dir if out_dir is not None else default_out_dir(user)
+    _refuse_existing(target, force)
+    host = server_host or default_server_host(store)
+    bundle_mod.render_install_md(user, host, port, dbname)  # validates host, port and dbname
+    if p12_password is not None and not p12_password:
+        raise UsageError("the PKCS#12 password must not be empty")
+    return BundleRequest(
+        user=user,
+        out_dir=target,
+        key_type=kind,
+        days=days,
+        server_host=host,
+        port=port,
+        dbname=dbname,
+        force=force,
+        p12_password=p12_password,
+    )
+
+
+@dataclass(frozen=True)
+class IssuedBundle:
+    """A client certificate recorded in the inventory and written out as a bundle."""
+
+    entry: InventoryEntry
+    bundle: bundle_mod.ClientBundle
+    # The PKCS#12 password: the one given, or a generated one that must be shown exactly once.
+    p12_password: bytes
+    password_generated: bool
+    # The user's other certificates that stay valid: the new one does not revoke them.
+    earlier: tuple[InventoryEntry, ...]
+
+
+def issue_client_bundle(
+    store: CAStore, authority: CertificateAuthority, request: BundleRequest, *, now: dt.datetime | None = None
+) -> IssuedBundle:
+    """Issue, record, write the bundle; a bundle that cannot be written leaves nothing recorded."""
+    issued = authority.issue_client(request.user, key_type=request.key_type, days=request.days, now=now)
+    generated = request.p12_password is None
+    password = request.p12_password or bundle_mod.generate_password().encode()
+    earlier = tuple(
+        e for e in store.entries() if e.kind == "client" and e.name == request.user and not e.revoked
+    )
+    # Record before the key leaves this process: an unrecorded certificate could never be revoked, and
+    # with --force the old bundle is already gone once write_client_bundle returns.
+    entry = store.record(issued, "client", request.user)
+    try:
+        written = bundle_mod.write_client_bundle(
+            request.out_dir,
+            issued,
+            authority.certificate,
+            p12_password=password,
+            server_host=request.server_host,
+            server_port=request.port,
+            dbname=request.dbname,
+            force=request.force,
+        )
+    except BaseException:
+        # Nobody holds this certificate's key: drop it from the inventory again.
+        with contextlib.suppress(PgBattenError):
+            store.forget(issued.serial)
+        raise
+    return IssuedBundle(
+        entry=entry, bundle=written, p12_password=password, password_generated=generated, earlier=earlier
+    )
+
+
+# -- revocation ---------------------------------------------------------------------------------------------
+
+
+def select_revocation(
+    store: CAStore, target: str, *, refresh_hint: str | None = None
+) -> list[InventoryEntry]:
+    """The certificates ``cert revoke TARGET`` would revoke, or the one-line reason it refuses.
+
+    The rule is ``CAStore.matching``'s: a serial of any kind, a name only for client certificates.
+    ``refresh_hint`` is the command that installs the CRL, for a target that is already revoked.
+    """
+    matches = store.matching(target)
+    if not matches:
+        servers = [e for e in store.find(target) if e.kind == "server"]
+        if servers:
+            raise PKIError(
+                f"{target!r} is a server certificate; revoke it by serial: "
+                f"pgbatten cert revoke {_hex(servers[-1].serial)}"
+            )
+        raise PKIError(f"no certificate for {target!r} in the CA inventory (see 'pgbatten cert list')")
+    if all(e.revoked for e in matches):
+        hint = f" install the CRL with '{refresh_hint}'" if refresh_hint else " nothing to do"
+        raise PKIError(f"every certificate for {target!r} is already revoked;{hint}")
+    return matches
+
+
+@dataclass(frozen=True)
+class CrlResult:
+    """A CRL just signed and written to the CA directory."""
+
+    crl: x509.CertificateRevocationList
+    path: Path
+    # Every serial the CRL revokes (certificates that could still be presented), oldest revocation first.
+    live_serials: tuple[int, ...]
+
+    @property
+    def entries(self) -> int:
+        return len(self.crl)
+
+
+@dataclass(frozen=True)
+class RevokeResult:
+    """The certificates revoked and the CRL that now lists them."""
+
+    revoked: tuple[InventoryEntry, ...]
+    crl: CrlResult
+
+    @property
+    def proof_serials(self) -> tuple[int, ...]:
+        """The revoked serials a server must now refuse (certificates that have ended are not in the CRL)."""
+        listed = set(self.crl.live_serials)
+        return tuple(e.serial for e in self.revoked if e.serial in listed)
+
+
+def revoke(
+    store: CAStore,
+    authority: CertificateAuthority,
+    target: str,
+    *,
+    crl_days: int = 30,
+    now: dt.datetime | None = None,
+) -> RevokeResult:
+    """Mark ``target``'s certificates revoked and sign the CRL that lists them."""
+    revoked = store.revoke(target, now=now)
+    return RevokeResult(revoked=tuple(revoked), crl=refresh_crl(store, authority, crl_days=crl_days, now=now))
+
+
+def refresh_crl(
+    store: CAStore, authority: CertificateAuthority, *, crl_days: int = 30, now: dt.datetime | None = None
+) -> CrlResult:
+    """Sign the CRL anew (next CRL number, next update ``now + crl_days``) and write it to ``crl.pem``."""
+    crl = store.write_crl(authority, now=now, days=crl_days)
+    # Oldest revocation first, so a proof that tries only the last few tries the newest.
+    live = sorted(crl, key=lambda r: (r.revocation_date_utc, r.serial_number))
+    return CrlResult(crl=crl, path=store.crl_path, live_serials=tuple(r.serial_number for r in live))
+
+
+# -- the inventory listing ----------------------------------------------------------------------------------
+
+
+def entry_status(entry: InventoryEntry, now: dt.datetime) -> str:
+    """``revoked YYYY-MM-DD``, ``expired`` or ``valid, N days left``."""
+    if entry.revoked_at is not None:
+        return f"revoked {entry.revoked_at:%Y-%m-%d}"
+    if entry.not_after <= now:
+        return "expired"
+    return f"valid, {(entry.not_after - now).days} days left"
+
+
+def inventory_warnings(
+    entries: Sequence[InventoryEntry],
+    crl_obj: x509.CertificateRevocationList | None,
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """What needs doing soon: certificates about to end, a CRL about to lapse or behind the inventory."""
+    now = utc_now(now)
+    warnings: list[str] = []
+    for entry in entries:
+        if entry.revoked:
+            continue
+        if entry.not_after <= now:
+            warnings.append(f"{entry.kind} certificate {_hex(entry.serial)} of {entry.name} has expired")
+        elif entry.not_after - now < EXPIRY_WARNING:
+            days = (entry.not_after - now).days
+            renew = (
+                f"pgbatten cert client {entry.name} --force" if entry.kind == "client" else "pgbatten secure"
+            )
+            warnings.append(
+                f"{entry.kind} certificate {_hex(entry.serial)} of {entry.name} ends in {days} days "
+                f"({entry.not_after:%Y-%m-%d}); renew it: {renew}"
+            )
+    revoked = [e for e in entries if e.revoked_at is not None]
+    if crl_obj is None:
+        if revoked:
+            warnings.append(
+                "certificates are revoked but no CRL was written; run 'pgbatten crl refresh --pgdata DIR'"
+            )
+        return warnings
+    next_update = crl_obj.next_update_utc
+    if next_update is not None and next_update <= now:
+        warnings.append(
+            f"the CRL passed its next update on {next_update:%Y-%m-%d %H:%M} UTC: PostgreSQL now refuses "
+            "EVERY client certificate; run 'pgbatten crl refresh --pgdata DIR' at once"
+        )
+    elif next_update is not None and next_update - now < CRL_WARNING:
+        warnings.append(
+            f"the CRL's next update is {next_update:%Y-%m-%d %H:%M} UTC; after it PostgreSQL refuses every "
+            "client certificate: run 'pgbatten crl refresh --pgdata DIR' before then"
+        )
+    listed = {r.serial_number for r in crl_obj}
+    # A certificate that had ended when the CRL was signed is left out of it on purpose.
+    cutoff = crl_obj.last_update_utc - CLOCK_SKEW
+    missing = [e for e in revoked if e.serial not in listed and e.not_after >= cutoff]
+    if missing:
+        warnings.append(
+            f"{len(missing)} revoked certificate(s) are not in the CRL yet; run 'pgbatten crl refresh'"
+        )
+    return warnings
