@@ -1,4 +1,8 @@
-"""Locating PostgreSQL server binaries the way packagers lay them out."""
+"""Locating PostgreSQL server binaries the way packagers lay them out.
+
+A running server is asked first (its postmaster's executable names its own directory), then an explicit
+``--pg-bindir``, then PATH, ``pg_config --bindir`` and Debian's ``/usr/lib/postgresql/*/bin``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,16 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from pgbatten.errors import ClusterError
 
 SUPPORTED_MAJORS = range(12, 19)
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
+SERVER_TOOLS = ("initdb", "pg_ctl")
 
 
 @dataclass(frozen=True)
@@ -24,11 +32,20 @@ class PgBinaries:
     def path(self, name: str) -> Path:
         return self.bindir / name
 
+    def psql(self) -> Path:
+        """The psql beside these binaries, else the one on PATH (Debian ships it in another package)."""
+        beside = self.path("psql")
+        if os.access(beside, os.X_OK):
+            return beside
+        found = shutil.which("psql")
+        if found is None:
+            raise ClusterError("psql not found; install the PostgreSQL client")
+        return Path(found)
 
-def _major_of(bindir: Path) -> int | None:
-    postgres = bindir / "postgres"
-    if not os.access(postgres, os.X_OK):
-        return None
+
+@cache
+def _version_of(postgres: Path, mtime_ns: int) -> int | None:
+    # Keyed on the executable's mtime, so an upgrade in place is noticed; ``postgres --version`` costs a fork.
     try:
         out = subprocess.run(
             [str(postgres), "--version"], capture_output=True, text=True, timeout=10, check=True
@@ -39,8 +56,30 @@ def _major_of(bindir: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _candidate_dirs() -> list[Path]:
-    candidates: list[Path] = []
+def major_of(bindir: Path) -> int | None:
+    """The major version of the ``postgres`` in ``bindir``; None when there is none that runs."""
+    postgres = bindir / "postgres"
+    if not os.access(postgres, os.X_OK):
+        return None
+    try:
+        mtime = postgres.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _version_of(postgres.resolve(), mtime)
+
+
+def _debian_dirs() -> list[Path]:
+    # Debian/Ubuntu keep every installed major side by side; prefer the newest.
+    return sorted(
+        DEBIAN_ROOT.glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+
+
+def candidate_dirs(first: Iterable[Path] = ()) -> list[Path]:
+    """Directories that may hold server binaries, ``first`` first, each once."""
+    candidates: list[Path] = list(first)
     on_path = shutil.which("postgres")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
@@ -52,37 +91,51 @@ def _candidate_dirs() -> list[Path]:
                 candidates.append(Path(out.stdout.strip()))
         except (OSError, subprocess.SubprocessError):
             pass
-    # Debian/Ubuntu keep every installed major side by side; prefer the newest.
-    debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    candidates.extend(debian)
+    candidates.extend(_debian_dirs())
     seen: set[Path] = set()
     unique = []
     for c in candidates:
-        if c not in seen:
-            seen.add(c)
+        key = c.resolve()
+        if key not in seen:
+            seen.add(key)
             unique.append(c)
     return unique
 
 
-def find_binaries(major: int | None = None) -> PgBinaries:
-    """Find server binaries (on PATH, via ``pg_config --bindir``, or in /usr/lib/postgresql/*/bin).
+def binaries_in(bindir: Path) -> PgBinaries | None:
+    """The installation in ``bindir`` if it has a supported ``postgres`` with initdb and pg_ctl."""
+    found = major_of(bindir)
+    if found is None or found not in SUPPORTED_MAJORS:
+        return None
+    if not all(os.access(bindir / tool, os.X_OK) for tool in SERVER_TOOLS):
+        return None
+    return PgBinaries(bindir=bindir, major=found)
+
+
+def find_all_binaries(first: Sequence[Path] = ()) -> list[PgBinaries]:
+    """Every supported installation found, in the order :func:`find_binaries` prefers them."""
+    found = []
+    for bindir in candidate_dirs(first):
+        binaries = binaries_in(bindir)
+        if binaries is not None:
+            found.append(binaries)
+    return found
+
+
+def find_binaries(major: int | None = None, *, first: Sequence[Path] = ()) -> PgBinaries:
+    """Find server binaries: in ``first`` (a running server's own directory, ``--pg-bindir``), on PATH, via
+    ``pg_config --bindir``, or in /usr/lib/postgresql/*/bin.
 
     With ``major``, only that version is accepted (a cluster must be driven by its own version's tools).
     """
-    for bindir in _candidate_dirs():
-        found = _major_of(bindir)
-        if found is None or found not in SUPPORTED_MAJORS:
-            continue
-        if major is not None and found != major:
-            continue
-        if all(os.access(bindir / tool, os.X_OK) for tool in ("initdb", "pg_ctl")):
-            return PgBinaries(bindir=bindir, major=found)
+    for bindir in candidate_dirs(first):
+        binaries = binaries_in(bindir)
+        if binaries is not None and (major is None or binaries.major == major):
+            return binaries
     wanted = f"PostgreSQL {major}" if major is not None else "PostgreSQL 12 to 18"
+    looked = "".join(f"{d}, " for d in first)
     raise ClusterError(
         f"no {wanted} server binaries found"
-        " (looked on PATH, pg_config --bindir and /usr/lib/postgresql/*/bin)"
+        f" (looked in {looked}on PATH, pg_config --bindir and {DEBIAN_ROOT}/*/bin; name the directory"
+        " with --pg-bindir DIR)"
     )

@@ -1,18 +1,18 @@
 """Finding a cluster from ``--pgdata DIR`` or ``--cluster VERSION/NAME`` and describing it.
 
 A running server is asked where its files are (``SHOW config_file`` and friends): that is the only answer
-that is always right, whatever wrapper started it. A stopped one is described from its files.
+that is always right, whatever wrapper started it. A stopped one is described from its files. The same
+:class:`Cluster` describes a throwaway cluster (:mod:`pgbatten.cluster.temp`), which knows its files itself.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pgbatten.cluster.binaries import SUPPORTED_MAJORS, PgBinaries, find_binaries
+from pgbatten.cluster.binaries import SUPPORTED_MAJORS, PgBinaries, binaries_in, find_binaries
 from pgbatten.cluster.osuser import OsUser
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.errors import ClusterError, FileProblem, UsageError
@@ -20,6 +20,7 @@ from pgbatten.errors import ClusterError, FileProblem, UsageError
 # Debian's postgresql-common honours this variable too; tests use it to lay out a fake /etc/postgresql.
 CONF_ROOT_ENV = "PG_CLUSTER_CONF_ROOT"
 DEFAULT_CONF_ROOT = Path("/etc/postgresql")
+_DELETED = " (deleted)"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,19 @@ class PostmasterPid:
     data_dir: Path
     port: int
     socket_dir: Path | None
+
+    def executable(self) -> Path | None:
+        """The postmaster's own executable, when this process may see it (``/proc/PID/exe``).
+
+        Only root and the server's owner may read the link; after a package upgrade in place it names the
+        replaced file, whose directory holds the same major's new binaries.
+        """
+        try:
+            target = str(Path(f"/proc/{self.pid}/exe").readlink())
+        except OSError:
+            return None
+        target = target.removesuffix(_DELETED)
+        return Path(target) if target.startswith("/") else None
 
 
 @dataclass(frozen=True)
@@ -56,14 +70,11 @@ class Cluster:
             raise ClusterError(f"cluster {self.label} is not running")
         if self.running.socket_dir is None:
             raise ClusterError(f"cluster {self.label} has no Unix socket (unix_socket_directories is empty)")
-        psql = self.binaries.path("psql")
-        if not psql.exists():
-            found = shutil.which("psql")
-            if found is None:
-                raise ClusterError("psql not found; install the PostgreSQL client")
-            psql = Path(found)
         return OwnerSQL(
-            psql=psql, socket_dir=self.running.socket_dir, port=self.running.port, owner=self.owner
+            psql=self.binaries.psql(),
+            socket_dir=self.running.socket_dir,
+            port=self.running.port,
+            owner=self.owner,
         )
 
     def require_running(self) -> PostmasterPid:
@@ -98,7 +109,8 @@ def read_postmaster_pid(data_dir: Path) -> PostmasterPid | None:
     return PostmasterPid(pid=pid, data_dir=data_dir, port=port, socket_dir=socket_dir)
 
 
-def _read_major(data_dir: Path) -> int:
+def read_major(data_dir: Path) -> int:
+    """The major version a data directory was made by (``PG_VERSION``), refused unless supported."""
     version_file = data_dir / "PG_VERSION"
     try:
         text = version_file.read_text().strip()
@@ -115,6 +127,28 @@ def _read_major(data_dir: Path) -> int:
     return major
 
 
+def binaries_for(major: int, running: PostmasterPid | None, pg_bindir: Path | None = None) -> PgBinaries:
+    """The binaries to drive a cluster of ``major`` with.
+
+    ``pg_bindir`` (the user's word) must hold that major. Otherwise the running postmaster's own directory
+    comes first (the one answer that is right for a server started from a tarball, a wheel or a custom
+    prefix), then PATH, ``pg_config`` and Debian's directories.
+    """
+    if pg_bindir is not None:
+        given = binaries_in(pg_bindir)
+        if given is None:
+            raise UsageError(
+                f"--pg-bindir {pg_bindir}: no PostgreSQL server binaries there (postgres, initdb, pg_ctl)"
+            )
+        if given.major != major:
+            raise UsageError(
+                f"--pg-bindir {pg_bindir} holds PostgreSQL {given.major}, the cluster is PostgreSQL {major}"
+            )
+        return given
+    exe = running.executable() if running is not None else None
+    return find_binaries(major, first=[exe.parent] if exe is not None else [])
+
+
 def _setting_from_file(conf: Path, name: str) -> str | None:
     """The last active value of ``name`` in ``conf`` (the main file only; enough to find PGDATA)."""
     from pgbatten.pgconf.postgresql_conf import parse_conf
@@ -127,7 +161,9 @@ def _setting_from_file(conf: Path, name: str) -> str | None:
     return setting.value if setting is not None else None
 
 
-def discover(*, pgdata: Path | None = None, cluster: str | None = None) -> Cluster:
+def discover(
+    *, pgdata: Path | None = None, cluster: str | None = None, pg_bindir: Path | None = None
+) -> Cluster:
     """Describe the cluster named by exactly one of ``pgdata`` or ``cluster`` ("15/main")."""
     if (pgdata is None) == (cluster is None):
         raise UsageError("give exactly one of --pgdata DIR or --cluster VERSION/NAME")
@@ -150,9 +186,7 @@ def discover(*, pgdata: Path | None = None, cluster: str | None = None) -> Clust
             raise ClusterError(f"{data_dir} does not exist or is not a directory")
         config_file = data_dir / "postgresql.conf"
         label = str(data_dir)
-    major = _read_major(data_dir)
-    owner = OsUser.owner_of(data_dir)
-    binaries = find_binaries(major)
+    major = read_major(data_dir)
     running = read_postmaster_pid(data_dir)
     hba_file, ident_file = _file_locations(config_file, data_dir)
     described = Cluster(
@@ -162,8 +196,8 @@ def discover(*, pgdata: Path | None = None, cluster: str | None = None) -> Clust
         hba_file=hba_file,
         ident_file=ident_file,
         major=major,
-        owner=owner,
-        binaries=binaries,
+        owner=OsUser.owner_of(data_dir),
+        binaries=binaries_for(major, running, pg_bindir),
         running=running,
     )
     if running is None or running.socket_dir is None:

@@ -1,7 +1,13 @@
 """Throwaway clusters: initdb on a free port in a temp dir, owned by an unprivileged user.
 
 Used by the integration tests and by ``pgbatten demo``. Everything lives under one temporary directory that
-is removed on exit, also when the body raises or the user presses Ctrl-C.
+is removed on exit, also when the body raises or the user presses Ctrl-C. A :class:`TempCluster` owns that
+directory and the server's lifecycle; what the cluster *is* (its files, owner, binaries, whether it runs,
+SQL as its owner) is the same :class:`~pgbatten.cluster.discover.Cluster` that ``discover`` returns for a
+real one, handed out by :attr:`TempCluster.cluster`.
+
+initdb is the expensive part (a bootstrap backend writing ~40 MB); a :class:`ClusterTemplate` runs it once
+and each TempCluster made from it starts from a copy.
 """
 
 from __future__ import annotations
@@ -15,10 +21,71 @@ from pathlib import Path
 from types import TracebackType
 
 from pgbatten.cluster.binaries import PgBinaries, find_binaries
+from pgbatten.cluster.discover import Cluster, read_postmaster_pid
 from pgbatten.cluster.osuser import OsUser, run_as, server_user
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.errors import ClusterError
 from pgbatten.netutil import free_port, ipv6_loopback_available
+
+
+def _private_root(owner: OsUser, prefix: str) -> Path:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o700)
+    if os.geteuid() == 0:
+        os.chown(root, owner.uid, owner.gid)
+    return root
+
+
+def _as_owner(owner: OsUser, *argv: str | Path) -> None:
+    run_as(owner, list(argv), check=True, timeout=180)
+
+
+def initdb(binaries: PgBinaries, owner: OsUser, data_dir: Path, *extra: str) -> None:
+    """A new data directory, the way every throwaway cluster starts (``extra`` initdb options last)."""
+    _as_owner(
+        owner,
+        binaries.path("initdb"),
+        "-D",
+        data_dir,
+        "--auth-local=peer",
+        "--auth-host=scram-sha-256",
+        "--encoding=UTF8",
+        "--locale=C",
+        "--no-sync",
+        *extra,
+    )
+
+
+@dataclass
+class ClusterTemplate:
+    """A data directory made by initdb once, for many :class:`TempCluster` s to copy. A context manager."""
+
+    binaries: PgBinaries
+    owner: OsUser = field(default_factory=server_user)
+
+    def __post_init__(self) -> None:
+        self.root = _private_root(self.owner, "pgbatten-template-")
+        self.data_dir = self.root / "data"
+        try:
+            initdb(self.binaries, self.owner, self.data_dir)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def copy_to(self, data_dir: Path) -> None:
+        # As the owner, so every file keeps its owner and mode (PostgreSQL insists on 0700/0600).
+        _as_owner(self.owner, "cp", "-a", self.data_dir, data_dir)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> ClusterTemplate:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
 
 
 @dataclass
@@ -32,13 +99,12 @@ class TempCluster:
     # Debian/Ubuntu keep postgresql.conf and pg_hba.conf in /etc/postgresql/V/NAME, outside PGDATA.
     config_outside_pgdata: bool = False
     listen_ipv6: bool = field(default_factory=ipv6_loopback_available)
+    # Copied instead of running initdb when it matches these binaries and owner.
+    template: ClusterTemplate | None = None
 
     def __post_init__(self) -> None:
-        self.bin = self.binaries or find_binaries()
-        self.root = Path(tempfile.mkdtemp(prefix="pgbatten-"))
-        os.chmod(self.root, 0o700)
-        if os.geteuid() == 0:
-            os.chown(self.root, self.owner.uid, self.owner.gid)
+        self.bin = self.binaries or (self.template.binaries if self.template else find_binaries())
+        self.root = _private_root(self.owner, "pgbatten-")
         self.data_dir = self.root / "data"
         self.socket_dir = self.root / "sock"
         self.conf_dir = self.root / "etc" if self.config_outside_pgdata else self.data_dir
@@ -55,52 +121,61 @@ class TempCluster:
         return self.conf_dir / "pg_hba.conf"
 
     @property
+    def ident_file(self) -> Path:
+        return self.conf_dir / "pg_ident.conf"
+
+    @property
     def superuser(self) -> str:
         return self.owner.name
+
+    @property
+    def major(self) -> int:
+        return self.bin.major
 
     @property
     def listen_addresses(self) -> str:
         return "127.0.0.1,::1" if self.listen_ipv6 else "127.0.0.1"
 
+    @property
+    def cluster(self) -> Cluster:
+        """This cluster as pgbatten describes any cluster, read afresh (whether it runs changes)."""
+        return Cluster(
+            label=str(self.data_dir),
+            data_dir=self.data_dir,
+            config_file=self.config_file,
+            hba_file=self.hba_file,
+            ident_file=self.ident_file,
+            major=self.bin.major,
+            owner=self.owner,
+            binaries=self.bin,
+            running=read_postmaster_pid(self.data_dir),
+        )
+
     def sql(self) -> OwnerSQL:
-        return OwnerSQL(psql=self._psql(), socket_dir=self.socket_dir, port=self.port, owner=self.owner)
+        return self.cluster.sql()
 
-    def _psql(self) -> Path:
-        candidate = self.bin.path("psql")
-        if candidate.exists():
-            return candidate
-        found = shutil.which("psql")
-        if not found:
-            raise ClusterError("psql not found")
-        return Path(found)
-
-    def _as_owner(self, *argv: str | Path) -> None:
-        run_as(self.owner, list(argv), check=True, timeout=180)
+    def _make_data_dir(self) -> None:
+        template = self.template
+        if template is not None and template.binaries == self.bin and template.owner == self.owner:
+            template.copy_to(self.data_dir)
+        else:
+            initdb(self.bin, self.owner, self.data_dir)
 
     def init(self) -> None:
-        self._as_owner("mkdir", "-m", "0700", "-p", self.socket_dir)
-        self._as_owner(
-            self.bin.path("initdb"),
-            "-D",
-            self.data_dir,
-            "--auth-local=peer",
-            "--auth-host=scram-sha-256",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-sync",
-        )
+        _as_owner(self.owner, "mkdir", "-m", "0700", "-p", self.socket_dir)
+        self._make_data_dir()
         if self.config_outside_pgdata:
-            self._as_owner("mkdir", "-m", "0755", "-p", self.conf_dir)
+            _as_owner(self.owner, "mkdir", "-m", "0755", "-p", self.conf_dir)
             for name in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
-                self._as_owner("mv", self.data_dir / name, self.conf_dir / name)
+                _as_owner(self.owner, "mv", self.data_dir / name, self.conf_dir / name)
             with self.config_file.open("a") as conf:
                 conf.write(
                     f"data_directory = '{self.data_dir}'\n"
-                    f"hba_file = '{self.conf_dir / 'pg_hba.conf'}'\n"
-                    f"ident_file = '{self.conf_dir / 'pg_ident.conf'}'\n"
+                    f"hba_file = '{self.hba_file}'\n"
+                    f"ident_file = '{self.ident_file}'\n"
                     "include_dir = 'conf.d'\n"
                 )
-            self._as_owner("mkdir", "-m", "0755", "-p", self.conf_dir / "conf.d")
+            _as_owner(self.owner, "mkdir", "-m", "0755", "-p", self.conf_dir / "conf.d")
         extra = {
             "port": str(self.port),
             "listen_addresses": f"'{self.listen_addresses}'",
@@ -132,7 +207,8 @@ class TempCluster:
             raise ClusterError(f"test cluster did not start: {self.log_tail()}")
 
     def stop(self) -> None:
-        if self.started:
+        # A postmaster.pid on disk also counts: pg_ctl may have been interrupted after launching the server.
+        if self.started or (self.data_dir / "postmaster.pid").exists():
             run_as(
                 self.owner, [self.bin.path("pg_ctl"), "-D", self.data_dir, "-m", "immediate", "-w", "stop"]
             )
