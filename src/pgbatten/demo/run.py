@@ -27,7 +27,6 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.demo.wiretap import Capture, Direction, Relay, WireEvent
 from pgbatten.errors import ClusterError, ProbeError
@@ -295,7 +294,7 @@ def _run_secure(console: Console, cluster: TempCluster, ca_dir: Path) -> tuple[P
     """
     from pgbatten.secure import SecureOptions, secure
 
-    described = discover(pgdata=cluster.data_dir)
+    described = cluster.cluster  # the demo made it, so it knows its files: no rediscovery
     report = io.StringIO()
     quiet = Console(file=report, width=console.width, color_system=None)
     try:
