@@ -21,7 +21,7 @@ from rich.console import Console
 from pgbatten.cli import main
 from pgbatten.cluster.binaries import PgBinaries
 from pgbatten.cluster.discover import discover
-from pgbatten.cluster.temp import TempCluster
+from pgbatten.cluster.temp import ClusterTemplate, TempCluster
 from pgbatten.secure import SecureOptions, secure
 from pgbatten.secure.plan import ClientAuth
 from tests.conftest import REAL_HOME
@@ -58,8 +58,8 @@ def _cli(*args: str) -> str:
     return result.output
 
 
-def _secure(binaries: PgBinaries, root: Path, client_auth: ClientAuth) -> tuple[TempCluster, Secured]:
-    cluster = TempCluster(binaries=binaries, hba=HBA)
+def _secure(template: ClusterTemplate, root: Path, client_auth: ClientAuth) -> tuple[TempCluster, Secured]:
+    cluster = TempCluster(template=template, hba=HBA)
     cluster.init()
     cluster.start()
     ca_dir = root / "ca"
@@ -82,9 +82,13 @@ def _secure(binaries: PgBinaries, root: Path, client_auth: ClientAuth) -> tuple[
 
 
 @pytest.fixture(scope="module")
-def cert_auth(pg_binaries: PgBinaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+def cert_auth(
+    pg_binaries: PgBinaries,
+    cluster_templates: Callable[[PgBinaries], ClusterTemplate],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Secured]:
     """One ``--client-auth cert`` cluster shared by the read-only client tests."""
-    cluster, env = _secure(pg_binaries, tmp_path_factory.mktemp("certauth"), "cert")
+    cluster, env = _secure(cluster_templates(pg_binaries), tmp_path_factory.mktemp("certauth"), "cert")
     try:
         yield env
     finally:
@@ -92,12 +96,14 @@ def cert_auth(pg_binaries: PgBinaries, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture
-def secured(pg_binaries: PgBinaries, tmp_path: Path) -> Iterator[Callable[[ClientAuth], Secured]]:
+def secured(
+    pg_binaries: PgBinaries, cluster_templates: Callable[[PgBinaries], ClusterTemplate], tmp_path: Path
+) -> Iterator[Callable[[ClientAuth], Secured]]:
     """A fresh secured cluster per test, for tests that change it."""
     made: list[TempCluster] = []
 
     def factory(client_auth: ClientAuth) -> Secured:
-        cluster, env = _secure(pg_binaries, tmp_path / f"s{len(made)}", client_auth)
+        cluster, env = _secure(cluster_templates(pg_binaries), tmp_path / f"s{len(made)}", client_auth)
         made.append(cluster)
         return env
 
@@ -408,11 +414,15 @@ def test_failed_revocation_proof_restores_the_cluster(
 
 
 def test_revoke_on_a_debian_cluster_puts_the_crl_beside_postgresql_conf(
-    pg_binaries: PgBinaries, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_binaries: PgBinaries,
+    cluster_templates: Callable[[PgBinaries], ClusterTemplate],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pgbatten.cluster.discover import CONF_ROOT_ENV
 
-    with TempCluster(binaries=pg_binaries, hba=HBA, config_outside_pgdata=True) as cluster:
+    template = cluster_templates(pg_binaries)
+    with TempCluster(template=template, hba=HBA, config_outside_pgdata=True) as cluster:
         root = tmp_path / "etc-postgresql"
         (root / str(cluster.bin.major)).mkdir(parents=True)
         (root / str(cluster.bin.major) / "main").symlink_to(cluster.conf_dir)

@@ -70,3 +70,22 @@ def test_sql_keeps_empty_results_and_newlines(seed_cluster: TempCluster) -> None
     assert sql.query("SELECT ''") == [("",)]
     assert sql.query("SELECT 1 WHERE false") == []
     assert sql.value("SELECT E'a\\nb'") == "a\nb"
+
+
+def test_a_temp_cluster_is_the_cluster_discover_finds(seed_cluster: TempCluster) -> None:
+    # One description for both: what the throwaway cluster says of itself is what discovery finds.
+    assert seed_cluster.cluster == discover(pgdata=seed_cluster.data_dir)
+    seed_cluster.stop()
+    assert seed_cluster.cluster.running is None
+    assert seed_cluster.cluster == discover(pgdata=seed_cluster.data_dir)
+
+
+def test_clusters_copied_from_one_template_are_independent(make_cluster: Callable[..., TempCluster]) -> None:
+    first, second = make_cluster(), make_cluster()
+    assert first.data_dir != second.data_dir and first.port != second.port
+    first.sql().query("CREATE TABLE only_here (x int)")
+    assert first.sql().value("SELECT to_regclass('only_here') IS NOT NULL") == "t"
+    assert second.sql().value("SELECT to_regclass('only_here') IS NOT NULL") == "f"
+    # PostgreSQL insists on these: a copy must keep the owner and the 0700 of the data directory.
+    assert first.data_dir.stat().st_uid == first.owner.uid
+    assert first.data_dir.stat().st_mode & 0o777 == 0o700
