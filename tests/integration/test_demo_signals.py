@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,40 +17,50 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def leftovers() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("pgbatten-")}
+def leftovers(tmp: Path) -> set[str]:
+    return {p.name for p in tmp.iterdir() if p.name.startswith("pgbatten-")}
 
 
-def demo_servers() -> set[int]:
-    """PIDs of processes started from a pgbatten temp dir (the demo's postmaster and its children)."""
+def demo_servers(tmp: Path) -> set[int]:
+    """PIDs of servers running from a pgbatten dir in ``tmp`` (the demo's postmaster and its children)."""
     found = set()
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"/pgbatten-" in cmdline and b"postgres" in cmdline:
+        # The server itself, not a tool that mentions it (psql -h …/sock -d postgres).
+        argv0 = cmdline.split(b"\0", 1)[0]
+        if f"{tmp}/pgbatten-".encode() in cmdline and argv0.rsplit(b"/", 1)[-1] == b"postgres":
             found.add(int(proc.name))
     return found
 
 
-def test_sigterm_mid_demo_cleans_up() -> None:
-    before = leftovers()
-    servers_before = demo_servers()
+@pytest.fixture
+def private_tmp() -> Iterator[Path]:
+    """A TMPDIR of the demo's own: other tests on this machine make and remove pgbatten dirs in /tmp too."""
+    path = Path(tempfile.mkdtemp(prefix="pgbatten-sigterm-"))
+    path.chmod(0o755)  # the cluster's OS user must reach the demo's directory inside
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sigterm_mid_demo_cleans_up(private_tmp: Path) -> None:
     demo = subprocess.Popen(
         [sys.executable, "-c", "from pgbatten.cli import main; main()", "demo"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "TMPDIR": str(private_tmp)},
     )
     # Wait until the demo's server runs, so the signal lands while there is most to undo.
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (demo_servers() - servers_before) and demo.poll() is None:
+    while time.monotonic() < deadline and not demo_servers(private_tmp) and demo.poll() is None:
         time.sleep(0.05)
-    assert demo_servers() - servers_before, "the demo's server was never seen running"
-    assert leftovers() != before
+    assert demo_servers(private_tmp), "the demo's server was never seen running"
+    assert leftovers(private_tmp)
     os.kill(demo.pid, signal.SIGTERM)
     _, err = demo.communicate(timeout=120)
     assert demo.returncode in (130, 0), err
-    assert leftovers() == before
-    assert demo_servers() <= servers_before
+    assert leftovers(private_tmp) == set()
+    assert demo_servers(private_tmp) == set()
