@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgbatten.errors import ParseError
-from pgbatten.pgconf._hbatok import layout_columns, logical_lines, quote_token, render_columns, tokenize
-from pgbatten.pgconf._text import dominant_eol, read_text
+from pgbatten.pgconf.auth_tokens import layout_columns, logical_lines, quote_token, render_columns, tokenize
+from pgbatten.pgconf.lines import dominant_eol, read_text
 from pgbatten.pgconf.postgresql_conf import IncludeKind
 
 __all__ = [

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pgbatten.errors import ParseError
-from pgbatten.pgconf._text import dominant_eol, fit_gap, read_text, split_lines, visual_col
+from pgbatten.pgconf.lines import dominant_eol, fit_gap, read_text, split_lines, visual_col
 
 __all__ = [
     "ADDED_BY_COMMENT",

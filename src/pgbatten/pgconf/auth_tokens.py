@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgbatten.errors import ParseError
-from pgbatten.pgconf._text import fit_gap, split_lines, visual_col
+from pgbatten.pgconf.lines import fit_gap, split_lines, visual_col
 
 _BLANK = " \t\r\n"
 
@@ -29,11 +29,6 @@ class Token:
     field: int
     start: int
     end: int
-
-    @property
-    def is_file_ref(self) -> bool:
-        """``@file``: PostgreSQL splices in the tokens of that file."""
-        return not self.quoted and len(self.value) > 1 and self.value.startswith("@")
 
 
 @dataclass(frozen=True, slots=True)

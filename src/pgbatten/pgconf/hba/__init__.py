@@ -1,0 +1,49 @@
+"""pg_hba.conf: the file format, first-match semantics, TLS-enforcing transforms, and a security lint.
+
+- ``syntax``: the typed, line-preserving model (parse, render, load);
+- ``matching``: which connections a rule can match, and which rules can never match;
+- ``enforce``: ``require_tls`` and ``set_client_auth``;
+- ``security_lint``: ``lint``.
+
+Everything public is importable from here.
+"""
+
+from pgbatten.pgconf.hba.enforce import DISABLED_MARK, GUARD_MARK, require_tls, set_client_auth
+from pgbatten.pgconf.hba.matching import covers, shadowing_rule
+from pgbatten.pgconf.hba.security_lint import lint
+from pgbatten.pgconf.hba.syntax import (
+    AUTH_METHODS,
+    PASSWORD_METHODS,
+    ConnType,
+    HbaComment,
+    HbaFile,
+    HbaInclude,
+    HbaLine,
+    HbaRule,
+    load_hba,
+    parse_hba,
+    render,
+    token_value,
+)
+
+__all__ = [
+    "AUTH_METHODS",
+    "DISABLED_MARK",
+    "GUARD_MARK",
+    "PASSWORD_METHODS",
+    "ConnType",
+    "HbaComment",
+    "HbaFile",
+    "HbaInclude",
+    "HbaLine",
+    "HbaRule",
+    "covers",
+    "lint",
+    "load_hba",
+    "parse_hba",
+    "render",
+    "require_tls",
+    "set_client_auth",
+    "shadowing_rule",
+    "token_value",
+]

@@ -1,0 +1,198 @@
+"""Transforms that make pg_hba.conf TLS-only and require client certificates.
+
+Each returns ``(new_file, changed)``, is idempotent, and re-renders only the lines it changes, keeping each
+changed rule's column alignment where the new text fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pgbatten.pgconf.auth_tokens import edit_line, layout_columns, quote_token, render_columns, tokenize
+from pgbatten.pgconf.hba.syntax import (
+    PASSWORD_METHODS,
+    ConnType,
+    HbaComment,
+    HbaFile,
+    HbaInclude,
+    HbaRule,
+    parse_hba,
+)
+from pgbatten.pgconf.lines import dominant_eol
+
+__all__ = ["DISABLED_MARK", "GUARD_MARK", "require_tls", "set_client_auth"]
+
+GUARD_MARK = "# pgbatten: reject every TCP connection that does not use TLS, whatever rules follow"
+DISABLED_MARK = "# pgbatten: disabled plaintext rule:"
+
+
+def _is_all(tokens: Sequence[str]) -> bool:
+    return "all" in tokens
+
+
+def _guard_coverage(rule: HbaRule) -> set[tuple[int, str]] | None:
+    """What (IP version, database keyword) pairs a rule rejects for all non-TLS TCP, or None if not a guard.
+
+    ``all`` does not match physical replication connections, so a complete guard needs ``replication`` too.
+    """
+    if rule.conn_type not in (ConnType.HOSTNOSSL, ConnType.HOST) or not rule.is_reject:
+        return None
+    if not _is_all(rule.users):
+        return None
+    kinds = {d for d in rule.databases if d in ("all", "replication")}
+    if rule.address == "all":
+        versions = {4, 6}
+    elif rule.address == "0.0.0.0/0":
+        versions = {4}
+    elif rule.address == "::/0":
+        versions = {6}
+    else:
+        return None
+    if not kinds:
+        return None
+    return {(v, k) for v in versions for k in kinds}
+
+
+def _guard_plan(hba: HbaFile) -> tuple[int, dict[int, list[str]]]:
+    """Where the guard goes (line index, or len(lines) for the end) and which databases each family lacks."""
+    covered: set[tuple[int, str]] = set()
+    stop = len(hba.lines)
+    for idx, ln in enumerate(hba.lines):
+        if isinstance(ln, HbaInclude):
+            stop = idx
+            break
+        if isinstance(ln, HbaRule) and ln.is_tcp:
+            cov = _guard_coverage(ln)
+            if cov is None:
+                stop = idx
+                break
+            covered |= cov
+    # Keep a rule's own comment block ("# IPv4 local connections:") attached to it.
+    while (
+        stop < len(hba.lines)
+        and stop > 0
+        and isinstance(prev := hba.lines[stop - 1], HbaComment)
+        and not prev.is_blank
+        and not prev.raw.lstrip().startswith("# TYPE")
+    ):
+        stop -= 1
+    missing: dict[int, list[str]] = {}
+    for version in (4, 6):
+        kinds = [k for k in ("all", "replication") if (version, k) not in covered]
+        if kinds:
+            missing[version] = kinds
+    return stop, missing
+
+
+_DEFAULT_COLUMNS = (0, 8, 24, 40, 64)  # initdb's layout
+
+
+def _guard_lines(hba: HbaFile, stop: int, missing: dict[int, list[str]]) -> list[str]:
+    columns: Sequence[int] = _DEFAULT_COLUMNS
+    template = next((ln for ln in hba.lines[stop:] if isinstance(ln, HbaRule) and ln.is_tcp), None)
+    if template is not None:
+        cols = layout_columns(template.raw)
+        if cols is not None and len(cols) >= 5:
+            method_col = cols[5] if template.netmask is not None else cols[4]
+            columns = (*cols[:4], method_col)
+    out = [GUARD_MARK]
+    for version, kinds in sorted(missing.items()):
+        net = "0.0.0.0/0" if version == 4 else "::/0"
+        out.append(render_columns(["hostnossl", ",".join(kinds), "all", net, "reject"], columns))
+    return out
+
+
+def require_tls(hba: HbaFile) -> tuple[HbaFile, bool]:
+    """Make plaintext TCP connections impossible; returns ``(new, changed)``, idempotent.
+
+    - ``host`` rules that do not ``reject`` become ``hostssl`` (same columns); ``host … reject`` is kept
+      since it already refuses both.
+    - ``hostnossl`` rules that do not ``reject`` are commented out under ``DISABLED_MARK``.
+    - Guard rules ``hostnossl all,replication all 0.0.0.0/0 reject`` and the ``::/0`` twin are inserted under
+      ``GUARD_MARK`` before the first TCP rule or include directive, so that no later rule and no included
+      file can accept plaintext TCP. ``replication`` is listed because ``all`` does not match physical
+      replication connections. The guard also refuses GSSAPI-encrypted connections, which are not TLS.
+    - ``local`` rules are never touched, so the administrator keeps socket access.
+    """
+    stop, missing = _guard_plan(hba)
+    eol = dominant_eol([ln.eol for ln in hba.lines])
+    chunks: list[str] = []
+    changed = False
+
+    def insert_guard() -> None:
+        chunks.extend(line + eol for line in _guard_lines(hba, stop, missing))
+
+    for idx, ln in enumerate(hba.lines):
+        if idx == stop and missing:
+            insert_guard()
+            changed = True
+        if isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOST and not ln.is_reject:
+            chunks.append(edit_line(ln.raw, {0: ConnType.HOSTSSL.value}) + ln.eol)
+            changed = True
+        elif isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOSTNOSSL and not ln.is_reject:
+            chunks.append(DISABLED_MARK + eol)
+            chunks.append("#" + ln.raw.replace("\n", "\n#") + ln.eol)
+            changed = True
+        else:
+            chunks.append(ln.raw + ln.eol)
+    if stop == len(hba.lines) and missing:
+        if chunks and not chunks[-1].endswith("\n"):
+            chunks[-1] += eol
+        insert_guard()
+        changed = True
+    if not changed:
+        return hba, False
+    return parse_hba("".join(chunks), hba.path), True
+
+
+def set_client_auth(
+    hba: HbaFile,
+    mode: Literal["none", "verify-full", "cert"],
+    map_name: str | None = None,
+) -> tuple[HbaFile, bool]:
+    """Require client certificates on ``hostssl`` rules that use a password method; idempotent.
+
+    ``verify-full`` adds ``clientcert=verify-full`` (upgrading ``verify-ca``) and keeps the password check;
+    ``cert`` replaces the method with ``cert`` (plus ``map=NAME``), dropping any ``clientcert`` option since
+    ``cert`` implies it; ``none`` changes nothing. Replication rules are treated alike; ``host``,
+    ``hostnossl``, ``local`` and non-password rules are left alone (run ``require_tls`` first). ``map_name``
+    is only valid with ``cert``: PostgreSQL refuses ``map`` with password methods.
+    """
+    if mode not in ("none", "verify-full", "cert"):
+        raise ValueError(f"unknown client authentication mode {mode!r}")
+    if map_name is not None and mode != "cert":
+        raise ValueError("map_name only applies to mode 'cert'")
+    if mode == "none":
+        return hba, False
+    chunks: list[str] = []
+    changed = False
+    for ln in hba.lines:
+        if not (
+            isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOSTSSL and ln.method in PASSWORD_METHODS
+        ):
+            chunks.append(ln.raw + ln.eol)
+            continue
+        toks = tokenize(ln.raw, ln.lineno, hba.path).tokens
+        method_idx = next(i for i, t in enumerate(toks) if t.field == (5 if ln.netmask is not None else 4))
+        cert_idx = [i for i, t in enumerate(toks) if i > method_idx and t.value.startswith("clientcert=")]
+        edits: dict[int, str | None] = {}
+        append: list[str] = []
+        if mode == "verify-full":
+            if ln.option("clientcert") == "verify-full":
+                chunks.append(ln.raw + ln.eol)
+                continue
+            if cert_idx:
+                edits = {i: None for i in cert_idx[:-1]}
+                edits[cert_idx[-1]] = "clientcert=verify-full"
+            else:
+                append.append("clientcert=verify-full")
+        else:
+            edits = {method_idx: "cert", **{i: None for i in cert_idx}}
+            if map_name is not None:
+                append.append(f"map={quote_token(map_name)}")
+        chunks.append(edit_line(ln.raw, edits, append) + ln.eol)
+        changed = True
+    if not changed:
+        return hba, False
+    return parse_hba("".join(chunks), hba.path), True
