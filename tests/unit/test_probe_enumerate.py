@@ -89,6 +89,11 @@ def fake_postgres(
 
     def handle(conn: socket.socket) -> None:
         conn.settimeout(5)
+        if mode == "ssh":
+            # An SSH server greets first; its banner starts with the byte of an 'S' answer.
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n")
+            state.stop.wait(2)
+            return
         if mode != "direct" and len(conn.recv(8)) != 8:
             return
         if mode == "stall":
@@ -236,6 +241,17 @@ def test_bad_peers_become_errors(mode: str, message: str) -> None:
     assert result.connections == 1
     assert not result.complete and message in str(result.errors[0])
     assert result.errors[0].port == server.port
+
+
+def test_ssh_banner_is_not_postgresql_nor_bytes_after_s() -> None:
+    # "SSH-2.0-..." starts with 'S': read as an answer byte, the rest would look like the CVE-2021-23222
+    # injection. The one classifier of SSLRequest answers knows the banner.
+    with fake_postgres(None, mode="ssh") as server:
+        result = enumerate_tls("127.0.0.1", server.port, timeout=2)
+    assert result.connections == 1
+    assert "not a PostgreSQL answer" in str(result.errors[0]), result.errors
+    assert "SSH-2.0" in str(result.errors[0])
+    assert "unencrypted data" not in str(result.errors[0])
 
 
 def test_tls_garbage_is_an_error() -> None:
