@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pgbatten.findings import SEVERITY_ORDER
-from pgbatten.probe.check import GRADES, NOT_GRADED, CheckResult, result_to_json
+from pgbatten.probe.grading import GRADES
+from pgbatten.probe.result import NOT_GRADED, CheckResult, result_to_json
 
 _SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 

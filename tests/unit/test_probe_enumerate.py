@@ -18,16 +18,10 @@ from pathlib import Path
 import pytest
 
 from pgbatten.probe.cipher_suites import CIPHER_SUITES, GROUP_BY_NAME, TLS13_SUITES, group_name
-from pgbatten.probe.enumerate import (
-    HelloJob,
-    Outcome,
-    Verdict,
-    aggregate,
-    enumerate_tls,
-    probe_direct_ssl,
-    run_enumeration,
-)
-from pgbatten.probe.tlsraw import AnswerKind, ServerAnswer, TlsVersion
+from pgbatten.probe.enumerate import direct_ssl_probe, enumerate_tls, summarize
+from pgbatten.probe.enumeration_plan import HelloJob, Outcome, Verdict, run_enumeration
+from pgbatten.probe.tlsraw import AnswerKind, ServerAnswer
+from pgbatten.probe.versions import TlsVersion
 from tests.unit.tls_helpers import write_self_signed
 
 ECDSA_PAIR = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305"
@@ -126,6 +120,11 @@ def fake_postgres(
         state.stop.set()
         thread.join(15)
         listener.close()
+
+
+def probe_direct_ssl(host: str, port: int, timeout: float) -> bool | None:
+    """Direct SSL supported? (True, False, or None when unreachable.)"""
+    return direct_ssl_probe(host, port, timeout=timeout).supported
 
 
 # --------------------------------------------------------------------------------------------- real OpenSSL
@@ -352,7 +351,7 @@ def test_simulated_tls13_arithmetic(
     legacy = (0xC02F, 0xC030, 0x009E, 0x002F)
     sim = SimServer((TlsVersion.TLSv1_2, TlsVersion.TLSv1_3), suites13 + legacy, groups, server_order)
     results = run_enumeration(sim.exchange)
-    summary = aggregate("sim", 1, results, direct_ssl=False, connections=len(sim.jobs), elapsed=0)
+    summary = summarize("sim", 1, results, direct_ssl=False, connections=len(sim.jobs), elapsed=0)
     assert set(summary.ciphers["TLSv1.3"]) == {CIPHER_SUITES[s].name for s in suites13}
     assert set(summary.groups_by_protocol["TLSv1.3"]) == {group_name(g) for g in groups}
     assert set(summary.ciphers["TLSv1.2"]) == {CIPHER_SUITES[s].name for s in legacy}
@@ -372,7 +371,7 @@ def test_simulated_tls13_arithmetic(
 
 def test_server_naming_a_group_never_offered_cannot_make_the_plans_spin() -> None:
     """A broken TLS 1.3 server that always names x25519, offered or not: the enumeration must end."""
-    from pgbatten.probe.enumerate import judge
+    from pgbatten.probe.enumeration_plan import judge
 
     jobs: list[HelloJob] = []
 
@@ -399,7 +398,7 @@ def test_server_naming_a_group_never_offered_cannot_make_the_plans_spin() -> Non
 
 def test_tls12_server_inventing_groups_ends_the_group_probes() -> None:
     """A TLS 1.2 server that answers each hello with a new group nobody offered: no endless group probing."""
-    from pgbatten.probe.enumerate import judge
+    from pgbatten.probe.enumeration_plan import judge
 
     jobs: list[HelloJob] = []
     suite = 0xC02F  # ECDHE-RSA-AES128-GCM-SHA256

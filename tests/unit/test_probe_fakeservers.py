@@ -25,7 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pgbatten.probe import check_target, exit_status, result_to_json
-from pgbatten.probe.tls import locally_testable, make_context, open_pg_tls, probe_plaintext
+from pgbatten.probe.plaintext import probe_plaintext
+from pgbatten.probe.tls import locally_testable, make_context, open_pg_tls
+from pgbatten.probe.versions import TlsVersion
 from pgbatten.probe.wire import SSL_REQUEST_CODE, Target
 
 SERVER_IO_TIMEOUT = 5.0
@@ -295,7 +297,7 @@ def test_tls_server_wrong_ca_and_name(pki: Pki, tmp_path: Path) -> None:
 
 
 def test_old_tls_versions_are_findings(pki: Pki) -> None:
-    if locally_testable(make_context(ssl.TLSVersion.TLSv1)) is not None:
+    if locally_testable(make_context(TlsVersion.TLSv1)) is not None:
         pytest.skip("local OpenSSL cannot offer TLS 1.0")
     behaviour = PgBehaviour(ssl_answer=b"S", tls=server_context(pki, minimum=ssl.TLSVersion.TLSv1))
     with serving(behaviour) as server:

@@ -17,9 +17,12 @@ from cryptography.x509.oid import NameOID
 from pgbatten import certfacts
 from pgbatten.errors import FileProblem
 from pgbatten.findings import Finding, Severity
-from pgbatten.probe import check
-from pgbatten.probe.check import GRADE_RULES, aggregate, exit_status, grade, result_to_json
-from pgbatten.probe.tls import HandshakeInfo, PlaintextResult, TlsScan, VersionAttempt, VersionStatus
+from pgbatten.probe import cert_findings, grading
+from pgbatten.probe.check import aggregate
+from pgbatten.probe.grading import GRADE_RULES, grade
+from pgbatten.probe.plaintext import PlaintextResult
+from pgbatten.probe.result import exit_status, result_to_json
+from pgbatten.probe.tls import HandshakeInfo, TlsScan, VersionAttempt, VersionStatus
 from pgbatten.probe.wire import PlaintextVerdict, SslAnswer, SslResponse, Target
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
@@ -70,8 +73,8 @@ def test_grade_rules(findings: list[Finding], kwargs: dict[str, object], expecte
 
 def test_rules_are_quotable() -> None:
     assert [g for g, _ in GRADE_RULES] == ["F", "C", "B", "A", "A+", "-"]
-    assert check.__doc__ is not None
-    assert "A+" in check.__doc__
+    assert grading.__doc__ is not None
+    assert "A+" in grading.__doc__
 
 
 # --------------------------------------------------------------------------------------------- aggregate
@@ -181,8 +184,8 @@ def test_weak_signature() -> None:
     # This OpenSSL will not sign with SHA-1, so describe such a certificate instead of building one.
     _, leaf = make_cert(sans=DNS, not_after=NOW + dt.timedelta(days=200))
     info = dataclasses.replace(certfacts.CertificateInfo.from_certificate(leaf), signature_hash="sha1")
-    assert check._certificate_findings(info, [], ca_given=False, now=NOW) == []
-    found = check.signature_findings([info])
+    assert cert_findings.certificate_findings(info, [], ca_given=False, now=NOW) == []
+    found = cert_findings.signature_findings([info])
     assert [x.id for x in found] == ["weak-signature"]
     assert found[0].cis is not None
 
@@ -307,6 +310,45 @@ def test_aggregate_survives_a_certificate_with_an_unloadable_key() -> None:
 
 
 def test_certificate_group_of_an_unloadable_key_is_unknown() -> None:
-    from pgbatten.probe.enumerate import _certificate_group
+    from pgbatten.probe.enumeration_plan import certificate_group
 
-    assert _certificate_group([_unknown_key_der()]) is None
+    assert certificate_group([_unknown_key_der()]) is None
+
+
+# --------------------------------------------------------------------------------------------- documentation
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_grade_and_finding_tables_are_the_rules() -> None:
+    """The README shows the tables the code generates from its rules, word for word."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert grading.grade_table_markdown() in readme
+    assert grading.finding_table_markdown() in readme
+    assert [g for g, _ in GRADE_RULES][:-1] == [*[r.grade for r in grading.CAPS], "A", "A+"]
+    assert grading.__doc__ is not None
+    for g, text in GRADE_RULES:
+        assert f"* {g} - {text}." in grading.__doc__
+
+
+def test_every_finding_id_emitted_is_catalogued_with_its_severity() -> None:
+    """Each ``Finding("id", "severity"`` in the outside check's sources is in FINDING_SEVERITIES, and back."""
+    import re
+
+    from pgbatten.probe.findings import FINDING_SEVERITIES
+
+    sources = [*(ROOT / "src/pgbatten/probe").glob("*.py"), ROOT / "src/pgbatten/audit/collect.py"]
+    emitted: dict[str, set[str]] = {}
+    for path in sources:
+        for fid, sev in re.findall(r'Finding\(\s*"([a-z0-9-]+)",\s*"(\w+)"', path.read_text()):
+            emitted.setdefault(fid, set()).add(sev)
+        # weak-dh picks its severity at run time
+        for fid in re.findall(r'Finding\(\s*"([a-z0-9-]+)",\s*"high" if', path.read_text()):
+            emitted.setdefault(fid, set()).update({"high", "medium"})
+    assert set(emitted) == set(FINDING_SEVERITIES)
+    for fid, sevs in emitted.items():
+        assert sevs == set(FINDING_SEVERITIES[fid]), fid
+
+
+def test_no_grade_d_or_e() -> None:
+    assert grading.GRADES == ("A+", "A", "B", "C", "F")

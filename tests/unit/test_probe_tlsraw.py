@@ -24,16 +24,9 @@ from pgbatten.probe.cipher_suites import (
     candidates_for,
     suite_name,
 )
-from pgbatten.probe.tlsraw import (
-    HRR_RANDOM,
-    AnswerKind,
-    TlsDecodeError,
-    TlsVersion,
-    build_client_hello,
-    generate_key_shares,
-    parse_client_hello,
-    parse_server_response,
-)
+from pgbatten.probe.client_hello import build_client_hello, generate_key_shares, parse_client_hello
+from pgbatten.probe.tlsraw import HRR_RANDOM, AnswerKind, TlsDecodeError, parse_server_response
+from pgbatten.probe.versions import TlsVersion
 from tests.unit.tls_helpers import write_self_signed
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -88,7 +81,7 @@ def _ask_openssl(ctx: ssl.SSLContext, hello: bytes) -> bytes:
     data = b""
     with listener, socket.create_connection(listener.getsockname(), timeout=5) as sock:
         sock.sendall(hello)
-        while parse_server_response(data).need_more:
+        while not parse_server_response(data).complete:
             chunk = sock.recv(65536)
             if not chunk:
                 break
@@ -194,7 +187,7 @@ def test_parse_synthetic_tls12_flight() -> None:
     assert answer.consumed == len(data)
     # every proper prefix is "need more", never an error
     for cut in range(len(data)):
-        assert parse_server_response(data[:cut]).need_more
+        assert not parse_server_response(data[:cut]).complete
 
 
 def test_parse_split_records_and_dhe() -> None:

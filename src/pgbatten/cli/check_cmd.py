@@ -80,8 +80,9 @@ def check_cmd(
     from pgbatten.certfacts import load_pem_file
     from pgbatten.errors import UsageError
     from pgbatten.probe import check_target, exit_status, parse_target
-    from pgbatten.probe.check import CheckResult, with_findings
     from pgbatten.probe.fleet import read_targets_file, run_fleet
+    from pgbatten.probe.grading import with_findings
+    from pgbatten.probe.result import CheckResult
     from pgbatten.probe.wire import Target
     from pgbatten.report import check_json, print_check, print_summary, progress_bar
 

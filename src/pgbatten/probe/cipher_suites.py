@@ -362,7 +362,6 @@ CIPHER_SUITES: Mapping[int, CipherSuite] = MappingProxyType(
 BY_NAME: Mapping[str, CipherSuite] = MappingProxyType({s.name: s for s in CIPHER_SUITES.values()})
 
 TLS13_SUITES: tuple[int, ...] = tuple(c for c, s in CIPHER_SUITES.items() if s.tls13)
-LEGACY_SUITES: tuple[int, ...] = tuple(c for c, s in CIPHER_SUITES.items() if not s.tls13)
 
 
 def suite_name(code: int) -> str:
@@ -436,7 +435,6 @@ NAMED_GROUPS: Mapping[int, str] = MappingProxyType(
 GROUP_BY_NAME: Mapping[str, int] = MappingProxyType({v: k for k, v in NAMED_GROUPS.items()})
 
 X25519, X448, SECP256R1, SECP384R1, SECP521R1 = 29, 30, 23, 24, 25
-FFDHE_GROUPS: tuple[int, ...] = (256, 257, 258, 259, 260)
 EC_GROUPS: tuple[int, ...] = tuple(g for g in NAMED_GROUPS if g < 256)
 """Groups usable for ECDHE in TLS 1.0-1.2 (RFC 8422); TLS 1.2 DHE never negotiates via supported_groups."""
 

@@ -1,6 +1,9 @@
 """The finding catalogue of ``pgbatten check``: what each observation means, how bad it is, how to fix it.
 
-Pure functions from observations (an enumeration, a certificate chain) to :class:`Finding` lists; no I/O.
+Pure functions from observations (the SSLRequest answer and handshakes, the plaintext probes, an
+enumeration) to :class:`Finding` lists; no I/O. The certificate's findings are in
+:mod:`probe.cert_findings`. :data:`FINDING_SEVERITIES` lists every id either module emits; the README's
+finding table is generated from it (with :mod:`probe.grading`).
 ``fix`` is the exact pgbatten command where there is one (``DIR`` stands for the cluster's data directory,
 ``NAME`` for the host clients use). ``cis`` cites the CIS PostgreSQL Benchmark recommendation that covers
 the finding; only sections checked against the published benchmarks are cited, otherwise it stays None.
@@ -10,8 +13,55 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pgbatten.findings import Finding
+from pgbatten.findings import Finding, Severity
+from pgbatten.probe import wire
 from pgbatten.probe.cipher_suites import BY_NAME, GROUP_BY_NAME, CipherSuite, Rating
+from pgbatten.probe.enumerate import TlsEnumeration
+from pgbatten.probe.plaintext import PlaintextResult
+from pgbatten.probe.tls import TlsScan, VersionStatus
+from pgbatten.probe.versions import TlsVersion
+
+FINDING_SEVERITIES: Mapping[str, tuple[Severity, ...]] = {
+    # the SSLRequest answer, the handshakes and the plaintext probes
+    "plaintext-accepted": ("critical",),
+    "tls-not-supported": ("critical",),
+    "tls-handshake-failed": ("critical",),
+    "bytes-after-ssl-response": ("high",),
+    "not-postgresql": ("high",),
+    "tls-handshake-incomplete": ("high",),
+    "plaintext-undetermined": ("low",),
+    "tls-scan-incomplete": ("low",),
+    "enumeration-incomplete": ("low",),
+    "audit-deadline": ("low",),
+    "version-not-testable": ("info",),
+    "direct-ssl-supported": ("info",),
+    # protocols, suites and groups
+    "ssl3-accepted": ("critical",),
+    "tls10-accepted": ("high",),
+    "tls11-accepted": ("medium",),
+    "tls13-not-supported": ("low",),
+    "cipher-insecure": ("high",),
+    "cipher-no-forward-secrecy": ("medium",),
+    "cipher-non-aead": ("medium",),
+    "weak-groups": ("medium",),
+    "weak-dh": ("high", "medium"),
+    "server-preference-not-enforced": ("info",),
+    # the certificate (probe.cert_findings)
+    "cert-expired": ("high",),
+    "cert-not-yet-valid": ("high",),
+    "hostname-mismatch": ("high",),
+    "untrusted-issuer": ("high",),
+    "weak-key": ("high",),
+    "weak-signature": ("high",),
+    "chain-incomplete": ("medium",),
+    "chain-misordered": ("medium",),
+    "cert-expires-soon": ("medium",),
+    "cert-self-signed": ("low",),
+    # the server-side audit (check --dsn) when it cannot run
+    "server-audit-failed": ("high",),
+    "server-audit-incomplete": ("low",),
+}
+"""Every finding id of the outside check, with the severities it can have."""
 
 # CIS PostgreSQL Benchmark sections (numbering as in the 13-18 benchmarks; 6.9's title changed in 17).
 CIS_TLS = "CIS PostgreSQL 16 Benchmark 6.8: Ensure TLS is enabled and configured correctly"
@@ -207,18 +257,151 @@ def direct_ssl_findings(supported: bool | None) -> list[Finding]:
     ]
 
 
+# --------------------------------------------------------------------------------------------- the session
+
+
+def not_postgresql(detail: str) -> Finding:
+    """The target answered SSLRequest with something no PostgreSQL server sends."""
+    return Finding("not-postgresql", "high", "Target does not speak the PostgreSQL protocol", detail)
+
+
+def audit_deadline(detail: str) -> Finding:
+    """The per-target deadline cut the audit short."""
+    return Finding("audit-deadline", "low", "The audit of this target ran out of time", detail)
+
+
+def plaintext_findings(plaintext: PlaintextResult | None) -> list[Finding]:
+    """What the unencrypted login attempt showed."""
+    if plaintext is None:
+        return []
+    if plaintext.verdict is None:
+        return [
+            Finding(
+                "plaintext-undetermined",
+                "low",
+                "Could not tell whether plaintext logins are accepted",
+                plaintext.error or "no answer",
+            )
+        ]
+    if plaintext.verdict.accepted is True:
+        return [
+            Finding(
+                "plaintext-accepted",
+                "critical",
+                "Server accepts unencrypted logins",
+                plaintext.verdict.reason,
+                FIX_SECURE,
+                CIS_TLS,
+            )
+        ]
+    if plaintext.verdict.accepted is None:
+        return [
+            Finding(
+                "plaintext-undetermined",
+                "low",
+                "Could not tell whether plaintext logins are accepted",
+                plaintext.verdict.reason,
+            )
+        ]
+    return []
+
+
+def _attempts_detail(scan: TlsScan, *, only_with_detail: bool = False) -> str:
+    return "; ".join(f"{a.version}: {a.detail}" for a in scan.attempts if a.detail or not only_with_detail)
+
+
+def tls_findings(scan: TlsScan, protocols: Sequence[str], full: bool) -> list[Finding]:
+    """The SSLRequest answer, bytes after it, the handshakes and the protocol versions accepted."""
+    out: list[Finding] = []
+    resp = scan.ssl_response
+    if scan.extra_after_s:
+        out.append(
+            Finding(
+                "bytes-after-ssl-response",
+                "high",
+                "Unencrypted bytes followed the server's answer to SSLRequest",
+                f"{len(scan.extra_after_s)} bytes arrived before the TLS handshake: "
+                f"{wire.printable_preview(scan.extra_after_s)!r}. "
+                "Clients without the CVE-2021-23222 fix would treat them as if they came over TLS; "
+                "this suggests a man in the middle or a broken proxy.",
+                "find what sits between client and server on this path",
+            )
+        )
+    if resp is not None and resp.answer in (wire.SslAnswer.REFUSED, wire.SslAnswer.ERROR):
+        out.append(
+            Finding(
+                "tls-not-supported", "critical", "Server does not offer TLS", resp.detail, FIX_SECURE, CIS_TLS
+            )
+        )
+        return out
+    if resp is not None and resp.answer is wire.SslAnswer.ACCEPTED and not protocols:
+        out.append(
+            Finding(
+                "tls-handshake-failed",
+                "critical",
+                "Server says it accepts TLS, but no handshake succeeded",
+                scan.stalled or _attempts_detail(scan) or "no handshake",
+                None,
+                CIS_TLS,
+            )
+        )
+    elif scan.stalled:
+        out.append(
+            Finding("tls-scan-incomplete", "low", "Not every TLS version could be tried", scan.stalled)
+        )
+    elif full and protocols and scan.best is None:
+        modern = {v.label for v in (TlsVersion.TLSv1_2, TlsVersion.TLSv1_3)}
+        if any(p in modern for p in protocols):
+            out.append(
+                Finding(
+                    "tls-handshake-incomplete",
+                    "high",
+                    "Server picks TLS 1.2/1.3 suites, but a libpq-like client cannot complete a handshake",
+                    _attempts_detail(scan, only_with_detail=True) or "handshake failed",
+                )
+            )
+    out += protocol_findings(protocols)
+    for a in scan.attempts:
+        if a.status is VersionStatus.NOT_TESTABLE:
+            out.append(Finding("version-not-testable", "info", f"{a.version} could not be tried", a.detail))
+    return out
+
+
+def enumeration_findings(enum: TlsEnumeration) -> list[Finding]:
+    """Suites, groups and preference from the enumeration, and whether it finished."""
+    out = cipher_findings(enum.ciphers)
+    out += group_findings(enum.groups, enum.dh_prime_bits)
+    out += preference_findings(enum.server_preference)
+    if enum.errors:
+        out.append(
+            Finding(
+                "enumeration-incomplete",
+                "low",
+                "The cipher-suite enumeration stopped early",
+                "; ".join(e.reason for e in enum.errors),
+            )
+        )
+    return out
+
+
 __all__ = [
     "CIS_CIPHERS",
     "CIS_OLD_TLS",
     "CIS_TLS",
     "CIS_TLS13",
+    "FINDING_SEVERITIES",
     "FIX_SECURE",
     "FIX_TLS12",
     "FIX_TLS13",
+    "audit_deadline",
     "cipher_findings",
     "direct_ssl_findings",
+    "enumeration_findings",
     "fix_host",
     "group_findings",
+    "not_postgresql",
+    "plaintext_findings",
     "preference_findings",
     "protocol_findings",
+    "tls_findings",
 ]

@@ -1,10 +1,10 @@
-"""Raw TLS bytes for enumeration: build our own ClientHello, read the server's first flight. No I/O.
+"""Raw TLS bytes for enumeration: read the server's first flight. No I/O.
 
 Python's :mod:`ssl` cannot choose TLS 1.3 suites nor offer TLS 1.0/1.1 against today's OpenSSL, and a full
 handshake per probe is wasted work: the server's first answer (ServerHello, HelloRetryRequest or an
 alert) already says which version, suite and group it picked. So the scanner writes the ClientHello
-itself and stops reading once that answer, plus for TLS <= 1.2 the cleartext Certificate and
-ServerKeyExchange of the same flight, is in hand.
+itself (:mod:`probe.client_hello`) and stops reading once that answer, plus for TLS <= 1.2 the cleartext
+Certificate and ServerKeyExchange of the same flight, is in hand.
 
 Everything the server sends is untrusted. :func:`parse_server_response` either returns a
 :class:`ServerAnswer` (possibly ``kind == INCOMPLETE``: keep reading) or raises :class:`TlsDecodeError`;
@@ -14,52 +14,13 @@ it never raises anything else, whatever the bytes.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import os
-import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from types import MappingProxyType
 
-from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from pgbatten.errors import ProbeError
-from pgbatten.probe.cipher_suites import (
-    CIPHER_SUITES,
-    SECP256R1,
-    SECP384R1,
-    SECP521R1,
-    SIGNATURE_SCHEMES,
-    X448,
-    X25519,
-)
-
-
-class TlsVersion(IntEnum):
-    """Protocol versions by wire value; :attr:`label` uses PostgreSQL's/OpenSSL's spelling."""
-
-    SSLv3 = 0x0300
-    TLSv1 = 0x0301
-    TLSv1_1 = 0x0302
-    TLSv1_2 = 0x0303
-    TLSv1_3 = 0x0304
-
-    @property
-    def label(self) -> str:
-        """``SSLv3``, ``TLSv1`` ... ``TLSv1.3``: the spelling of ``ssl_min_protocol_version``."""
-        return _VERSION_LABELS[self.value]
-
-
-_VERSION_LABELS: Mapping[int, str] = MappingProxyType(
-    {0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
-)
-
-
-def version_label(value: int) -> str:
-    """Label of a wire version, including ones outside :class:`TlsVersion` (``0x7f1c``)."""
-    return _VERSION_LABELS.get(value, f"0x{value:04x}")
+from pgbatten.probe.cipher_suites import CIPHER_SUITES
 
 
 class TlsDecodeError(ProbeError):
@@ -121,11 +82,11 @@ HRR_RANDOM = hashlib.sha256(b"HelloRetryRequest").digest()
 """RFC 8446 4.1.3: a ServerHello with this random is a HelloRetryRequest."""
 
 # Record content types, handshake message types and extension numbers used here.
-_CT_CCS, _CT_ALERT, _CT_HANDSHAKE, _CT_APPDATA = 20, 21, 22, 23
-_HS_CLIENT_HELLO, _HS_SERVER_HELLO, _HS_CERTIFICATE, _HS_SKE, _HS_CERT_REQ, _HS_DONE = 1, 2, 11, 12, 13, 14
-_EXT_SNI, _EXT_GROUPS, _EXT_POINT_FORMATS, _EXT_SIGALGS, _EXT_ALPN = 0, 10, 11, 13, 16
-_EXT_SUPPORTED_VERSIONS, _EXT_PSK_MODES, _EXT_KEY_SHARE, _EXT_RENEGOTIATION = 43, 45, 51, 0xFF01
-_SCSV_RENEGOTIATION = 0x00FF
+CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 20, 21, 22, 23
+HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_CERTIFICATE, HS_SKE, HS_CERT_REQ, HS_DONE = 1, 2, 11, 12, 13, 14
+EXT_SNI, EXT_GROUPS, EXT_POINT_FORMATS, EXT_SIGALGS, EXT_ALPN = 0, 10, 11, 13, 16
+EXT_SUPPORTED_VERSIONS, EXT_PSK_MODES, EXT_KEY_SHARE, EXT_RENEGOTIATION = 43, 45, 51, 0xFF01
+SCSV_RENEGOTIATION = 0x00FF
 
 _MAX_RECORD = 2**14 + 2048
 """RFC 5246 6.2.3: the largest ciphertext record; anything longer is not TLS."""
@@ -135,130 +96,12 @@ _MAX_FLIGHT = _MAX_HANDSHAKE + 2**14
 """Bytes of whole records, headers and change-cipher-spec included, before the answer must be complete."""
 
 
-# --------------------------------------------------------------------------------------------- build
+# --------------------------------------------------------------------------------------------- reading
 
 
-def _u8(n: int) -> bytes:
-    return struct.pack("!B", n)
-
-
-def _u16(n: int) -> bytes:
-    return struct.pack("!H", n)
-
-
-def _u24(n: int) -> bytes:
-    return struct.pack("!I", n)[1:]
-
-
-def _vec8(b: bytes) -> bytes:
-    return _u8(len(b)) + b
-
-
-def _vec16(b: bytes) -> bytes:
-    return _u16(len(b)) + b
-
-
-def _ext(kind: int, body: bytes) -> bytes:
-    return _u16(kind) + _vec16(body)
-
-
-def _is_dns_name(name: str) -> bool:
-    # RFC 6066 3: literal IP addresses are not permitted in server_name.
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return bool(name) and name.isascii()
-    return False
-
-
-def build_client_hello(
-    *,
-    version: TlsVersion,
-    cipher_suites: Sequence[int],
-    groups: Sequence[int],
-    server_name: str | None,
-    alpn: Sequence[bytes] = (),
-    key_shares: Mapping[int, bytes] | None = None,
-    session_id: bytes | None = None,
-) -> bytes:
-    """A complete TLS record carrying one ClientHello that offers exactly ``version``.
-
-    TLS 1.3 is offered the RFC 8446 way (legacy_version 0x0303 plus a supported_versions extension listing
-    only 1.3) with ``key_shares`` (group -> public key; empty or None sends an empty key_share list, which
-    makes a server that accepts any offered group answer with a HelloRetryRequest naming its choice).
-    SSLv3 gets no extensions and signals secure renegotiation with the SCSV; TLS 1.0-1.2 use the
-    renegotiation_info extension. TLS_FALLBACK_SCSV is never sent: probing an old version on purpose is
-    not a fallback, and the server would answer inappropriate_fallback instead of telling us the truth.
-    """
-    if not cipher_suites:
-        raise ValueError("a ClientHello needs at least one cipher suite")
-    tls13 = version >= TlsVersion.TLSv1_3
-    ssl3 = version == TlsVersion.SSLv3
-    suites = list(cipher_suites)
-    if ssl3:
-        suites.append(_SCSV_RENEGOTIATION)
-    sid = os.urandom(32) if session_id is None else session_id
-    body = bytearray()
-    body += _u16(min(int(version), 0x0303))
-    body += os.urandom(32)
-    body += _vec8(sid)
-    body += _vec16(b"".join(_u16(s) for s in suites))
-    body += _vec8(b"\x00")  # null compression only: CRIME
-    if not ssl3:
-        exts = bytearray()
-        if server_name is not None and _is_dns_name(server_name):
-            host = server_name.encode("ascii")
-            exts += _ext(_EXT_SNI, _vec16(b"\x00" + _vec16(host)))
-        if groups:
-            exts += _ext(_EXT_GROUPS, _vec16(b"".join(_u16(g) for g in groups)))
-        if not tls13:
-            exts += _ext(_EXT_POINT_FORMATS, _vec8(b"\x00"))
-        if version >= TlsVersion.TLSv1_2:
-            # RFC 5246 7.4.1.4.1: a TLS <= 1.1 client must not send signature_algorithms.
-            exts += _ext(_EXT_SIGALGS, _vec16(b"".join(_u16(s) for s in SIGNATURE_SCHEMES)))
-        if alpn:
-            exts += _ext(_EXT_ALPN, _vec16(b"".join(_vec8(p) for p in alpn)))
-        if tls13:
-            exts += _ext(_EXT_SUPPORTED_VERSIONS, _vec8(_u16(0x0304)))
-            exts += _ext(_EXT_PSK_MODES, _vec8(b"\x01"))
-            shares = b"".join(_u16(g) + _vec16(k) for g, k in (key_shares or {}).items())
-            exts += _ext(_EXT_KEY_SHARE, _vec16(shares))
-        else:
-            exts += _ext(_EXT_RENEGOTIATION, _vec8(b""))
-        body += _vec16(bytes(exts))
-    handshake = _u8(_HS_CLIENT_HELLO) + _u24(len(body)) + bytes(body)
-    # Old servers reject a first record version above 0x0301; 1.0 is what every real client sends.
-    record_version = 0x0300 if ssl3 else 0x0301
-    return _u8(_CT_HANDSHAKE) + _u16(record_version) + _vec16(handshake)
-
-
-def generate_key_shares(groups: Sequence[int]) -> dict[int, bytes]:
-    """Fresh public keys for those of ``groups`` that :mod:`cryptography` can make (X25519/X448/NIST).
-
-    The private halves are dropped: the scanner never finishes a handshake.
-    """
-    shares: dict[int, bytes] = {}
-    for group in groups:
-        if group == X25519:
-            shares[group] = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
-        elif group == X448:
-            shares[group] = x448.X448PrivateKey.generate().public_key().public_bytes_raw()
-        elif group in _NIST_CURVES:
-            key = ec.generate_private_key(_NIST_CURVES[group]()).public_key()
-            shares[group] = key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-    return shares
-
-
-_NIST_CURVES: Mapping[int, type[ec.EllipticCurve]] = MappingProxyType(
-    {SECP256R1: ec.SECP256R1, SECP384R1: ec.SECP384R1, SECP521R1: ec.SECP521R1}
-)
-
-
-# --------------------------------------------------------------------------------------------- parse
-
-
-class _Reader:
-    """Bounds-checked cursor: every short read becomes a TlsDecodeError naming what was being read."""
+class Reader:
+    """Bounds-checked cursor over untrusted bytes: every short read becomes a TlsDecodeError naming what was
+    being read."""
 
     def __init__(self, data: bytes, what: str) -> None:
         self.data = data
@@ -299,7 +142,7 @@ class _Reader:
         found: dict[int, bytes] = {}
         if self.left == 0:
             return found
-        block = _Reader(self.vec16("extensions"), self.what)
+        block = Reader(self.vec16("extensions"), self.what)
         while block.left:
             kind = block.u16("extension type")
             if kind in found:
@@ -308,6 +151,9 @@ class _Reader:
         if self.left:
             raise TlsDecodeError(f"{self.left} stray bytes after {self.what}")
         return found
+
+
+# --------------------------------------------------------------------------------------------- server answer
 
 
 class AnswerKind(StrEnum):
@@ -349,21 +195,11 @@ class ServerAnswer:
     notes: tuple[str, ...] = field(default=())
 
     @property
-    def need_more(self) -> bool:
-        """True while reading further bytes could still change the answer."""
-        return not self.complete
-
-    @property
     def alert_name(self) -> str | None:
         """IANA name of the alert description, ``alert_NN`` for unknown ones, None without an alert."""
         if self.alert_description is None:
             return None
         return ALERT_DESCRIPTIONS.get(self.alert_description, f"alert_{self.alert_description}")
-
-    @property
-    def chose_suite(self) -> bool:
-        """The server picked a suite (ServerHello or HRR), whether or not something failed later."""
-        return self.kind in (AnswerKind.SERVER_HELLO, AnswerKind.HELLO_RETRY_REQUEST)
 
 
 @dataclass
@@ -420,15 +256,15 @@ def parse_server_response(data: bytes) -> ServerAnswer:
     handshake = bytearray()
     while not flight.complete:
         if len(data) - pos < 5:
-            if pos == 0 and data and data[0] not in (_CT_ALERT, _CT_HANDSHAKE):
+            if pos == 0 and data and data[0] not in (CT_ALERT, CT_HANDSHAKE):
                 raise TlsDecodeError(_describe_non_tls(data[:8]))
             break
-        ctype, major, _minor, length = data[pos], data[pos + 1], data[pos + 2], _be16(data, pos + 3)
-        if ctype not in (_CT_CCS, _CT_ALERT, _CT_HANDSHAKE, _CT_APPDATA) or major != 3:
+        ctype, major, _minor, length = data[pos], data[pos + 1], data[pos + 2], be16(data, pos + 3)
+        if ctype not in (CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA) or major != 3:
             if pos == 0:
                 raise TlsDecodeError(_describe_non_tls(data[:8]))
             raise TlsDecodeError(f"bad record header {data[pos : pos + 5].hex()} at offset {pos}")
-        if length > _MAX_RECORD or (length == 0 and ctype != _CT_APPDATA):
+        if length > _MAX_RECORD or (length == 0 and ctype != CT_APPDATA):
             raise TlsDecodeError(f"record length {length} is not valid TLS")
         if len(data) - pos - 5 < length:
             break
@@ -437,7 +273,7 @@ def parse_server_response(data: bytes) -> ServerAnswer:
         if pos > _MAX_FLIGHT:
             # Records that add nothing (change-cipher-spec, HelloRequest) would otherwise never end it.
             raise TlsDecodeError(f"first flight larger than {_MAX_FLIGHT} bytes")
-        if ctype == _CT_ALERT:
+        if ctype == CT_ALERT:
             if len(fragment) != 2:
                 raise TlsDecodeError(f"alert record of {len(fragment)} bytes (expected 2)")
             flight.alert = (fragment[0], fragment[1])
@@ -446,21 +282,17 @@ def parse_server_response(data: bytes) -> ServerAnswer:
             else:
                 flight.notes.append(f"alert {_alert_text(fragment[1])} after the server's hello")
             flight.complete = True
-        elif ctype == _CT_HANDSHAKE:
+        elif ctype == CT_HANDSHAKE:
             handshake += fragment
             if len(handshake) > _MAX_HANDSHAKE:
                 raise TlsDecodeError(f"first flight larger than {_MAX_HANDSHAKE} bytes")
             _consume_handshake(handshake, flight)
-        elif ctype == _CT_APPDATA:
+        elif ctype == CT_APPDATA:
             if flight.kind is AnswerKind.INCOMPLETE:
                 raise TlsDecodeError("encrypted data before any ServerHello")
             flight.complete = True
         # Change-cipher-spec records (TLS 1.3 middlebox compatibility) carry nothing for us.
     return flight.answer(pos)
-
-
-def _be16(data: bytes, at: int) -> int:
-    return (data[at] << 8) | data[at + 1]
 
 
 def _alert_text(description: int) -> str:
@@ -476,7 +308,7 @@ def _consume_handshake(buf: bytearray, flight: _Flight) -> None:
             return
         body = bytes(buf[4 : 4 + hlen])
         del buf[: 4 + hlen]
-        if htype == _HS_SERVER_HELLO:
+        if htype == HS_SERVER_HELLO:
             if flight.kind is not AnswerKind.INCOMPLETE:
                 raise TlsDecodeError("second ServerHello in one flight")
             _server_hello(body, flight)
@@ -484,18 +316,18 @@ def _consume_handshake(buf: bytearray, flight: _Flight) -> None:
             if htype == 0:
                 continue  # HelloRequest: legal noise before the ServerHello
             raise TlsDecodeError(f"handshake message type {htype} before the ServerHello")
-        elif htype == _HS_CERTIFICATE:
+        elif htype == HS_CERTIFICATE:
             flight.certificates = _certificate_list(body)
-        elif htype == _HS_SKE:
+        elif htype == HS_SKE:
             _server_key_exchange(body, flight)
-        elif htype == _HS_DONE:
+        elif htype == HS_DONE:
             flight.complete = True
-        elif htype != _HS_CERT_REQ:
+        elif htype != HS_CERT_REQ:
             flight.notes.append(f"unexpected handshake message type {htype} in the first flight")
 
 
 def _server_hello(body: bytes, flight: _Flight) -> None:
-    r = _Reader(body, "ServerHello")
+    r = Reader(body, "ServerHello")
     legacy_version = r.u16("version")
     random = r.take(32, "random")
     flight.session_id = r.vec8("session id")
@@ -505,21 +337,21 @@ def _server_hello(body: bytes, flight: _Flight) -> None:
     flight.extensions = tuple(exts)
     hrr = random == HRR_RANDOM
     version = legacy_version
-    if _EXT_SUPPORTED_VERSIONS in exts:
-        sv = _Reader(exts[_EXT_SUPPORTED_VERSIONS], "supported_versions")
+    if EXT_SUPPORTED_VERSIONS in exts:
+        sv = Reader(exts[EXT_SUPPORTED_VERSIONS], "supported_versions")
         version = sv.u16("selected version")
     if legacy_version >> 8 != 3 or version >> 8 != 3:
         raise TlsDecodeError(f"ServerHello version 0x{version:04x} is not SSL 3 / TLS")
     if compression != 0:
         flight.notes.append(f"server chose TLS compression method {compression} (CRIME)")
     flight.version = version
-    if _EXT_KEY_SHARE in exts:
-        ks = _Reader(exts[_EXT_KEY_SHARE], "key_share")
+    if EXT_KEY_SHARE in exts:
+        ks = Reader(exts[EXT_KEY_SHARE], "key_share")
         flight.group = ks.u16("group")
         if not hrr:
             ks.vec16("key exchange")
-    if _EXT_ALPN in exts:
-        names = _Reader(_Reader(exts[_EXT_ALPN], "ALPN").vec16("protocol list"), "ALPN")
+    if EXT_ALPN in exts:
+        names = Reader(Reader(exts[EXT_ALPN], "ALPN").vec16("protocol list"), "ALPN")
         flight.alpn = names.vec8("protocol")
     flight.kind = AnswerKind.HELLO_RETRY_REQUEST if hrr else AnswerKind.SERVER_HELLO
     # From TLS 1.3 on everything after the ServerHello is encrypted; an HRR ends the flight by definition.
@@ -527,8 +359,8 @@ def _server_hello(body: bytes, flight: _Flight) -> None:
 
 
 def _certificate_list(body: bytes) -> tuple[bytes, ...]:
-    r = _Reader(body, "Certificate")
-    chain = _Reader(r.vec24("certificate list"), "Certificate")
+    r = Reader(body, "Certificate")
+    chain = Reader(r.vec24("certificate list"), "Certificate")
     certs: list[bytes] = []
     while chain.left:
         certs.append(chain.vec24("certificate"))
@@ -539,7 +371,7 @@ def _server_key_exchange(body: bytes, flight: _Flight) -> None:
     suite = CIPHER_SUITES.get(flight.suite) if flight.suite is not None else None
     if suite is None:
         return
-    r = _Reader(body, "ServerKeyExchange")
+    r = Reader(body, "ServerKeyExchange")
     if suite.kex == "ECDHE":
         curve_type = r.u8("curve type")
         if curve_type == 3:  # named_curve; explicit curves (1, 2) have no group number
@@ -551,85 +383,6 @@ def _server_key_exchange(body: bytes, flight: _Flight) -> None:
         flight.dh_bits = len(prime) * 8 - (8 - prime[0].bit_length()) if prime else 0
 
 
-# --------------------------------------------------------------------------------------------- test aid
-
-
-@dataclass(frozen=True)
-class ClientHelloInfo:
-    """A parsed ClientHello: what fake servers in tests (and round-trip checks) need to see."""
-
-    legacy_version: int
-    record_version: int
-    session_id: bytes
-    cipher_suites: tuple[int, ...]
-    extensions: tuple[int, ...]
-    server_name: str | None
-    groups: tuple[int, ...]
-    supported_versions: tuple[int, ...]
-    key_shares: Mapping[int, bytes]
-    alpn: tuple[bytes, ...]
-    signature_schemes: tuple[int, ...]
-
-    @property
-    def max_version(self) -> int:
-        """The highest version offered, honouring supported_versions."""
-        return max(self.supported_versions) if self.supported_versions else self.legacy_version
-
-
-def parse_client_hello(data: bytes) -> ClientHelloInfo:
-    """Parse one ClientHello record (as built by :func:`build_client_hello`). Raises TlsDecodeError."""
-    if len(data) < 5 or data[0] != _CT_HANDSHAKE:
-        raise TlsDecodeError("not a handshake record")
-    record = _Reader(data, "ClientHello record")
-    record.take(1, "type")
-    record_version = record.u16("record version")
-    hs = _Reader(record.vec16("record"), "ClientHello")
-    if hs.u8("handshake type") != _HS_CLIENT_HELLO:
-        raise TlsDecodeError("handshake message is not a ClientHello")
-    r = _Reader(hs.vec24("ClientHello"), "ClientHello")
-    legacy_version = r.u16("version")
-    r.take(32, "random")
-    session_id = r.vec8("session id")
-    raw_suites = r.vec16("cipher suites")
-    suites = tuple(_be16(raw_suites, i) for i in range(0, len(raw_suites) - 1, 2))
-    r.vec8("compression methods")
-    exts = r.extensions()
-
-    def u16_list(raw: bytes) -> tuple[int, ...]:
-        return tuple(_be16(raw, i) for i in range(0, len(raw) - 1, 2))
-
-    server_name = None
-    if _EXT_SNI in exts:
-        sni = _Reader(_Reader(exts[_EXT_SNI], "SNI").vec16("names"), "SNI")
-        sni.u8("name type")
-        server_name = sni.vec16("host name").decode("ascii", "replace")
-    shares: dict[int, bytes] = {}
-    if _EXT_KEY_SHARE in exts:
-        ks = _Reader(_Reader(exts[_EXT_KEY_SHARE], "key_share").vec16("shares"), "key_share")
-        while ks.left:
-            group = ks.u16("group")
-            shares[group] = ks.vec16("key")
-    alpn: list[bytes] = []
-    if _EXT_ALPN in exts:
-        names = _Reader(_Reader(exts[_EXT_ALPN], "ALPN").vec16("list"), "ALPN")
-        while names.left:
-            alpn.append(names.vec8("protocol"))
-    return ClientHelloInfo(
-        legacy_version=legacy_version,
-        record_version=record_version,
-        session_id=session_id,
-        cipher_suites=suites,
-        extensions=tuple(exts),
-        server_name=server_name,
-        groups=u16_list(_Reader(exts[_EXT_GROUPS], "groups").vec16("list")) if _EXT_GROUPS in exts else (),
-        supported_versions=(
-            u16_list(_Reader(exts[_EXT_SUPPORTED_VERSIONS], "versions").vec8("list"))
-            if _EXT_SUPPORTED_VERSIONS in exts
-            else ()
-        ),
-        key_shares=MappingProxyType(shares),
-        alpn=tuple(alpn),
-        signature_schemes=(
-            u16_list(_Reader(exts[_EXT_SIGALGS], "sigalgs").vec16("list")) if _EXT_SIGALGS in exts else ()
-        ),
-    )
+def be16(data: bytes, at: int) -> int:
+    """The big-endian 16-bit value at ``at``."""
+    return (data[at] << 8) | data[at + 1]

@@ -25,7 +25,6 @@ PROTOCOL_VERSION_3_0 = 3 << 16
 
 SSL_REQUEST = struct.pack("!II", 8, SSL_REQUEST_CODE)
 GSSENC_REQUEST = struct.pack("!II", 8, GSSENC_REQUEST_CODE)
-TERMINATE = b"X" + struct.pack("!I", 4)
 
 MAX_MESSAGE_LENGTH = 64 * 1024
 """Upper bound on any backend message we read before TLS; a real pre-auth message is a few hundred bytes."""
@@ -63,6 +62,15 @@ class Target:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address literal (never sent as SNI, RFC 6066 3)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})$")
@@ -295,10 +303,19 @@ class SslResponse:
         return bool(self.extra) and self.answer in (SslAnswer.ACCEPTED, SslAnswer.REFUSED)
 
 
+_BANNERS = (b"SSH-",)
+"""Greetings of other services whose first byte happens to be a valid SSLRequest answer."""
+
+
 def classify_ssl_response(data: bytes) -> SslResponse:
     """Classify everything read after sending SSLRequest (the answer byte plus anything buffered)."""
     if not data:
         return SslResponse(SslAnswer.CLOSED, detail="connection closed without answering SSLRequest")
+    if data.startswith(_BANNERS):
+        # An SSH server greets every client with "SSH-2.0-...": its first byte is not an 'S' answer.
+        return SslResponse(
+            SslAnswer.UNEXPECTED, detail=f"not a PostgreSQL answer to SSLRequest: {printable_preview(data)!r}"
+        )
     first = data[:1]
     extra = data[1:]
     if first == b"S":

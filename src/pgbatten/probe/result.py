@@ -1,0 +1,194 @@
+"""What ``pgbatten check`` learned about one target, as a frozen value and as JSON; the exit status.
+
+:class:`CheckResult` is built by :func:`probe.check.aggregate` and graded by :mod:`probe.grading`;
+:func:`result_to_json` is the stable ``--json`` schema the README documents.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pgbatten.certfacts import CertificateInfo
+from pgbatten.findings import Finding, finding_to_json
+from pgbatten.probe import wire
+from pgbatten.probe.tls import VersionAttempt
+
+NOT_GRADED = "-"
+
+
+@dataclass(frozen=True)
+class VerifyFull:
+    """Would ``sslmode=verify-full`` succeed for ``host``? ``trusted`` is None when no ``--ca`` was given."""
+
+    host: str
+    name_ok: bool
+    name_reason: str
+    trusted: bool | None
+    trust_reason: str
+
+    @property
+    def ok(self) -> bool | None:
+        """True/False when decidable; None when the name fits but no CA was given to judge the chain."""
+        if not self.name_ok or self.trusted is False:
+            return False
+        return None if self.trusted is None else True
+
+    @property
+    def why(self) -> str:
+        """One line explaining :attr:`ok`."""
+        if not self.name_ok:
+            return self.name_reason
+        return self.trust_reason if self.trusted is not True else f"{self.name_reason}; {self.trust_reason}"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Everything ``pgbatten check`` learned about one target."""
+
+    target: wire.Target
+    reachable: bool
+    plaintext_accepted: bool | None
+    tls_supported: bool
+    protocols: tuple[str, ...]
+    cipher: str | None
+    certificate: CertificateInfo | None
+    verify_full: tuple[VerifyFull, ...]
+    findings: tuple[Finding, ...]
+    grade: str
+    connections_used: int
+    error: str | None = None
+    chain_complete: bool | None = None
+    """True: ends at a root, or at a certificate issued by the --ca given; None: cannot tell from outside."""
+    version_attempts: tuple[VersionAttempt, ...] = field(default_factory=tuple)
+    mode: Literal["quick", "full"] = "quick"
+    ciphers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Full audit: accepted IANA suite names per protocol, in the server's order when it enforces one."""
+    server_preference: Mapping[str, bool | None] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+    chain: tuple[CertificateInfo, ...] = ()
+    """Every certificate the server sent, leaf first."""
+    chain_in_order: bool | None = None
+    direct_ssl: bool | None = None
+    connections_by_step: Mapping[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def ungraded(
+        cls,
+        target: wire.Target,
+        error: str | None,
+        *,
+        reachable: bool = False,
+        connections: int = 0,
+        findings: tuple[Finding, ...] = (),
+        **extra: Any,
+    ) -> CheckResult:
+        """A target that could not be graded: unreachable, silent, not PostgreSQL, or an internal error."""
+        return cls(
+            target=target,
+            reachable=reachable,
+            plaintext_accepted=None,
+            tls_supported=False,
+            protocols=(),
+            cipher=None,
+            certificate=None,
+            verify_full=(),
+            findings=findings,
+            grade=NOT_GRADED,
+            connections_used=connections,
+            error=error,
+            **extra,
+        )
+
+
+# --------------------------------------------------------------------------------------------- JSON
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _cert_json(cert: CertificateInfo) -> dict[str, Any]:
+    return {
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "sans": list(cert.sans),
+        "key_type": cert.key_type,
+        "key_size": cert.key_size,
+        "signature_algorithm": cert.signature_algorithm,
+        "signature_hash": cert.signature_hash,
+        "not_before": _iso(cert.not_before),
+        "not_after": _iso(cert.not_after),
+        "self_signed": cert.self_signed,
+        "serial": cert.serial,
+        "sha256": cert.sha256,
+    }
+
+
+def result_to_json(result: CheckResult) -> dict[str, Any]:
+    """A JSON-ready dict; key names are a stable interface."""
+    cert = result.certificate
+    return {
+        "target": str(result.target),
+        "host": result.target.host,
+        "port": result.target.port,
+        "mode": result.mode,
+        "reachable": result.reachable,
+        "plaintext_accepted": result.plaintext_accepted,
+        "tls_supported": result.tls_supported,
+        "protocols": list(result.protocols),
+        "ciphers": {p: list(names) for p, names in result.ciphers.items()},
+        "server_preference": dict(result.server_preference),
+        "groups": list(result.groups),
+        "direct_ssl": result.direct_ssl,
+        "version_attempts": [
+            {"version": a.version, "status": str(a.status), "detail": a.detail}
+            for a in result.version_attempts
+        ],
+        "cipher": result.cipher,
+        "certificate": None if cert is None else _cert_json(cert),
+        "chain": [_cert_json(c) for c in result.chain],
+        "chain_complete": result.chain_complete,
+        "chain_in_order": result.chain_in_order,
+        "verify_full": {v.host: {"ok": v.ok, "why": v.why} for v in result.verify_full},
+        "findings": [finding_to_json(f) for f in result.findings],
+        "grade": result.grade,
+        "connections_used": result.connections_used,
+        "connections_by_step": dict(result.connections_by_step),
+        "elapsed_seconds": round(result.elapsed, 3),
+        "notes": list(result.notes),
+        "error": result.error,
+    }
+
+
+# --------------------------------------------------------------------------------------------- exit status
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_UNREACHABLE = 3
+
+
+def exit_status(results: Iterable[CheckResult]) -> int:
+    """3 if any target was unreachable, else 1 if any high or critical finding, else 0."""
+    collected = list(results)
+    if any(not r.reachable for r in collected):
+        return EXIT_UNREACHABLE
+    if any(f.severity in ("critical", "high") for r in collected for f in r.findings):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+__all__ = [
+    "EXIT_FINDINGS",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "NOT_GRADED",
+    "CheckResult",
+    "VerifyFull",
+    "exit_status",
+    "result_to_json",
+]
