@@ -3,7 +3,26 @@
 ``app`` holds the root group and the shared options; each ``*_cmd`` module adds one command family.
 """
 
-from pgbatten.cli import ca_cmd, cert_cmd, check_cmd, demo_cmd, renew_cmd, secure_cmd, status_cmd
+from pgbatten.cli import (
+    ca_cmd,
+    cert_cmd,
+    check_cmd,
+    demo_cmd,
+    renew_cmd,
+    schedule_cmd,
+    secure_cmd,
+    status_cmd,
+)
 from pgbatten.cli.app import main
 
-__all__ = ["ca_cmd", "cert_cmd", "check_cmd", "demo_cmd", "main", "renew_cmd", "secure_cmd", "status_cmd"]
+__all__ = [
+    "ca_cmd",
+    "cert_cmd",
+    "check_cmd",
+    "demo_cmd",
+    "main",
+    "renew_cmd",
+    "schedule_cmd",
+    "secure_cmd",
+    "status_cmd",
+]

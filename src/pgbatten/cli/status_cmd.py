@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from pgbatten.lifecycle.facts import ClusterRef
-    from pgbatten.lifecycle.status import CertificateView, ClusterView, CrlView, StatusReport
+    from pgbatten.lifecycle.views import CertificateView, ClusterView, CrlView, StatusReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 

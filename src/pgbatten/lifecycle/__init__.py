@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pgbatten.lifecycle.facts import ClusterRef, read_all
-from pgbatten.lifecycle.status import StatusReport, evaluate
+from pgbatten.lifecycle.status import evaluate
 from pgbatten.lifecycle.timeline import Thresholds
+from pgbatten.lifecycle.views import StatusReport
 
 
 def status(

@@ -12,7 +12,8 @@ from typing import Any
 
 from pgbatten.findings import finding_to_json
 from pgbatten.fsutil import atomic_write
-from pgbatten.lifecycle.status import (
+from pgbatten.lifecycle.timeline import LEVELS, OverlapStage
+from pgbatten.lifecycle.views import (
     CertificateView,
     ClusterView,
     CrlView,
@@ -20,7 +21,6 @@ from pgbatten.lifecycle.status import (
     ServedView,
     StatusReport,
 )
-from pgbatten.lifecycle.timeline import LEVELS, OverlapStage
 
 
 def _iso(value: dt.datetime | None) -> str | None:

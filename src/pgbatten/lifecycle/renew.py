@@ -37,7 +37,7 @@ from pgbatten.lifecycle.clients import (
 )
 from pgbatten.lifecycle.facts import ClusterRef, ask_server
 from pgbatten.lifecycle.renew_plan import RenewPlan, RenewRequest, ServerFiles, plan_server_renewal
-from pgbatten.lifecycle.rotation import Rotation, load_rotation, trust_for
+from pgbatten.lifecycle.rotation import load_rotation, trust_for
 from pgbatten.lifecycle.timeline import Validity, crl_resign_due
 from pgbatten.lifecycle.trust import Trust
 from pgbatten.pki import CAStore, CertificateAuthority, KeyType
@@ -179,7 +179,8 @@ def crl_reason(store: CAStore, now: dt.datetime, *, needed: bool) -> str | None:
             f"less than half of its validity is left (next update {crl.next_update_utc:%Y-%m-%d %H:%M} UTC)"
         )
     listed = {r.serial_number for r in crl}
-    if any(e.serial not in listed for e in revoked):
+    cutoff = crl.last_update_utc - dt.timedelta(minutes=5)
+    if any(e.serial not in listed and e.not_after >= cutoff for e in revoked):
         return "revocations are missing from it"
     return None
 
@@ -499,10 +500,11 @@ __all__ = [
     "ClusterOutcome",
     "CrlOutcome",
     "RenewOptions",
+    "RenewPlan",
     "RenewResult",
-    "Rotation",
     "crl_bundle",
     "crl_reason",
+    "plan_server_renewal",
     "prove_renewal",
     "read_server_files",
     "render_changes",
