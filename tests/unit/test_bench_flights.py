@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from pgbatten.bench.flights import TCP_HANDSHAKE, FlightRecorder, Sender, name_exchange
 from pgbatten.bench.stats import Timing, percentile
 from pgbatten.probe.cipher_suites import SECP256R1, X25519
-from pgbatten.probe.tlsraw import HRR_RANDOM, TlsVersion, build_client_hello
+from pgbatten.probe.client_hello import build_client_hello
+from pgbatten.probe.tlsraw import HRR_RANDOM
+from pgbatten.probe.versions import TlsVersion
 from pgbatten.probe.wire import SSL_REQUEST
 
 STARTUP = struct.pack("!II", 41, 3 << 16) + b"user\x00bench\x00database\x00postgres\x00\x00"

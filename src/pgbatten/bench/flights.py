@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pgbatten.probe.cipher_suites import group_name
-from pgbatten.probe.tlsraw import AnswerKind, TlsDecodeError, parse_client_hello, parse_server_response
+from pgbatten.probe.client_hello import parse_client_hello
+from pgbatten.probe.tlsraw import AnswerKind, TlsDecodeError, parse_server_response
 from pgbatten.probe.wire import GSSENC_REQUEST_CODE, PROTOCOL_VERSION_3_0, SSL_REQUEST_CODE
 
 HEAD_BYTES = 4096
