@@ -12,7 +12,6 @@ enumeration), ``plaintext`` (the plaintext probes), ``hostname`` and ``chain`` (
 
 from pgbatten.certfacts import CertificateInfo
 from pgbatten.findings import Finding
-from pgbatten.probe.chain import chain_trusted
 from pgbatten.probe.check import aggregate, check_target
 from pgbatten.probe.fleet import parse_targets_text, read_targets_file, run_fleet
 from pgbatten.probe.grading import GRADE_RULES, grade, with_findings
@@ -27,6 +26,7 @@ from pgbatten.probe.tls import (
     open_pg_tls,
     tls_versions_accepted,
 )
+from pgbatten.probe.trust import TrustStore, TrustVerdict, verify_chain
 from pgbatten.probe.wire import SslAnswer, SslResponse, Target, classify_ssl_response, parse_target
 
 __all__ = [
@@ -41,11 +41,12 @@ __all__ = [
     "SslResponse",
     "Target",
     "TlsScan",
+    "TrustStore",
+    "TrustVerdict",
     "VerifyFull",
     "VersionAttempt",
     "VersionStatus",
     "aggregate",
-    "chain_trusted",
     "check_target",
     "classify_ssl_response",
     "exit_status",
@@ -59,5 +60,6 @@ __all__ = [
     "result_to_json",
     "run_fleet",
     "tls_versions_accepted",
+    "verify_chain",
     "with_findings",
 ]

@@ -21,6 +21,7 @@ EXPIRES_SOON = dt.timedelta(days=30)
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
 WEAK_HASHES = frozenset({"md5", "sha1", "md2", "md4"})
+LEGACY_IP_SANS = "pgbatten secure --pgdata DIR --legacy-ip-sans"
 
 
 def _validity_findings(info: CertificateInfo, now: dt.datetime) -> list[Finding]:
@@ -89,12 +90,34 @@ def certificate_findings(
                     CIS_TLS,
                 )
             )
-        if ca_given and v.trusted is False:
+        if v.name_ok and v.old_client_name_ok is False:
+            out.append(
+                Finding(
+                    "ip-san-needs-libpq-15",
+                    "low",
+                    f"Clients older than libpq 15 fail verify-full for {v.host!r}",
+                    f"{v.old_client_name_reason}. libpq 14 and older (and the drivers and desktop tools "
+                    "built on it) compare the host only with DNS names; libpq 15+ accepts the IP SAN.",
+                    f"{LEGACY_IP_SANS} (also writes each address as a DNS name), or connect by name",
+                )
+            )
+        if v.revoked:
+            out.append(
+                Finding(
+                    "cert-revoked",
+                    "high",
+                    "Server certificate is revoked by the CRL given",
+                    f"{v.trust_reason}: no client that checks CRLs (sslcrl) will connect",
+                    f"{FIX_SECURE} (issues a new server certificate)",
+                    CIS_TLS,
+                )
+            )
+        elif ca_given and v.trusted is False and not (now > info.not_after or now < info.not_before):
             out.append(
                 Finding(
                     "untrusted-issuer",
                     "high",
-                    "Certificate does not chain to the CA given",
+                    "A verify-full client rejects the certificate chain",
                     v.trust_reason,
                     f"{FIX_SECURE} (issues from the pgbatten CA), or check the --ca file",
                     CIS_TLS,

@@ -1,18 +1,16 @@
-"""The presented certificate chain: in order? complete? trusted by the CA given? Pure: no network.
+"""The presented certificate chain: in order? complete? Pure: no network.
 
 ``check`` receives the chain as the server sent it (leaf first). Order and completeness are facts about
-that list; trust is the question a ``verify-full`` client answers with its ``sslrootcert``.
+that list; trust, the question a ``verify-full`` client answers with its ``sslrootcert``, is OpenSSL's
+(:mod:`probe.trust`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.x509 import verification
 
 from pgbatten.certfacts import is_self_signed
 
@@ -43,36 +41,4 @@ def chain_shape(chain: Sequence[x509.Certificate], ca: Sequence[x509.Certificate
     return ChainShape(in_order, complete)
 
 
-def chain_trusted(
-    chain: Sequence[x509.Certificate], ca: Sequence[x509.Certificate], now: dt.datetime
-) -> tuple[bool, str]:
-    """Does ``chain`` (leaf first) lead to one of ``ca``?
-
-    The trust check alone, leaving names to :func:`hostname_matches`: libpq asks OpenSSL for a chain and
-    applies its own name rules (CN fallback included), which cryptography's server verifier does not do.
-    Extension policies are therefore relaxed to what OpenSSL's default chain verification demands.
-    """
-    if not chain:
-        return False, "the server sent no certificate"
-    if not ca:
-        return False, "no CA certificates given"
-    ca_policy = verification.ExtensionPolicy.permit_all().require_present(
-        x509.BasicConstraints, verification.Criticality.AGNOSTIC, None
-    )
-    try:
-        verifier = (
-            verification.PolicyBuilder()
-            .store(verification.Store(list(ca)))
-            .time(now)
-            .extension_policies(ca_policy=ca_policy, ee_policy=verification.ExtensionPolicy.permit_all())
-            .build_client_verifier()
-        )
-        verifier.verify(chain[0], list(chain[1:]))
-    except verification.VerificationError as exc:
-        return False, f"certificate chain does not verify against the CA given: {exc}"
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        return False, f"certificate chain could not be evaluated: {exc}"
-    return True, "chain verifies against the CA given"
-
-
-__all__ = ["ChainShape", "chain_shape", "chain_trusted"]
+__all__ = ["ChainShape", "chain_shape"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from cryptography import x509
@@ -31,14 +32,15 @@ from cryptography import x509
 from pgbatten.certfacts import CertificateInfo, load_der_chain
 from pgbatten.findings import Finding
 from pgbatten.probe import cert_findings, findings, tls, wire
-from pgbatten.probe.chain import ChainShape, chain_shape, chain_trusted
+from pgbatten.probe.chain import ChainShape, chain_shape
 from pgbatten.probe.enumerate import DirectSsl, TlsEnumeration, direct_ssl_probe, enumerate_tls
 from pgbatten.probe.grading import finding_order, grade
-from pgbatten.probe.hostname import hostname_matches
+from pgbatten.probe.hostname import hostname_matches, hostname_matches_before_15
 from pgbatten.probe.plaintext import PlaintextResult, probe_plaintext
 from pgbatten.probe.result import CheckResult, VerifyFull, exit_status, result_to_json
 from pgbatten.probe.tls import TlsScan
 from pgbatten.probe.transport import Deadline
+from pgbatten.probe.trust import TrustStore, verify_chain
 from pgbatten.probe.versions import TlsVersion, sort_labels
 
 DEADLINE_FACTOR = 20
@@ -48,11 +50,60 @@ DEADLINE_FACTOR = 20
 # --------------------------------------------------------------------------------------------- aggregation
 
 
-def _verify_and_chain(
+def trust_store(
+    ca: Sequence[x509.Certificate] | TrustStore | None,
+    crls: Sequence[x509.CertificateRevocationList] | None = None,
+) -> TrustStore | None:
+    """What a verify-full client trusts, from ``--ca`` certificates (or a ready store) and ``--crl``."""
+    if ca is None:
+        return None
+    if isinstance(ca, TrustStore):
+        return ca if not crls else replace(ca, crls=(*ca.crls, *crls))
+    return TrustStore(certificates=tuple(ca), crls=tuple(crls or ())) if ca else None
+
+
+def _verify_full(
+    host: str, chain: Sequence[x509.Certificate], whole: bool, store: TrustStore | None, now: dt.datetime
+) -> VerifyFull:
+    leaf = chain[0]
+    match = hostname_matches(leaf, host)
+    old = hostname_matches_before_15(leaf, host)
+    if store is not None:
+        verdict = verify_chain(chain, store, now)
+        trusted, trust_reason = verdict.trusted, verdict.reason
+        if trusted is False and not whole:
+            trust_reason += " (only the leaf certificate could be read from this connection)"
+        revoked = verdict.revoked
+    else:
+        trusted, trust_reason, revoked = None, "no --ca given, chain not checked", False
+    return VerifyFull(
+        host,
+        match.matched,
+        match.reason,
+        trusted,
+        trust_reason,
+        old_client_name_ok=old.matched if old.matched != match.matched else None,
+        old_client_name_reason=old.reason if old.matched != match.matched else "",
+        revoked=revoked,
+    )
+
+
+_CertificatePart = tuple[
+    CertificateInfo | None,
+    tuple[CertificateInfo, ...],
+    list[VerifyFull],
+    ChainShape | None,
+    list[Finding],
+    str | None,
+]
+"""(leaf, chain, verify-full verdicts, chain shape, findings, a load problem)."""
+
+
+def _certificate_part(
     target: wire.Target,
     ders: Sequence[bytes],
     whole: bool,
-    ca: Sequence[x509.Certificate] | None,
+    store: TrustStore | None,
     now: dt.datetime,
 ) -> tuple[
     CertificateInfo | None,
@@ -65,20 +116,12 @@ def _verify_and_chain(
     chain, load_problem = load_der_chain(ders)
     if not chain:
         return None, (), [], None, [], load_problem
-    leaf = chain[0]
-    cert_info = CertificateInfo.from_certificate(leaf)
+    cert_info = CertificateInfo.from_certificate(chain[0])
     infos = tuple(CertificateInfo.from_certificate(c) for c in chain)
-    match = hostname_matches(leaf, target.host)
-    if ca:
-        trusted, trust_reason = chain_trusted(chain, ca, now)
-        if not trusted and not whole:
-            trust_reason += " (only the leaf certificate could be read from this connection)"
-        trusted_opt: bool | None = trusted
-    else:
-        trusted_opt, trust_reason = None, "no --ca given, chain not checked"
-    verify = [VerifyFull(target.host, match.matched, match.reason, trusted_opt, trust_reason)]
-    shape = chain_shape(chain, ca) if whole else None
-    found = cert_findings.certificate_findings(cert_info, verify, bool(ca), now)
+    verify = [_verify_full(target.host, chain, whole, store, now)]
+    anchors = store.certificates if store is not None else None
+    shape = chain_shape(chain, anchors) if whole else None
+    found = cert_findings.certificate_findings(cert_info, verify, store is not None, now)
     found += cert_findings.chain_findings(chain, infos, shape)
     return cert_info, infos, verify, shape, found, load_problem
 
@@ -88,14 +131,15 @@ def aggregate(
     scan: TlsScan,
     plaintext: PlaintextResult | None,
     *,
-    ca: Sequence[x509.Certificate] | None,
+    ca: Sequence[x509.Certificate] | TrustStore | None,
     now: dt.datetime,
+    crls: Sequence[x509.CertificateRevocationList] | None = None,
     enumeration: TlsEnumeration | None = None,
     direct: DirectSsl | None = None,
     deadline_hit: str | None = None,
     elapsed: float = 0.0,
 ) -> CheckResult:
-    """Turn raw observations into a :class:`CheckResult`. Pure: no I/O."""
+    """Turn raw observations into a :class:`CheckResult`. No network I/O (OpenSSL judges the chain)."""
     full = enumeration is not None or direct is not None
     steps = {"tls_handshakes": scan.connections}
     if enumeration is not None:
@@ -148,7 +192,8 @@ def aggregate(
     if not ders and enumeration is not None and enumeration.certificate_chain_der:
         ders, whole = enumeration.certificate_chain_der, True
     if ders:
-        cert_info, infos, verify, shape, more, error = _verify_and_chain(target, ders, whole, ca, now)
+        store = trust_store(ca, crls)
+        cert_info, infos, verify, shape, more, error = _certificate_part(target, ders, whole, store, now)
         found += more
     elif protocols:
         error = "the server sent no certificate"
@@ -207,7 +252,8 @@ class _Budget:
 def check_target(
     target: wire.Target | str,
     *,
-    ca: Sequence[x509.Certificate] | None = None,
+    ca: Sequence[x509.Certificate] | TrustStore | None = None,
+    crls: Sequence[x509.CertificateRevocationList] | None = None,
     timeout: float = 5.0,
     now: dt.datetime | None = None,
     full: bool = False,
@@ -229,7 +275,13 @@ def check_target(
     started = time.monotonic()
     try:
         return _check_target(
-            target, ca=ca, timeout=timeout, now=now, full=full, deadline=deadline, direct_ssl=direct_ssl
+            target,
+            store=trust_store(ca, crls),
+            timeout=timeout,
+            now=now,
+            full=full,
+            deadline=deadline,
+            direct_ssl=direct_ssl,
         )
     except Exception as exc:  # a bug met on one target must not abort a fleet: report it as this target's
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -244,7 +296,7 @@ def check_target(
 def _check_target(
     target: wire.Target,
     *,
-    ca: Sequence[x509.Certificate] | None,
+    store: TrustStore | None,
     timeout: float,
     now: dt.datetime | None,
     full: bool,
@@ -290,7 +342,7 @@ def _check_target(
         target,
         scan,
         plaintext,
-        ca=ca,
+        ca=store,
         now=when,
         enumeration=enumeration,
         direct=direct,

@@ -51,6 +51,8 @@ FINDING_SEVERITIES: Mapping[str, tuple[Severity, ...]] = {
     "cert-not-yet-valid": ("high",),
     "hostname-mismatch": ("high",),
     "untrusted-issuer": ("high",),
+    "cert-revoked": ("high",),
+    "ip-san-needs-libpq-15": ("low",),
     "weak-key": ("high",),
     "weak-signature": ("high",),
     "chain-incomplete": ("medium",),

@@ -85,12 +85,14 @@ CAPS: tuple[GradeRule, ...] = (
     ),
     GradeRule(
         "C",
-        "the certificate is expired or not yet valid, SSL 3.0, TLS 1.0 or 1.1 is accepted, or a broken "
+        "the certificate is expired, not yet valid or revoked by the CRL given, SSL 3.0, TLS 1.0 or 1.1 is "
+        "accepted, or a broken "
         "cipher suite (NULL, EXPORT, RC4, DES, anonymous, MD5) is accepted",
         frozenset(
             {
                 "cert-expired",
                 "cert-not-yet-valid",
+                "cert-revoked",
                 "ssl3-accepted",
                 "tls10-accepted",
                 "tls11-accepted",
@@ -101,7 +103,7 @@ CAPS: tuple[GradeRule, ...] = (
     GradeRule(
         "B",
         "no verify-full client could accept the certificate for the host given (host-name mismatch, or "
-        "with --ca a chain that does not verify or lacks an intermediate), a weak suite (no forward "
+        "with --ca a chain OpenSSL does not verify or that lacks an intermediate), a weak suite (no forward "
         "secrecy, or CBC), a weak group or DH prime is accepted, or any other high or critical finding",
         frozenset(
             {

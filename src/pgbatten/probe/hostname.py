@@ -12,6 +12,10 @@ Follows ``pgtls_verify_peer_name_matches_certificate_guts`` (fe-secure-openssl.c
 * Text comparison is case-insensitive; ``*.`` is allowed only as the whole leftmost label and matches one
   label: ``*.example.com`` matches ``a.example.com`` but neither ``example.com`` nor ``a.b.example.com``.
 * A name with an embedded NUL, or an iPAddress of a length other than 4 or 16, fails the whole check.
+
+libpq before 15 (:func:`hostname_matches_before_15`) ignores iPAddress SANs: only dNSName entries are
+compared, as text, and the CN only when there is no dNSName at all. An old client connecting by address
+therefore needs the address as a dNSName (or as the CN of a certificate without DNS SANs).
 """
 
 from __future__ import annotations
@@ -161,5 +165,39 @@ def hostname_matches(cert: x509.Certificate, host: str) -> HostMatch:
         False,
         None,
         f"server certificate for {first!r}{more} does not match host name {host!r}{ignored}",
+        tuple(examined),
+    )
+
+
+def hostname_matches_before_15(cert: x509.Certificate, host: str) -> HostMatch:
+    """Decide as libpq 14 and older would (``verify_peer_name_matches_certificate``): dNSName SANs only."""
+    if not host:
+        return HostMatch(False, None, "host name must be specified for a verified connection")
+    sans = _sans(cert)
+    if isinstance(sans, str):
+        return HostMatch(False, None, sans)
+    examined: list[str] = []
+    for san in sans:
+        if san.kind != "dns":
+            continue
+        examined.append(f"DNS:{san.text}")
+        if "\0" in san.text:
+            return HostMatch(False, None, "certificate name contains an embedded NUL", tuple(examined))
+        if name_matches(san.text, host):
+            return HostMatch(True, "dns-san", f"DNS SAN {san.text!r} matches {host!r}", tuple(examined))
+    if not examined:
+        cn = _common_name(cert)
+        if cn is not None:
+            examined.append(f"CN:{cn}")
+            if name_matches(cn, host) and "\0" not in cn:
+                return HostMatch(True, "cn", f"subject CN {cn!r} matches {host!r}", tuple(examined))
+    if not examined:
+        return HostMatch(False, None, "could not get server's host name from server certificate")
+    ips = [s.text for s in sans if s.kind == "ip"]
+    ignored = f"; libpq before 15 ignores the IP SANs ({', '.join(ips)})" if ips else ""
+    return HostMatch(
+        False,
+        None,
+        f"server certificate for {examined[0].split(':', 1)[1]!r} does not match host name {host!r}{ignored}",
         tuple(examined),
     )

@@ -28,6 +28,20 @@ class VerifyFull:
     name_reason: str
     trusted: bool | None
     trust_reason: str
+    old_client_name_ok: bool | None = None
+    """What libpq before 15 (no IP SANs) decides for the name, when it differs from ``name_ok``."""
+    old_client_name_reason: str = ""
+    revoked: bool = False
+    """The CRLs given revoke the certificate: no CRL-checking client connects."""
+
+    @property
+    def old_client_ok(self) -> bool | None:
+        """The verdict of a libpq before 15, when its name rule decides otherwise; None when the same."""
+        if self.old_client_name_ok is None:
+            return None
+        if not self.old_client_name_ok or self.trusted is False:
+            return False
+        return None if self.trusted is None else True
 
     @property
     def ok(self) -> bool | None:
@@ -129,6 +143,13 @@ def _cert_json(cert: CertificateInfo) -> dict[str, Any]:
     }
 
 
+def _verify_json(v: VerifyFull) -> dict[str, Any]:
+    out: dict[str, Any] = {"ok": v.ok, "why": v.why}
+    if v.old_client_name_ok is not None:
+        out["libpq_before_15"] = {"ok": v.old_client_ok, "why": v.old_client_name_reason}
+    return out
+
+
 def result_to_json(result: CheckResult) -> dict[str, Any]:
     """A JSON-ready dict; key names are a stable interface."""
     cert = result.certificate
@@ -154,7 +175,7 @@ def result_to_json(result: CheckResult) -> dict[str, Any]:
         "chain": [_cert_json(c) for c in result.chain],
         "chain_complete": result.chain_complete,
         "chain_in_order": result.chain_in_order,
-        "verify_full": {v.host: {"ok": v.ok, "why": v.why} for v in result.verify_full},
+        "verify_full": {v.host: _verify_json(v) for v in result.verify_full},
         "findings": [finding_to_json(f) for f in result.findings],
         "grade": result.grade,
         "connections_used": result.connections_used,
