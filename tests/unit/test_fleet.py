@@ -234,10 +234,10 @@ def test_a_bug_met_on_one_target_does_not_abort_the_fleet(monkeypatch: pytest.Mo
 
     real = tlsio.first_handshake
 
-    def first_handshake(host: str, port: int, *, timeout: float) -> tlsio.TlsScan:
+    def first_handshake(host: str, port: int, *, timeout: float, server_name: str | None) -> tlsio.TlsScan:
         if port == 1:
             raise RuntimeError("boom")  # stands in for any bug a hostile server might trigger
-        return real(host, port, timeout=timeout)
+        return real(host, port, timeout=timeout, server_name=server_name)
 
     monkeypatch.setattr(tlsio, "first_handshake", first_handshake)
     with socket.socket() as placeholder:

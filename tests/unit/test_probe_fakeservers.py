@@ -362,3 +362,25 @@ def test_unreachable_is_a_result() -> None:
     assert result.grade == "-"
     assert exit_status([result]) == 3
     assert result_to_json(result)["reachable"] is False
+
+
+def test_hostaddr_connects_to_the_address_and_verifies_the_name(pki: Pki) -> None:
+    with serving(PgBehaviour(ssl_answer=b"S", tls=server_context(pki))) as server:
+        target = Target("db.test", server.port, hostaddr="127.0.0.1")
+        result = check_target(target, ca=[pki.ca], timeout=PROBE_TIMEOUT)
+    assert result.reachable
+    [verdict] = result.verify_full
+    assert verdict.host == "db.test" and verdict.ok is True, verdict.why
+    assert result_to_json(result)["target"] == f"db.test:{server.port} (hostaddr 127.0.0.1)"
+
+
+def test_an_ip_only_ip_sans_cover_fails_older_libpq(tmp_path: Path) -> None:
+    only_ip = make_pki(tmp_path, sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    with serving(PgBehaviour(ssl_answer=b"S", tls=server_context(only_ip))) as server:
+        result = check_target(server.target, ca=[only_ip.ca], timeout=PROBE_TIMEOUT)
+    [verdict] = result.verify_full
+    assert verdict.ok is True and verdict.old_client_ok is False
+    found = next(f for f in result.findings if f.id == "ip-san-needs-libpq-15")
+    assert found.fix is not None and "--legacy-ip-sans" in found.fix
+    assert result_to_json(result)["verify_full"]["127.0.0.1"]["libpq_before_15"]["ok"] is False
+    assert result.grade == "A+"  # a low finding: libpq 15+ clients are fine

@@ -14,19 +14,32 @@ from pgbatten.cli.app import (
 
 
 @main.command("check")
-@click.argument("targets", nargs=-1, required=False, metavar="HOST[:PORT]...")
+@click.argument("targets", nargs=-1, required=False, metavar="TARGET...")
 @click.option(
     "--targets-file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
     default=None,
-    help="More targets: one host[:port] a line, # comments.",
+    help="More targets, one a line (any TARGET form), # comments; - reads standard input.",
 )
 @click.option(
     "--ca",
     "ca_file",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="CA certificate(s) a verify-full client would trust (PEM).",
+    help="CA certificate(s) a verify-full client would trust (PEM), as its sslrootcert.",
+)
+@click.option(
+    "--crl",
+    "crl_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="CRL(s) a verify-full client checks (PEM or DER), as its sslcrl.",
+)
+@click.option(
+    "--ca-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A pgbatten CA directory: its ca.crt as --ca and its crl.pem as --crl.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per target.")
 @click.option(
@@ -65,6 +78,8 @@ def check_cmd(
     targets: tuple[str, ...],
     targets_file: Path | None,
     ca_file: Path | None,
+    crl_file: Path | None,
+    ca_dir: Path | None,
     as_json: bool,
     timeout: float,
     quick: bool,
@@ -75,29 +90,63 @@ def check_cmd(
     """Audit servers from the outside, with no credentials: TLS versions and cipher suites, certificate
     chain, verify-full by libpq's rules, direct SSL, plaintext refused. Graded A+ to F.
 
+    TARGET is HOST[:PORT], a libpq connection string ('host=db port=5433 hostaddr=10.0.0.5'), a
+    postgresql:// URI or service=NAME; with none, PGHOST/PGPORT/PGSERVICE as libpq reads them.
+
     Exit status: 0 nothing of high severity, 1 a high or critical finding, 3 a target unreachable.
     """
-    from pgbatten.certfacts import load_pem_file
     from pgbatten.errors import UsageError
-    from pgbatten.probe import check_target, exit_status, parse_target
+    from pgbatten.probe import check_target, exit_status
     from pgbatten.probe.fleet import read_targets_file, run_fleet
     from pgbatten.probe.grading import with_findings
     from pgbatten.probe.result import CheckResult
+    from pgbatten.probe.targets import parse_target_text, targets_from_environment
+    from pgbatten.probe.trust import TrustStore, load_trust_store, openssl_command
     from pgbatten.probe.wire import Target
     from pgbatten.report import check_json, print_check, print_summary, progress_bar
 
     # All input is validated before the first connection.
-    parsed = [parse_target(t) for t in targets]
+    parsed = [t for text in targets for t in parse_target_text(text)]
     if targets_file is not None:
         parsed += read_targets_file(targets_file)
+    if not parsed and targets_file is None:
+        parsed = targets_from_environment()
     if not parsed:
-        raise UsageError("no targets: give HOST[:PORT]... or --targets-file FILE")
+        raise UsageError("no targets: give TARGET..., --targets-file FILE, or set PGHOST/PGSERVICE")
     if dsn is not None and len(parsed) != 1:
         raise UsageError("--dsn audits one server: give exactly one target with it")
-    ca = load_pem_file(ca_file) if ca_file else None
+    if ca_dir is not None:
+        from pgbatten.pki.store import CAStore
+
+        store_dir = CAStore(ca_dir)
+        if ca_file is not None:
+            raise UsageError("--ca-dir gives the CA itself: use --ca or --ca-dir, not both")
+        ca_file = store_dir.ca_cert_path
+        if crl_file is None and store_dir.crl_path.exists():
+            crl_file = store_dir.crl_path
+    if crl_file is not None and ca_file is None and not any(t.sslrootcert for t in parsed):
+        raise UsageError("--crl needs the CA it belongs to: give --ca or --ca-dir as well")
+    stores: dict[tuple[str | None, str | None, str | None], TrustStore | None] = {}
+
+    def trust_for(target: Target) -> TrustStore | None:
+        key = (
+            target.sslrootcert or (str(ca_file) if ca_file else None),
+            target.sslcrl or (str(crl_file) if crl_file else None),
+            target.sslcrldir,
+        )
+        if key not in stores:
+            stores[key] = load_trust_store(*key)
+        return stores[key]
+
+    for target in parsed:
+        trust_for(target)
+    if any(stores.values()) and openssl_command() is None:
+        raise UsageError(
+            "judging the chain against a CA needs the openssl command (Debian: apt-get install openssl)"
+        )
 
     def probe(target: Target) -> CheckResult:
-        return check_target(target, ca=ca, timeout=timeout, full=not quick)
+        return check_target(target, ca=trust_for(target), timeout=timeout, full=not quick)
 
     show_progress = not as_json and len(parsed) > 1 and sys.stderr.isatty()
     with progress_bar(len(parsed), enabled=show_progress) as advance:

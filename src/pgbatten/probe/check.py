@@ -305,14 +305,15 @@ def _check_target(
 ) -> CheckResult:
     started = time.monotonic()
     budget = _Budget(timeout, deadline if deadline is not None else DEADLINE_FACTOR * timeout)
-    host, port = target.host, target.port
+    # Connect to the address (libpq's hostaddr), present and verify the name (host).
+    host, port, name = target.address, target.port, target.host
     enumeration: TlsEnumeration | None = None
     direct: DirectSsl | None = None
     plaintext: PlaintextResult | None = None
     if full:
-        scan = tls.first_handshake(host, port, timeout=timeout)
+        scan = tls.first_handshake(host, port, timeout=timeout, server_name=name)
     else:
-        scan = tls.tls_versions_accepted(host, port, timeout=timeout)
+        scan = tls.tls_versions_accepted(host, port, timeout=timeout, server_name=name)
     resp = scan.ssl_response
     answered = scan.unreachable is None and resp is not None
     is_pg = (
@@ -327,7 +328,11 @@ def _check_target(
         if step is not None:
             # Leave room for the two single connections that follow.
             enumeration = enumerate_tls(
-                host, port, timeout=step, deadline=max(budget.deadline.left() - 2 * step, step)
+                host,
+                port,
+                timeout=step,
+                deadline=max(budget.deadline.left() - 2 * step, step),
+                server_name=name,
             )
     if is_pg:
         step = budget.step("the plaintext probe")
@@ -336,7 +341,9 @@ def _check_target(
     if full and direct_ssl and go_on:
         step = budget.step("the direct-SSL probe")
         if step is not None:
-            direct = direct_ssl_probe(host, port, timeout=step, version=_direct_version(enumeration, scan))
+            direct = direct_ssl_probe(
+                host, port, timeout=step, version=_direct_version(enumeration, scan), server_name=name
+            )
     when = now if now is not None else dt.datetime.now(dt.UTC)
     return aggregate(
         target,

@@ -9,13 +9,15 @@ server's turn and the total bound is honoured exactly.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TypeVar
 
 from pgbatten.errors import FileProblem, UsageError
-from pgbatten.probe.wire import Target, parse_target
+from pgbatten.probe.targets import is_conninfo, parse_target_text
+from pgbatten.probe.wire import Target
 
 R = TypeVar("R")
 
@@ -24,7 +26,8 @@ DEFAULT_PER_SERVER = 1
 
 
 def parse_targets_text(text: str, source: str = "<targets>") -> list[Target]:
-    """One ``host[:port]`` a line; ``#`` starts a comment; blank lines are skipped. Pure.
+    """One target a line, in any form ``check`` takes (``host[:port]``, a conninfo string, a URI,
+    ``service=NAME``); ``#`` starts a comment; blank lines are skipped.
 
     A bad line is a :class:`UsageError` naming ``source:line``, raised before any connection is made.
     """
@@ -33,17 +36,19 @@ def parse_targets_text(text: str, source: str = "<targets>") -> list[Target]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        if len(line.split()) > 1:
-            raise UsageError(f"{source}:{number}: one host[:port] per line, got {line!r}")
+        if not is_conninfo(line) and len(line.split()) > 1:
+            raise UsageError(f"{source}:{number}: one target per line, got {line!r}")
         try:
-            targets.append(parse_target(line))
+            targets.extend(parse_target_text(line))
         except UsageError as exc:
             raise UsageError(f"{source}:{number}: {exc}") from exc
     return targets
 
 
 def read_targets_file(path: Path | str) -> list[Target]:
-    """:func:`parse_targets_text` of a file (``-`` is not special: pass a real path)."""
+    """:func:`parse_targets_text` of a file; ``-`` reads standard input."""
+    if str(path) == "-":
+        return parse_targets_text(sys.stdin.read(), "<stdin>")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -54,8 +59,8 @@ def read_targets_file(path: Path | str) -> list[Target]:
 
 
 def server_key(target: Target) -> tuple[str, int]:
-    """What counts as "one server" for the per-server bound: the host as written (case-folded) and port."""
-    return target.host.lower(), target.port
+    """What counts as "one server" for the per-server bound: where we connect (case-folded) and port."""
+    return target.address.lower(), target.port
 
 
 def plan_lanes(targets: Sequence[Target], per_server: int) -> list[list[int]]:

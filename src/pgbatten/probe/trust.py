@@ -191,6 +191,45 @@ def crls_in_ca_file(data: bytes) -> tuple[x509.CertificateRevocationList, ...]:
     return ()
 
 
+def load_trust_store(
+    ca_file: Path | str | None,
+    crl_file: Path | str | None = None,
+    crl_dir: Path | str | None = None,
+) -> TrustStore | None:
+    """The :class:`TrustStore` of an ``sslrootcert`` file (or ``system``), ``sslcrl`` and ``sslcrldir``.
+
+    None without a CA. A file that is missing or holds no certificate (no CRL) is a :class:`FileProblem`,
+    raised before any connection: libpq would silently skip a missing CRL file, a check must not.
+    """
+    from pgbatten.certfacts import load_pem_file
+    from pgbatten.errors import FileProblem
+
+    if ca_file is None:
+        return None
+    crls: list[x509.CertificateRevocationList] = []
+    if crl_file is not None:
+        try:
+            data = Path(crl_file).read_bytes()
+        except OSError as exc:
+            raise FileProblem(crl_file, exc.strerror or str(exc)) from exc
+        try:
+            crls = load_crls(data)
+        except ValueError as exc:
+            raise FileProblem(crl_file, f"not a CRL file (PEM or DER): {exc}") from exc
+    directory = Path(crl_dir) if crl_dir is not None else None
+    if directory is not None and not directory.is_dir():
+        raise FileProblem(directory, "not a directory (sslcrldir)")
+    if str(ca_file) == "system":
+        return TrustStore(crls=tuple(crls), crl_dir=directory, system=True)
+    certificates = load_pem_file(ca_file)
+    return TrustStore(
+        tuple(certificates),
+        crls=tuple(crls),
+        crl_dir=directory,
+        ca_crls=crls_in_ca_file(Path(ca_file).read_bytes()),
+    )
+
+
 __all__ = [
     "CERT_REVOKED",
     "INVALID_PURPOSE",
@@ -199,6 +238,7 @@ __all__ = [
     "crls_in_ca_file",
     "judge_openssl_output",
     "load_crls",
+    "load_trust_store",
     "openssl_command",
     "verify_chain",
 ]

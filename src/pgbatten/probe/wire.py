@@ -54,14 +54,29 @@ AUTH_METHODS: Mapping[int, str] = {
 
 @dataclass(frozen=True)
 class Target:
-    """A host and TCP port to probe. ``str()`` gives ``host:port`` with IPv6 literals in brackets."""
+    """A host and TCP port to probe. ``str()`` gives ``host:port`` with IPv6 literals in brackets.
+
+    As in libpq, ``host`` is the name a ``verify-full`` client checks the certificate against and
+    ``hostaddr`` (when given) the address it connects to; ``sslrootcert``, ``sslcrl`` and ``sslcrldir``
+    are the trust settings that came with the target (a conninfo string or service).
+    """
 
     host: str
     port: int = DEFAULT_PORT
+    hostaddr: str | None = None
+    sslrootcert: str | None = None
+    sslcrl: str | None = None
+    sslcrldir: str | None = None
+
+    @property
+    def address(self) -> str:
+        """Where to connect: ``hostaddr`` when given, else ``host``."""
+        return self.hostaddr or self.host
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        shown = f"{host}:{self.port}"
+        return f"{shown} (hostaddr {self.hostaddr})" if self.hostaddr else shown
 
 
 def is_ip_literal(host: str) -> bool:
@@ -74,6 +89,11 @@ def is_ip_literal(host: str) -> bool:
 
 
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})$")
+
+
+def valid_host_name(host: str) -> bool:
+    """A DNS name or IPv4 literal as a target may carry (letters, digits, ``_.-``; no empty label)."""
+    return bool(_HOSTNAME_RE.match(host)) and ".." not in host
 
 
 def _parse_port(text: str, original: str) -> int:
@@ -120,7 +140,7 @@ def parse_target(text: str, default_port: int = DEFAULT_PORT) -> Target:
         return Target(text, default_port)
     host, sep, port_text = text.partition(":")
     port = _parse_port(port_text, original) if sep else default_port
-    if not _HOSTNAME_RE.match(host) or ".." in host:
+    if not valid_host_name(host):
         raise UsageError(f"invalid target {original!r}: {host!r} is not a valid host name")
     return Target(host, port)
 

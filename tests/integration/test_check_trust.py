@@ -1,0 +1,250 @@
+"""``check``'s verify-full verdict against real libpq's, on the same files, against a real PostgreSQL.
+
+A small PKI like PostgreSQL's src/test/ssl (a root CA, a server intermediate, server certificates of each
+shape: chained, leaf-only, X.509 v1, wrong purpose, revoked) is served by one cluster, switched by reload.
+For every served chain and client-side ``sslrootcert``/``sslcrl``, psql with ``sslmode=verify-full`` is the
+judge: ``check`` must predict whether it connects, and say why when it does not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from pgbatten import libpq
+from pgbatten.cluster.temp import TempCluster
+from pgbatten.probe import check_target
+from pgbatten.probe.tls import first_handshake
+from pgbatten.probe.trust import load_trust_store
+from pgbatten.probe.wire import Target
+
+pytestmark = pytest.mark.integration
+
+HBA = "local all all peer\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n"
+NOW = dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Issuer:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _ca(cn: str, parent: Issuer | None = None) -> Issuer:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(parent.cert.subject if parent else _name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(parent.key if parent else key, hashes.SHA256())
+    )
+    return Issuer(cert, key)
+
+
+def _leaf(issuer: Issuer, *, serial: int, eku: list[x509.ObjectIdentifier] | None = None) -> Issuer:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=200))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    )
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    return Issuer(builder.sign(issuer.key, hashes.SHA256()), key)
+
+
+def _crl(issuer: Issuer, revoked: list[int]) -> bytes:
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.cert.subject)
+        .last_update(NOW - dt.timedelta(hours=1))
+        .next_update(NOW + dt.timedelta(days=30))
+    )
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(NOW).build()
+        )
+    return builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _pem(*certs: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@pytest.fixture
+def files() -> Iterator[Path]:
+    """A directory the cluster's OS user can read (pytest's tmp_path is not reachable for it as root)."""
+
+    path = Path(tempfile.mkdtemp(prefix="pgbatten-trust-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def build_pki(d: Path) -> dict[str, tuple[Path, Path]]:
+    """Server (certificate file, key file) by case name, and the client-side files, all under ``d``."""
+    root = _ca("pgbatten test root ca")
+    server_ca = _ca("pgbatten test server ca", root)
+    chained = _leaf(server_ca, serial=1001)
+    purpose = _leaf(root, serial=1002, eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    revoked = _leaf(server_ca, serial=1003)
+    (d / "root.crt").write_bytes(_pem(root.cert))
+    (d / "server_ca.crt").write_bytes(_pem(server_ca.cert))
+    (d / "root+server_ca.crt").write_bytes(_pem(root.cert, server_ca.cert))
+    (d / "root+server.crl").write_bytes(_crl(root, []) + _crl(server_ca, [1003]))
+    (d / "server.crl").write_bytes(_crl(server_ca, [1003]))
+    served: dict[str, tuple[Path, Path]] = {}
+
+    def serve(name: str, leaf: Issuer, *chain: x509.Certificate) -> None:
+        (d / f"{name}.crt").write_bytes(_pem(leaf.cert, *chain))
+        (d / f"{name}.key").write_bytes(_key_pem(leaf.key))
+        served[name] = (d / f"{name}.crt", d / f"{name}.key")
+
+    serve("server-chained", chained, server_ca.cert)
+    serve("server-leaf-only", chained)
+    serve("server-client-purpose", purpose)
+    serve("server-revoked", revoked, server_ca.cert)
+    # X.509 v1, the way `openssl x509 -req` without an extension file makes it.
+    (d / "root.key").write_bytes(_key_pem(root.key))
+    subprocess.run(
+        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", "server-v1.key", "-out", "v1.csr", "-subj", "/CN=localhost"],
+        cwd=d, check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", "v1.csr", "-CA", "root.crt", "-CAkey", "root.key",
+         "-out", "server-v1.crt", "-days", "30"],
+        cwd=d, check=True, capture_output=True,
+    )  # fmt: skip
+    served["server-v1"] = (d / "server-v1.crt", d / "server-v1.key")
+    return served
+
+
+def psql_verify_full(port: int, host: str, rootcert: Path, crl: Path | None) -> tuple[bool, str]:
+    """Does real libpq (psql) connect with sslmode=verify-full? And its error when it does not."""
+    params = libpq.params(
+        host=host, port=port, user="postgres", sslrootcert=rootcert, sslcrl=crl, connect_timeout=10
+    )
+    params.pop("sslcertmode", None)  # psycopg's libpq knows it (16+); the system psql may be older
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    run = subprocess.run(
+        ["psql", libpq.conninfo(params), "-Atc", "select 1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    return run.returncode == 0 and run.stdout.strip() == "1", run.stderr.strip()
+
+
+def serve_case(cluster: TempCluster, cert: Path, key: Path) -> None:
+    sql = cluster.sql()
+    sql.query(f"ALTER SYSTEM SET ssl_cert_file = '{cert}'")
+    sql.query(f"ALTER SYSTEM SET ssl_key_file = '{key}'")
+    sql.query("SELECT pg_reload_conf()")
+    served = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+    for _ in range(100):  # the reload is asynchronous: wait until new connections get the new chain
+        scan = first_handshake("127.0.0.1", cluster.port, timeout=5)
+        if scan.best is not None and scan.best.chain[:1] == (served,):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server never served {cert.name}")
+
+
+# (served, host, sslrootcert, sslcrl, reason check must give when libpq refuses)
+CASES: list[tuple[str, str, str, str | None, str | None]] = [
+    ("server-chained", "localhost", "root.crt", None, None),
+    ("server-chained", "localhost", "server_ca.crt", None, "unable to get issuer certificate"),
+    ("server-leaf-only", "localhost", "root+server_ca.crt", None, None),
+    ("server-leaf-only", "localhost", "root.crt", None, "unable to get local issuer certificate"),
+    ("server-v1", "localhost", "root.crt", None, None),
+    ("server-client-purpose", "localhost", "root.crt", None, "unsuitable certificate purpose"),
+    ("server-revoked", "localhost", "root.crt", None, None),
+    ("server-revoked", "localhost", "root.crt", "root+server.crl", "certificate revoked"),
+    ("server-chained", "localhost", "root.crt", "root+server.crl", None),
+    ("server-chained", "localhost", "root.crt", "server.crl", "unable to get certificate CRL"),
+    ("server-chained", "127.0.0.1", "root.crt", None, None),
+]
+
+
+def test_check_predicts_libpq_verify_full(make_cluster: Callable[..., TempCluster], files: Path) -> None:
+    if shutil.which("psql") is None or shutil.which("openssl") is None:
+        pytest.skip("psql and openssl are needed")
+    from pgbatten.cluster.osuser import server_user
+
+    served = build_pki(files)
+    if os.geteuid() == 0:
+        owner = server_user()
+        os.chown(files, owner.uid, owner.gid)
+        for path in files.iterdir():
+            os.chown(path, owner.uid, owner.gid)
+            path.chmod(0o600 if path.suffix == ".key" else 0o644)
+    first_cert, first_key = served["server-chained"]
+    cluster = make_cluster(
+        hba=HBA, settings={"ssl": "on", "ssl_cert_file": f"'{first_cert}'", "ssl_key_file": f"'{first_key}'"}
+    )
+    disagreements: list[str] = []
+    current = None
+    for name, host, rootcert, crl, reason in CASES:
+        if current != name:
+            serve_case(cluster, *served[name])
+            current = name
+        crl_path = files / crl if crl else None
+        libpq_ok, libpq_error = psql_verify_full(cluster.port, host, files / rootcert, crl_path)
+        store = load_trust_store(files / rootcert, crl_path)
+        result = check_target(Target(host, cluster.port), ca=store, timeout=5)
+        verdict = result.verify_full[0]
+        case = f"{name} as {host} with sslrootcert={rootcert} sslcrl={crl}"
+        if verdict.ok is not libpq_ok:
+            disagreements.append(
+                f"{case}: check says {verdict.ok} ({verdict.why}), libpq {libpq_ok} ({libpq_error})"
+            )
+        elif reason is not None and reason not in verdict.why:
+            disagreements.append(f"{case}: check's reason {verdict.why!r} does not say {reason!r}")
+        if not libpq_ok:
+            assert "certificate verify failed" in libpq_error, libpq_error
+        if crl is not None and name == "server-revoked":
+            assert "cert-revoked" in {f.id for f in result.findings}
+    assert not disagreements, "\n".join(disagreements)
