@@ -437,7 +437,14 @@ def renew(
 
     # The CA side: revocations after grace, client bundles, CRLs.
     for r in grace_over:
-        store.revoke(f"{r.old_serial:#x}", now=dt.datetime.now(dt.UTC))
+        # The replaced certificate may be the retiring CA's (re-issued during an overlap).
+        holder = next((s for s in stores if any(e.serial == r.old_serial for e in s.entries())), None)
+        if holder is not None:
+            holder.revoke(f"{r.old_serial:#x}", now=dt.datetime.now(dt.UTC))
+            if holder is not store:
+                crl_reasons.setdefault(
+                    holder.path, "a replaced certificate is revoked after its grace period"
+                )
     renewed: list[ClientRenewal] = []
     port = clusters[0].require_running().port if clusters else 5432
     base_dir = options.out_dir or store.path / BUNDLES_DIR

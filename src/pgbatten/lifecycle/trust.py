@@ -28,6 +28,8 @@ class Trust:
     authority: CertificateAuthority
     previous: x509.Certificate | None = None
     cross: x509.Certificate | None = None
+    retired: tuple[x509.Certificate, ...] = ()
+    """Roots of CAs retired earlier: a leaf of theirs still installed somewhere is due at once."""
 
     @property
     def rotating(self) -> bool:
@@ -55,7 +57,8 @@ class Trust:
         return issued_by(cert, self.authority.certificate)
 
     def issued_by_previous(self, cert: x509.Certificate) -> bool:
-        """Whether the retiring CA signed ``cert`` (always False outside an overlap)."""
+        """Whether the retiring CA, or one retired earlier, signed ``cert``."""
         from pgbatten.certfacts import issued_by
 
-        return self.previous is not None and issued_by(cert, self.previous)
+        olds = (*((self.previous,) if self.previous is not None else ()), *self.retired)
+        return any(issued_by(cert, old) for old in olds)
