@@ -7,6 +7,7 @@ handshake per cluster (the served certificate), no CA key, no passphrase.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class CAFacts:
     crl: x509.CertificateRevocationList | None = None
     crl_size: int | None = None
     error: str | None = None
+    retired: tuple[x509.Certificate, ...] = ()
+    """Roots of CAs retired after a rotation (kept in ``retired/``)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,28 @@ def read_ca(path: Path) -> CAFacts:
         size = len(store.crl_path.read_bytes()) if crl is not None else None
     except (PgBattenError, OSError, ValueError) as exc:
         return CAFacts(path=path, certificate=None, error=_one_line(exc))
-    return CAFacts(path=path, certificate=certificate, entries=entries, crl=crl, crl_size=size)
+    return CAFacts(
+        path=path,
+        certificate=certificate,
+        entries=entries,
+        crl=crl,
+        crl_size=size,
+        retired=retired_roots(path),
+    )
+
+
+def retired_roots(ca_dir: Path) -> tuple[x509.Certificate, ...]:
+    """The roots of CAs retired here (``retired/*/ca.crt``), oldest first."""
+    found: list[x509.Certificate] = []
+    directory = ca_dir / "retired"
+    if not directory.is_dir():
+        return ()
+    for entry in sorted(directory.iterdir()):
+        data = read_bytes_or_none(entry / "ca.crt") if entry.is_dir() else None
+        if data is not None:
+            with contextlib.suppress(ValueError):
+                found.append(x509.load_pem_x509_certificate(data))
+    return tuple(found)
 
 
 def read_cluster(ref: ClusterRef, *, timeout: float = 5.0) -> ClusterFacts:

@@ -36,7 +36,7 @@ from cryptography.x509.oid import NameOID
 from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.errors import PKIError
 from pgbatten.fsutil import atomic_write, ensure_private_dir, read_bytes_or_none
-from pgbatten.lifecycle.facts import RotationFacts, read_ca
+from pgbatten.lifecycle.facts import RotationFacts, read_ca, retired_roots
 from pgbatten.lifecycle.trust import Trust
 from pgbatten.pki import CAStore, CertificateAuthority, InventoryEntry, key_type_of
 
@@ -143,7 +143,7 @@ def trust_for(store: CAStore, authority: CertificateAuthority) -> Trust:
 # -- starting and ending an overlap --------------------------------------------------------------------------
 
 STAGING_DIR = "staging"
-RETIRED_DIR = "retired"
+RETIRED_DIR = "retired"  # facts.retired_roots reads it too
 ROOTS_FILE = "roots.crt"
 """Every root in force, for clients: both during an overlap, the one CA otherwise."""
 # What stays in the CA directory when the CA files move: the lock, pgbatten's own bookkeeping, bundles.
@@ -406,20 +406,6 @@ def retire(
     return RetireResult(
         retired=rotation.previous_certificate, archive=archive, forced=tuple(remaining), roots_path=roots
     )
-
-
-def retired_roots(ca_dir: Path) -> tuple[x509.Certificate, ...]:
-    """The roots of CAs retired here, newest last: their leaves are due for re-issue wherever they remain."""
-    found: list[x509.Certificate] = []
-    directory = ca_dir / RETIRED_DIR
-    if not directory.is_dir():
-        return ()
-    for entry in sorted(directory.iterdir()):
-        data = read_bytes_or_none(entry / "ca.crt") if entry.is_dir() else None
-        if data is not None:
-            with contextlib.suppress(ValueError):
-                found.append(x509.load_pem_x509_certificate(data))
-    return tuple(found)
 
 
 def _pem(cert: x509.Certificate) -> bytes:

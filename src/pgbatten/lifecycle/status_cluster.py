@@ -64,7 +64,8 @@ def _server_view(
     served = None
     if c.served is not None and c.served.leaf_fingerprint is not None:
         served = c.served.leaf_fingerprint == fingerprint
-    due = renewal_due(validity, now, limits.renew_before) or is_revoked or authority == "previous"
+    old_ca = authority in ("previous", "retired")
+    due = renewal_due(validity, now, limits.renew_before) or is_revoked or old_ca
     managed = c.managed and authority != "foreign"
     if level != "ok":
         b.add(
@@ -85,6 +86,15 @@ def _server_view(
             renew,
             f"replace the revoked server certificate of {c.label}",
         )
+    if authority == "retired":
+        b.add(
+            "server-cert-retired-ca",
+            "warning",
+            f"{c.label}: the server certificate was issued by a retired CA",
+            "clients holding only the current root cannot verify it",
+            renew,
+            f"re-issue the server certificate of {c.label} from the current CA",
+        )
     if not managed:
         b.add(
             "server-cert-foreign",
@@ -93,10 +103,8 @@ def _server_view(
             "renew leaves it alone; make it pgbatten's with pgbatten secure",
         )
     elif due and level == "ok" and not is_revoked:
-        why = (
-            "its CA is being retired" if authority == "previous" else "less than a third of its life is left"
-        )
-        if limits.renew_before is not None and authority != "previous":
+        why = "its CA is being retired" if old_ca else "less than a third of its life is left"
+        if limits.renew_before is not None and not old_ca:
             why = f"less than {format_duration(limits.renew_before)} of its life is left"
         b.add(
             "server-cert-renewal-due",

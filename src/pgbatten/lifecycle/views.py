@@ -199,6 +199,8 @@ def authority_of(cert: x509.Certificate, ca: CAFacts, rotation: RotationFacts | 
     previous = rotation.previous.certificate if rotation is not None else None
     if previous is not None and issued_by(cert, previous):
         return "previous"
+    if any(issued_by(cert, old) for old in ca.retired):
+        return "retired"
     return "foreign"
 
 
