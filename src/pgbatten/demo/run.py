@@ -27,8 +27,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from pgbatten.attack.events import Direction, WireEvent
+from pgbatten.attack.relay import Capture, Relay
 from pgbatten.cluster.temp import TempCluster
-from pgbatten.demo.wiretap import Capture, Direction, Relay, WireEvent
 from pgbatten.errors import ClusterError, ProbeError
 from pgbatten.probe.check import CheckResult, check_target
 

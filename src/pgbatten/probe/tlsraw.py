@@ -358,6 +358,12 @@ def _server_hello(body: bytes, flight: _Flight) -> None:
     flight.complete = hrr or version >= 0x0304
 
 
+def parse_certificate_message(body: bytes) -> tuple[bytes, ...]:
+    """The DER certificates of a TLS <= 1.2 Certificate handshake message body (the server's or, under
+    TLS 1.2, a client's), leaf first. Raises TlsDecodeError."""
+    return _certificate_list(body)
+
+
 def _certificate_list(body: bytes) -> tuple[bytes, ...]:
     r = Reader(body, "Certificate")
     chain = Reader(r.vec24("certificate list"), "Certificate")

@@ -21,6 +21,7 @@ DEFAULT_PORT = 5432
 SSL_REQUEST_CODE = 80877103
 """1234 in the high 16 bits, 5679 in the low 16: deliberately not a protocol version."""
 GSSENC_REQUEST_CODE = 80877104
+CANCEL_REQUEST_CODE = 80877102
 PROTOCOL_VERSION_3_0 = 3 << 16
 
 SSL_REQUEST = struct.pack("!II", 8, SSL_REQUEST_CODE)

@@ -12,19 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgbatten.demo.wiretap import (
-    GSSENC_REQUEST_CODE,
-    HELLO_RETRY_RANDOM,
-    SSL_REQUEST_CODE,
-    Direction,
-    Relay,
-    decode_backend,
-    decode_connection,
-    decode_frontend,
-    decode_tls,
-    interleave,
-    printable,
-)
+from pgbatten.attack.decode import decode_backend, decode_connection, decode_frontend, interleave
+from pgbatten.attack.events import Direction, printable
+from pgbatten.attack.relay import Relay
+from pgbatten.attack.tlsview import decode_tls
+from pgbatten.probe.tlsraw import HRR_RANDOM as HELLO_RETRY_RANDOM
+from pgbatten.probe.wire import GSSENC_REQUEST_CODE, SSL_REQUEST_CODE
 
 SSL_REQUEST = struct.pack("!ii", 8, SSL_REQUEST_CODE)
 
