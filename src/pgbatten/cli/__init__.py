@@ -13,6 +13,7 @@ from pgbatten.cli import (
     schedule_cmd,
     secure_cmd,
     status_cmd,
+    wiretap_cmd,
 )
 from pgbatten.cli.app import main
 
@@ -27,4 +28,5 @@ __all__ = [
     "schedule_cmd",
     "secure_cmd",
     "status_cmd",
+    "wiretap_cmd",
 ]
