@@ -64,7 +64,7 @@ def test_refused_and_cancel() -> None:
 def test_wiretap_bad_input_is_one_line() -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["wiretap", "--upstream", "bad host!"])
-    assert result.exit_code == 2
+    assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1].startswith("pgbatten: error: invalid target 'bad host!'")
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

@@ -42,6 +42,21 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return listener
 
 
+def wait_until_stopped(
+    stop: threading.Event, *, duration: float | None = None, also: threading.Event | None = None
+) -> None:
+    """Block until ``stop`` (or ``also``) is set, ``duration`` seconds pass, or Ctrl-C: how a wiretap or
+    a man in the middle session normally ends, to be followed by closing it and printing its summary."""
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while not stop.is_set() and not (also is not None and also.is_set()):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            stop.wait(0.1)
+    except KeyboardInterrupt:
+        return
+
+
 class TcpService:
     """Listens on ``listen_host:listen_port`` (port 0: a free one) and serves each connection in a thread.
 

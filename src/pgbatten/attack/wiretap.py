@@ -17,7 +17,7 @@ from typing import Protocol
 from pgbatten.attack.decode import ConnectionDecoder
 from pgbatten.attack.events import Direction, WireEvent
 from pgbatten.attack.leaks import ConnectionSummary, summarize
-from pgbatten.attack.relay import Relay
+from pgbatten.attack.relay import Relay, wait_until_stopped
 from pgbatten.probe.wire import Target
 
 
@@ -143,16 +143,9 @@ def run_wiretap(
         connect_timeout=options.connect_timeout,
         observer=tap,
     )
-    deadline = None if options.duration is None else time.monotonic() + options.duration
     with relay:
         if on_listening is not None:
             on_listening(relay.port)
-        try:
-            while not stop.is_set() and not tap.limit_reached.is_set():
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                stop.wait(0.1)
-        except KeyboardInterrupt:
-            pass  # Ctrl-C is how a wiretap session normally ends: close and summarize
+        wait_until_stopped(stop, duration=options.duration, also=tap.limit_reached)
         tap.stop_decoding()
     return [tap.connections[k] for k in sorted(tap.connections)]

