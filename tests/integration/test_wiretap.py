@@ -92,7 +92,7 @@ def test_tls12_leaks_and_a_cancel_request_in_the_clear(pg_binaries: PgBinaries) 
     by_transport = {c["transport"]: c for c in summaries}
     assert set(by_transport) == {"TLS", "cancel request"}
     tls = by_transport["TLS"]
-    assert tls["tls_version"] == "TLSv1.2"
+    assert tls["tls_version"] == "TLS 1.2"
     leaks = {leak["what"]: leak["detail"] for leak in tls["leaks"]}
     assert leaks["server name (SNI)"] == "localhost"
     assert leaks["server certificate"].startswith("CN=localhost, SANs DNS:localhost, IP:127.0.0.1")
@@ -126,5 +126,5 @@ def test_tls13_hides_the_certificate_and_max_bytes_stops(pg_binaries: PgBinaries
         env.cluster.cleanup()
     (summary,) = [line for line in lines if line["type"] == "summary"]
     (tls,) = summary["connections"]
-    assert tls["transport"] == "TLS" and tls["tls_version"] == "TLSv1.3" and tls["cut_short"]
+    assert tls["transport"] == "TLS" and tls["tls_version"] == "TLS 1.3" and tls["cut_short"]
     assert "server certificate" not in {leak["what"] for leak in tls["leaks"]}

@@ -1,8 +1,9 @@
 """The man in the middle's side of PostgreSQL authentication: the messages it sends, and a client for the
 real server once it holds a cleartext password (SCRAM-SHA-256 without channel binding, md5, password).
 
-Reading from sockets is bounded: a peer that never completes a message times out, and no message longer
-than :data:`MAX_AUTH_MESSAGE` is accepted before the login is done.
+Reading from sockets goes through :mod:`probe.transport` and is bounded: a peer that never completes a
+message times out, and no message longer than :data:`MAX_AUTH_MESSAGE` is accepted before the login is
+done.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import struct
 
 from pgbatten.attack.events import Body, Short
 from pgbatten.errors import ProbeError
+from pgbatten.probe import transport
+from pgbatten.probe.transport import Deadline
 from pgbatten.probe.wire import parse_error_fields
 
 MAX_AUTH_MESSAGE = 64 * 1024
@@ -26,35 +29,33 @@ class PeerClosed(Exception):
     """The peer closed the connection (or stopped answering) before a complete message."""
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        try:
-            chunk = sock.recv(n - len(data))
-        except (OSError, TimeoutError) as exc:
-            raise PeerClosed(str(exc) or type(exc).__name__) from exc
-        if not chunk:
-            raise PeerClosed("closed")
-        data += chunk
-    return bytes(data)
+def recv_exact(sock: socket.socket, n: int, deadline: Deadline) -> bytes:
+    """``n`` bytes, or :class:`PeerClosed` when the peer closes or the deadline passes first."""
+    try:
+        data = transport.recv_exact(sock, n, deadline)
+    except (OSError, TimeoutError) as exc:
+        raise PeerClosed(transport.describe_os_error(exc)) from exc
+    if len(data) < n:
+        raise PeerClosed("closed")
+    return data
 
 
-def read_packet(sock: socket.socket) -> bytes:
+def read_packet(sock: socket.socket, deadline: Deadline) -> bytes:
     """One untyped startup-phase packet (length included): SSLRequest, StartupMessage, CancelRequest."""
-    header = recv_exact(sock, 4)
+    header = recv_exact(sock, 4, deadline)
     (length,) = struct.unpack("!i", header)
     if not 8 <= length <= MAX_STARTUP:
         raise PeerClosed(f"not a PostgreSQL startup packet (length {length})")
-    return header + recv_exact(sock, length - 4)
+    return header + recv_exact(sock, length - 4, deadline)
 
 
-def read_message(sock: socket.socket) -> tuple[str, bytes]:
-    """One typed message: (type, body)."""
-    header = recv_exact(sock, 5)
+def read_message(sock: socket.socket, deadline: Deadline) -> tuple[str, bytes]:
+    """One typed message of either side during the login: (type, body)."""
+    header = recv_exact(sock, 5, deadline)
     (length,) = struct.unpack("!i", header[1:])
     if not 4 <= length <= MAX_AUTH_MESSAGE:
         raise PeerClosed(f"message {chr(header[0])!r} of impossible length {length}")
-    return chr(header[0]), recv_exact(sock, length - 4)
+    return chr(header[0]), recv_exact(sock, length - 4, deadline)
 
 
 def message(mtype: str, body: bytes) -> bytes:
@@ -90,14 +91,14 @@ def startup_params(packet: bytes) -> dict[str, str]:
     return out
 
 
-def _scram_client(sock: socket.socket, password: str, mechanisms: list[str]) -> None:
+def _scram_client(sock: socket.socket, password: str, mechanisms: list[str], timeout: float) -> None:
     if "SCRAM-SHA-256" not in mechanisms:
         raise ProbeError("", 0, f"the server offers only {', '.join(mechanisms)}")
     nonce = base64.b64encode(os.urandom(18)).decode()
     first_bare = f"n=,r={nonce}"
     initial = ("n,," + first_bare).encode()
     sock.sendall(message("p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(initial)) + initial))
-    mtype, body = read_message(sock)
+    mtype, body = read_message(sock, Deadline(timeout))
     _raise_error(mtype, body)
     if mtype != "R" or struct.unpack("!i", body[:4])[0] != 11:
         raise ProbeError("", 0, "the server did not continue the SCRAM exchange")
@@ -120,12 +121,12 @@ def _raise_error(mtype: str, body: bytes) -> None:
         raise ProbeError("", 0, fields.summary())
 
 
-def login(sock: socket.socket, startup: bytes, user: str, password: str) -> None:
+def login(sock: socket.socket, startup: bytes, user: str, password: str, *, timeout: float) -> None:
     """Send ``startup`` and authenticate with ``password`` however the server asks; return once the server
     said AuthenticationOk (its next messages are left unread). ``ProbeError`` when the login fails."""
     sock.sendall(startup)
     while True:
-        mtype, body = read_message(sock)
+        mtype, body = read_message(sock, Deadline(timeout))
         _raise_error(mtype, body)
         if mtype != "R" or len(body) < 4:
             raise ProbeError("", 0, f"unexpected message {mtype!r} during the login")
@@ -140,7 +141,7 @@ def login(sock: socket.socket, startup: bytes, user: str, password: str) -> None
             sock.sendall(message("p", b"md5" + outer.encode() + b"\0"))
         elif code == 10:
             mechanisms = [m for m in body[4:].decode(errors="replace").split("\0") if m]
-            _scram_client(sock, password, mechanisms)
+            _scram_client(sock, password, mechanisms, timeout)
         elif code in (11, 12):
             continue  # SASLFinal: the server's signature; AuthenticationOk follows
         else:

@@ -13,7 +13,6 @@ sends and the rows it gets back are his. Nothing captured is written to disk.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import socket
 import ssl
 import struct
@@ -35,13 +34,16 @@ from pgbatten.attack.relay import TcpService, close_quietly, pump, wait_until_st
 from pgbatten.certfacts import host_names
 from pgbatten.errors import ProbeError
 from pgbatten.pki import CertificateAuthority
-from pgbatten.probe.tls import PG_ALPN
+from pgbatten.probe import transport
+from pgbatten.probe.transport import Deadline
+from pgbatten.probe.versions import ALPN_POSTGRESQL, TlsVersion
 from pgbatten.probe.wire import (
     CANCEL_REQUEST_CODE,
     GSSENC_REQUEST_CODE,
-    SSL_REQUEST,
     SSL_REQUEST_CODE,
+    SslAnswer,
     Target,
+    is_ip_literal,
 )
 
 
@@ -164,28 +166,29 @@ class MitmOptions:
     duration: float | None = None
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def fetch_certificate(upstream: Target, timeout: float) -> x509.Certificate | None:
     """The certificate the real server presents (what an attacker copies the names from), or None."""
     try:
-        with socket.create_connection((upstream.host, upstream.port), timeout=timeout) as sock:
-            sock.sendall(SSL_REQUEST)
-            if auth.recv_exact(sock, 1) != b"S":
-                return None
-            ctx = _client_context()
-            hostname = None if _is_ip(upstream.host) else upstream.host
-            with ctx.wrap_socket(sock, server_hostname=hostname) as tls:
-                der = tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError, auth.PeerClosed):
+        sock, _ = transport.open_channel(upstream.host, upstream.port, Deadline(timeout))
+    except ProbeError:
         return None
+    try:
+        hostname = None if is_ip_literal(upstream.host) else upstream.host
+        with _client_context().wrap_socket(sock, server_hostname=hostname) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+    finally:
+        close_quietly(sock)
     return x509.load_der_x509_certificate(der) if der else None
+
+
+def display_tls(sock: ssl.SSLSocket) -> str:
+    """``TLS 1.3, TLS_AES_256_GCM_SHA384``: a TLS session in the vocabulary the decoder uses."""
+    label = sock.version() or ""
+    version = TlsVersion.from_label(label)
+    cipher = sock.cipher()
+    return (version.display if version else label) + (f", {cipher[0]}" if cipher else "")
 
 
 def _client_context() -> ssl.SSLContext:
@@ -242,7 +245,7 @@ class Mitm(TcpService):
             key.touch(mode=0o600)
             key.write_bytes(forgery.key_pem())
             ctx.load_cert_chain(cert, key)
-        ctx.set_alpn_protocols([PG_ALPN])
+        ctx.set_alpn_protocols([ALPN_POSTGRESQL])
         if forgery.follows_names:
             ctx.sni_callback = self._by_server_name
         return ctx
@@ -334,7 +337,7 @@ class Mitm(TcpService):
                 first = client.recv(1, socket.MSG_PEEK)
                 if not first:
                     raise auth.PeerClosed("closed")
-                if first[0] == 0x16:
+                if first[0] == 0x16:  # a TLS handshake record: direct TLS
                     conn.asked = "direct TLS"
                     if attack == Attack.STRIP:
                         conn.refusal = "the client started TLS directly: there is no SSLRequest to strip"
@@ -344,7 +347,7 @@ class Mitm(TcpService):
                         return
                     stream = tls
                     continue
-            packet = auth.read_packet(stream)
+            packet = auth.read_packet(stream, Deadline(self.options.timeout))
             code = struct.unpack("!i", packet[4:8])[0]
             if code in (SSL_REQUEST_CODE, GSSENC_REQUEST_CODE):
                 self._events(conn, front.feed(packet))
@@ -417,7 +420,7 @@ class Mitm(TcpService):
         middle, accepts a client that says it does not support binding.
         """
         while True:
-            mtype, body = auth.read_message(upstream)
+            mtype, body = auth.read_message(upstream, Deadline(self.options.timeout))
             code = struct.unpack("!i", body[:4])[0] if mtype == "R" and len(body) >= 4 else None
             if code == 10 and not isinstance(stream, ssl.SSLSocket):
                 offered = [m for m in body[4:].split(b"\0") if m]
@@ -438,7 +441,7 @@ class Mitm(TcpService):
             if code == 12:
                 continue  # SASLFinal: AuthenticationOk follows
             try:
-                cmtype, cbody = auth.read_message(stream)
+                cmtype, cbody = auth.read_message(stream, Deadline(self.options.timeout))
             except auth.PeerClosed as exc:
                 conn.refusal = (
                     f"the client closed the connection instead of answering {self._asked_for(code)} ({exc})"
@@ -465,30 +468,28 @@ class Mitm(TcpService):
             conn.refusal = _describe_tls_failure(exc)
             self._step(conn, f"client refused the forged certificate: {conn.refusal}")
             return None
-        cipher = tls.cipher()
-        conn.client_tls = f"{tls.version()} {cipher[0] if cipher else ''}".strip()
+        conn.client_tls = display_tls(tls)
         self._step(conn, f"client accepted the forged certificate ({conn.client_tls})")
         return tls
 
     def _connect_upstream(self, conn: MitmConnection) -> socket.socket:
+        """The man in the middle's own connection to the server: TLS whenever it is offered."""
         upstream = self.options.upstream
+        deadline = Deadline(self.options.timeout)
+        sock = transport.connect(upstream.host, upstream.port, deadline)
         try:
-            sock = socket.create_connection((upstream.host, upstream.port), timeout=self.options.timeout)
-        except OSError as exc:
-            raise ProbeError(
-                upstream.host, upstream.port, f"cannot reach the server: {exc.strerror or exc}"
-            ) from exc
-        try:
-            sock.sendall(SSL_REQUEST)
-            answer = auth.recv_exact(sock, 1)
-            if answer == b"S":
-                hostname = None if _is_ip(upstream.host) else upstream.host
+            response = transport.request_tls(sock, deadline)
+            if response.answer == SslAnswer.ACCEPTED:
+                hostname = None if is_ip_literal(upstream.host) else upstream.host
                 tls = _client_context().wrap_socket(sock, server_hostname=hostname)
-                conn.upstream_tls = tls.version()
+                conn.upstream_tls = display_tls(tls)
                 return tls
-            if answer != b"N":
-                raise ProbeError(upstream.host, upstream.port, f"unexpected answer {answer!r} to SSLRequest")
+            if response.answer != SslAnswer.REFUSED:
+                raise ProbeError(upstream.host, upstream.port, response.detail)
             return sock
+        except (OSError, TimeoutError) as exc:
+            close_quietly(sock)
+            raise ProbeError(upstream.host, upstream.port, transport.describe_os_error(exc)) from exc
         except BaseException:
             close_quietly(sock)
             raise
@@ -506,7 +507,7 @@ class Mitm(TcpService):
         stream.sendall(request)
         self._step(conn, "asked the client for its password in cleartext")
         try:
-            mtype, body = auth.read_message(stream)
+            mtype, body = auth.read_message(stream, Deadline(self.options.timeout))
         except auth.PeerClosed as exc:
             conn.refusal = f"the client refused to send its password in cleartext ({exc})"
             return None
@@ -517,7 +518,9 @@ class Mitm(TcpService):
         conn.password = body.rstrip(b"\0").decode("utf-8", errors="replace")
         upstream = self._connect_upstream(conn)
         try:
-            auth.login(upstream, startup, conn.startup.get("user", ""), conn.password)
+            auth.login(
+                upstream, startup, conn.startup.get("user", ""), conn.password, timeout=self.options.timeout
+            )
         except (ProbeError, auth.PeerClosed) as exc:
             reason = exc.reason if isinstance(exc, ProbeError) else str(exc)
             conn.upstream_login = f"failed: {reason}"
@@ -539,9 +542,9 @@ class Mitm(TcpService):
         conn.cancel = {"pid": str(pid), "key": packet[12:].hex()}
         upstream = self.options.upstream
         try:
-            with socket.create_connection((upstream.host, upstream.port), timeout=self.options.timeout) as s:
-                s.sendall(packet)
-        except OSError as exc:
+            with transport.connect(upstream.host, upstream.port, Deadline(self.options.timeout)) as sock:
+                sock.sendall(packet)
+        except (ProbeError, OSError) as exc:
             conn.error = f"could not pass the CancelRequest on: {exc}"
         else:
             self._step(conn, f"passed a CancelRequest for backend {pid} on")

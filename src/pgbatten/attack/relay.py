@@ -22,6 +22,8 @@ from typing import Protocol, Self
 from pgbatten.attack.decode import Conversation, decode_connection, interleave
 from pgbatten.attack.events import Direction, WireEvent
 from pgbatten.errors import ProbeError
+from pgbatten.probe import transport
+from pgbatten.probe.transport import Deadline
 
 POLL = 0.05
 """How often the accept and copy loops check for close(), so closing never waits long (seconds)."""
@@ -309,9 +311,9 @@ class Relay(TcpService):
             self.observer.opened(conn_id, peer)
         error: str | None = None
         try:
-            server = socket.create_connection(self.target, timeout=self.connect_timeout)
-        except OSError as exc:
-            error = f"cannot reach {self.target[0]}:{self.target[1]}: {exc.strerror or exc}"
+            server = transport.connect(*self.target, Deadline(self.connect_timeout))
+        except ProbeError as exc:
+            error = f"cannot reach the server: {exc}"
         else:
             try:
 
