@@ -147,6 +147,13 @@ def run_pgbatten(port: int) -> tuple[Accepted | None, str, int | None]:
     return Accepted(frozenset(result.protocols), ciphers), note, result.connections_used
 
 
+def run_quick(port: int) -> tuple[Accepted | None, str, int | None]:
+    """The quick check ``secure`` runs for every proof: versions, certificate, plaintext."""
+    result = check_target(f"127.0.0.1:{port}", full=False, timeout=5.0)
+    note = f"grade {result.grade}, {len(result.findings)} findings"
+    return None, note, result.connections_used
+
+
 def run_enumeration(port: int) -> tuple[Accepted | None, str, int | None]:
     result = enumerate_tls("127.0.0.1", port, timeout=5.0)
     ciphers = {p: frozenset(names) for p, names in result.ciphers.items()}
@@ -324,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = [
             measure(cluster, "pgbatten check (full)", lambda: run_pgbatten(port)),
             measure(cluster, "pgbatten enumeration alone", lambda: run_enumeration(port)),
+            measure(cluster, "pgbatten check --quick", lambda: run_quick(port)),
         ]
         if sslyze:
             runs.append(measure(cluster, "sslyze", lambda: run_sslyze(sslyze, port, out)))

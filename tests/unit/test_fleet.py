@@ -250,3 +250,19 @@ def test_a_bug_met_on_one_target_does_not_abort_the_fleet(monkeypatch: pytest.Mo
     assert bad.error is not None and "RuntimeError: boom" in bad.error
     assert other.error is not None and "refused" in other.error
     assert exit_status(results) == 3
+
+
+def test_a_silent_target_does_not_hold_up_a_responsive_one(tmp_path: Path) -> None:
+    """With one slot, a blackholed target listed first lends its slot while silent: the other ends first."""
+    pki: Pki = make_pki(tmp_path, sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    with FakeServer(TlsPg(server_context(pki)), max_connections=80) as server, blackhole() as hole:
+        targets = [Target("127.0.0.1", hole), server.target]
+        done: list[Target] = []
+        results = run_fleet(
+            targets,
+            lambda t: check_target(t, timeout=2.0, full=True),
+            concurrency=1,
+            on_done=lambda t, _r: done.append(t),
+        )
+    assert done == [server.target, targets[0]]
+    assert results[1].reachable and not results[0].reachable

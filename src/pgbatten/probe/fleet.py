@@ -4,18 +4,21 @@ Every connection to PostgreSQL forks a backend, so the bound that matters is per
 ``per_server`` targets of one ``host:port`` are probed at the same time (each probe opens its connections one
 after another), and at most ``concurrency`` probes run in all. Targets of one server are split into
 ``per_server`` lanes that run their targets in sequence, so a worker thread never sits blocked waiting for a
-server's turn and the total bound is honoured exactly.
+server's turn and the total bound is honoured exactly. A probe waiting on a silent peer does not count
+against ``concurrency`` (:mod:`probe.pacing`), so unresponsive targets do not hold up responsive ones.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TypeVar
 
 from pgbatten.errors import FileProblem, UsageError
+from pgbatten.probe import pacing
 from pgbatten.probe.targets import is_conninfo, parse_target_text
 from pgbatten.probe.wire import Target
 
@@ -23,6 +26,8 @@ R = TypeVar("R")
 
 DEFAULT_CONCURRENCY = 16
 DEFAULT_PER_SERVER = 1
+MAX_THREADS = 128
+"""Worker threads at most; at most ``concurrency`` of them probe actively, the rest wait on silent peers."""
 
 
 def parse_targets_text(text: str, source: str = "<targets>") -> list[Target]:
@@ -104,19 +109,22 @@ def run_fleet(
         raise UsageError("--concurrency must be at least 1")
     lanes = plan_lanes(targets, per_server)
     results: dict[int, R] = {}
+    bound = threading.Semaphore(concurrency)
 
     def run_lane(lane: Iterable[int]) -> None:
         for index in lane:
-            result = probe(targets[index])
+            with pacing.holding(pacing.Slot(bound)):
+                result = probe(targets[index])
             results[index] = result
             if on_done is not None:
                 on_done(targets[index], result)
 
     if not lanes:
         return []
-    with ThreadPoolExecutor(
-        max_workers=min(concurrency, len(lanes)), thread_name_prefix="pgbatten-check"
-    ) as pool:
+    # More threads than slots: a probe waiting on a silent peer lends its slot (probe.pacing), and its
+    # thread must not keep the next lane from starting.
+    workers = min(len(lanes), max(concurrency, MAX_THREADS))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgbatten-check") as pool:
         futures = [pool.submit(run_lane, lane) for lane in lanes]
         for future in as_completed(futures):
             future.result()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from pgbatten.errors import ProbeError
-from pgbatten.probe import wire
+from pgbatten.probe import pacing, wire
 from pgbatten.probe.resolve import connect_tcp
 
 EXTRA_BYTES_WAIT = 0.05
@@ -178,7 +178,14 @@ def request_tls(
     """
     deadline.arm(sock)
     sock.sendall(wire.SSL_REQUEST + trailing)
-    first = recv_exact(sock, 1, deadline)
+    readable, _, _ = select.select([sock], [], [], max(0.0, min(pacing.GRACE, deadline.left())))
+    if readable:
+        first = recv_exact(sock, 1, deadline)
+    else:
+        # Silent so far: a blackhole or a stuck server costs nothing while it is silent, so wait for it
+        # without holding a fleet slot that a responsive target could use.
+        with pacing.waiting():
+            first = recv_exact(sock, 1, deadline)
     if first == b"E":
         rest = recv_exact(sock, 4, deadline)
         _, body_length, problem = wire.parse_header(first + rest)
