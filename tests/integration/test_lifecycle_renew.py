@@ -113,9 +113,11 @@ def test_due_certificate_renewed_by_reload_with_a_session_open(
     # The new certificate is in the inventory, valid a year.
     entry = next(e for e in CAStore(ca_dir).entries() if f"{e.serial:#x}" == after)
     assert entry.kind == "server" and entry.not_after > dt.datetime.now(dt.UTC) + dt.timedelta(days=360)
-    # A second run: nothing due.
-    code, out = cli("renew", "--pgdata", pgdata, "--before", "5d", "--yes")
-    assert code == 0 and "Nothing is due" in out
+    # A second run: nothing due, and as facts for a configuration tool: nothing changed.
+    result = CliRunner().invoke(main, ["renew", "--pgdata", pgdata, "--before", "5d", "--yes", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["changed"] is False and facts["nothing_due"] is True
 
 
 @pytest.mark.parametrize("fault", ["broken key", "refused certificate file"])

@@ -83,6 +83,7 @@ def _confirm(question: str) -> bool:
     help="PKCS#12 password for new client bundles (default: generated, saved in the bundle).",
 )
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300), help="Seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress goes to stderr).")
 @click.option("--dry-run", is_flag=True, help="Show what is due and the plan; write nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Renew without asking.")
 def renew_cmd(
@@ -101,6 +102,7 @@ def renew_cmd(
     key_type: str,
     p12_password_file: Path | None,
     timeout: float,
+    as_json: bool,
     dry_run: bool,
     yes: bool,
 ) -> None:
@@ -134,7 +136,7 @@ def renew_cmd(
         ca_passphrase=read_secret_file(ca_passphrase_file),
         timeout=timeout,
     )
-    out = make_console()
+    out = make_console(stderr=as_json)
     ca = ca_dir or default_ca_dir()
     result = renew(
         ca,
@@ -142,7 +144,14 @@ def renew_cmd(
         log=lambda msg: out.print(msg, markup=False, soft_wrap=True, highlight=False),
         confirm=_confirm,
     )
-    print_result(out, result, ca, refs_option=[o for r in refs for o in r.option()])
+    if as_json:
+        import json
+
+        from pgbatten.lifecycle.export import renew_json
+
+        click.echo(json.dumps(renew_json(result), indent=2))
+    else:
+        print_result(out, result, ca, refs_option=[o for r in refs for o in r.option()])
     if result.failed:
         raise VerificationError(
             "; ".join(

@@ -12,6 +12,7 @@ from typing import Any
 
 from pgbatten.findings import finding_to_json
 from pgbatten.fsutil import atomic_write
+from pgbatten.lifecycle.renew import RenewResult
 from pgbatten.lifecycle.timeline import LEVELS, OverlapStage
 from pgbatten.lifecycle.views import (
     CertificateView,
@@ -242,3 +243,70 @@ def prometheus_text(report: StatusReport) -> str:
 def write_textfile(path: Path, report: StatusReport) -> None:
     """Write the metrics atomically (node_exporter may read the file at any moment)."""
     atomic_write(path, prometheus_text(report).encode(), mode=0o644)
+
+
+# -- renew ---------------------------------------------------------------------------------------------------
+
+
+def renew_json(result: RenewResult) -> dict[str, Any]:
+    """What ``renew`` did (or would do), as facts: ``changed`` is true only when something was written."""
+    clusters = []
+    for c in result.clusters:
+        plan = c.plan
+        clusters.append(
+            {
+                "label": c.label,
+                "due": plan.due,
+                "reasons": list(plan.reasons),
+                "skipped": plan.skipped,
+                "applied": c.applied,
+                "old_serial": f"{plan.replaced_serial:#x}" if plan.replaced_serial is not None else None,
+                "new_serial": f"{plan.issued.serial:#x}" if plan.issued is not None and c.applied else None,
+                "files": [str(ch.path) for ch in plan.changes],
+                "proofs": [{"what": p.what, "ok": p.ok, "detail": p.detail} for p in c.proofs],
+                "backups": [{"original": str(o), "backup": str(b)} for o, b in c.backups],
+                "error": c.error,
+            }
+        )
+    return {
+        "changed": not result.dry_run
+        and (
+            any(c.applied for c in result.clusters) or bool(result.clients or result.crls or result.revoked)
+        ),
+        "dry_run": result.dry_run,
+        "nothing_due": result.nothing_due,
+        "failed": [c.label for c in result.failed],
+        "clusters": clusters,
+        "clients": [
+            {
+                "user": c.user,
+                "old_serial": f"{c.old_serial:#x}",
+                "new_serial": f"{c.new_serial:#x}",
+                "not_after": _iso(c.not_after),
+                "bundle": str(c.bundle_dir),
+                "password_file": str(c.password_file) if c.password_file is not None else None,
+                "revoke_after": _iso(c.revoke_after),
+            }
+            for c in result.clients
+        ],
+        "clients_due": [
+            {
+                "user": d.user,
+                "serial": f"{d.entry.serial:#x}",
+                "reasons": list(d.reasons),
+                "renew_at": _iso(d.renew_at),
+            }
+            for d in result.clients_due
+        ],
+        "revoked": [r.to_json() for r in result.revoked],
+        "pending_revocation": [r.to_json() for r in result.handover],
+        "crls": [
+            {
+                "ca_dir": str(c.ca_dir),
+                "reason": c.reason,
+                "number": c.number,
+                "next_update": _iso(c.next_update),
+            }
+            for c in result.crls
+        ],
+    }
