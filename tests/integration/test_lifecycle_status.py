@@ -60,7 +60,7 @@ def test_status_stages_and_exit_codes(
     # A renewed file that never reached the running server: written, not reloaded.
     store = CAStore(ca_dir)
     ca = store.load()
-    fresh = ca.issue_server(["localhost", "127.0.0.1"], days=365)
+    fresh = ca.issue_server(["localhost", "127.0.0.1", "::1"], days=365)
     owner = cluster.owner.ids if os.geteuid() == 0 else None
     atomic_write(cluster.data_dir / "pgbatten-server.crt", fresh.cert_pem(), mode=0o644, owner=owner)
     atomic_write(cluster.data_dir / "pgbatten-server.key", fresh.key_pem(), mode=0o600, owner=owner)
@@ -69,7 +69,11 @@ def test_status_stages_and_exit_codes(
     assert f"NO: {installed['serial']} is served" in out
     assert f"pgbatten renew --pgdata {pgdata} --ca-dir {ca_dir}" in out
 
-    cluster.sql().value("SELECT pg_reload_conf()")
+    # renew puts the installed file in force (a reload and the proofs), writing nothing.
+    result = CliRunner().invoke(main, ["renew", "--pgdata", pgdata, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "fixed by reload, no restart" in result.output
+    assert run_status("--pgdata", pgdata)[0] == 0
     # Thresholds move the judgement without waiting: a year-long certificate is critical with --critical 400d.
     code, out = run_status("--pgdata", pgdata, "--warn", "400d", "--critical", "400d")
     assert code == 2, out

@@ -22,7 +22,7 @@ from pgbatten.cli.status_cmd import cluster_refs, clusters_option
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from pgbatten.lifecycle.renew import RenewResult
+    from pgbatten.lifecycle.renew import ClusterOutcome, RenewResult
 
 
 def _confirm(question: str) -> bool:
@@ -153,12 +153,16 @@ def renew_cmd(
     else:
         print_result(out, result, ca, refs_option=[o for r in refs for o in r.option()])
     if result.failed:
-        raise VerificationError(
-            "; ".join(
-                f"renewal of {c.label} failed, the old certificate keeps serving: {c.error}"
-                for c in result.failed
-            )
+        raise VerificationError("; ".join(failure_line(c) for c in result.failed))
+
+
+def failure_line(outcome: ClusterOutcome) -> str:
+    if outcome.rolled_back:
+        return (
+            f"renewal of {outcome.label} failed and was rolled back, the old certificate keeps serving: "
+            f"{outcome.error}"
         )
+    return f"{outcome.label}: {outcome.error}"
 
 
 def print_result(out: Console, result: RenewResult, ca_dir: Path, *, refs_option: list[str]) -> None:

@@ -9,7 +9,7 @@ import click
 
 from pgbatten.cli.app import ca_dir_option, make_console, passphrase_option, read_secret_file
 from pgbatten.cli.ca_cmd import ca
-from pgbatten.cli.renew_cmd import _confirm, print_result
+from pgbatten.cli.renew_cmd import _confirm, failure_line, print_result
 from pgbatten.cli.status_cmd import cluster_refs, clusters_option
 
 
@@ -34,12 +34,13 @@ def _renew_clusters(
     )
     print_result(out, result, ca_dir, refs_option=[o for r in refs for o in r.option()])
     if result.failed:
-        raise VerificationError(
-            "; ".join(
-                f"renewal of {c.label} failed, it keeps serving its old certificate: {c.error}"
-                for c in result.failed
-            )
-        )
+        raise VerificationError("; ".join(failure_line(c) for c in result.failed))
+
+
+def _refuse() -> bool:
+    from pgbatten.errors import UsageError
+
+    raise UsageError("nothing was changed (not confirmed)")
 
 
 @ca.command("rotate")
@@ -83,6 +84,8 @@ def ca_rotate(
 
     period = parse_duration(overlap)
     refs = cluster_refs(pgdatas, cluster_names)
+    if refs and not yes:
+        _confirm("Start a CA rotation and switch these clusters to the new CA?") or _refuse()
     for ref in refs:
         ref.discover().require_running()  # refuse before the CA directory changes
     store = open_store(ca_dir or default_ca_dir())

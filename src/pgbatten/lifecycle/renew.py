@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pgbatten.cluster.discover import Cluster
-from pgbatten.errors import PgBattenError, UsageError, VerificationError
+from pgbatten.errors import PgBattenError, UsageError
 from pgbatten.fsutil import atomic_write, read_bytes_or_none
 from pgbatten.lifecycle.clients import (
     BUNDLES_DIR,
@@ -84,6 +84,8 @@ class ClusterOutcome:
     proofs: tuple[Proof, ...] = ()
     backups: tuple[tuple[Path, Path], ...] = ()
     error: str | None = None
+    rolled_back: bool = True
+    """After an error: whether the old files were restored (False when only a reload was done)."""
 
 
 @dataclass(frozen=True)
@@ -341,7 +343,16 @@ def _apply(
         proofs = prove()
         failed = [p for p in proofs if not p.ok]
         if failed:
-            raise VerificationError("; ".join(f"{p.what}: {p.detail}" for p in failed))
+            # Nothing was written, so there is nothing to restore: the installed files are now in force.
+            detail = "; ".join(f"{p.what}: {p.detail}" for p in failed)
+            return ClusterOutcome(
+                plan.label,
+                plan,
+                True,
+                tuple(proofs),
+                error=f"reloaded, so the installed certificate is served now, but: {detail}",
+                rolled_back=False,
+            )
         return ClusterOutcome(plan.label, plan, True, tuple(proofs))
     except PgBattenError as exc:
         if plan.issued is not None:
