@@ -1,5 +1,6 @@
-"""Shared by the attacker-tool tests: a TLS cluster, and `pgbatten wiretap`/`mitm` run as a real process
-whose JSON lines are read as they come."""
+"""Shared by the attacker-tool tests: `pgbatten wiretap`/`mitm` run as a real process whose JSON lines are
+read as they come, and psql with pgbatten's pinned parameters. The TLS-only server is the matrix's own
+(:func:`pgbatten.attack.matrix.tls_server`)."""
 
 from __future__ import annotations
 
@@ -15,70 +16,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pgbatten import libpq
-from pgbatten.cluster.binaries import PgBinaries
-from pgbatten.cluster.temp import TempCluster
-from pgbatten.pki import CertificateAuthority
 
 PASSWORD = "s3cret-Pw-42"
-TLS_HBA = """\
-local     all  all                 peer
-hostnossl all  all  0.0.0.0/0      reject
-hostnossl all  all  ::/0           reject
-hostssl   all  all  127.0.0.1/32   scram-sha-256
-hostssl   all  all  ::1/128        scram-sha-256
-"""
-
-
-@dataclass
-class TlsCluster:
-    cluster: TempCluster
-    ca: CertificateAuthority
-    ca_file: Path
-
-    @property
-    def port(self) -> int:
-        return self.cluster.port
-
-
-def start_tls_cluster(
-    binaries: PgBinaries, *, hba: str = TLS_HBA, settings: dict[str, str] | None = None
-) -> TlsCluster:
-    """A running TLS-only cluster (a certificate for localhost/127.0.0.1 from a fresh CA) with role
-    ``app``/:data:`PASSWORD`. The caller cleans it up."""
-    cluster = TempCluster(binaries=binaries, hba=hba)
-    try:
-        ca = CertificateAuthority.create()
-        server = ca.issue_server(["localhost", "127.0.0.1"])
-        tls = cluster.root / "tls"
-        tls.mkdir()
-        (tls / "server.crt").write_bytes(server.cert_pem())
-        (tls / "server.key").write_bytes(server.key_pem())
-        ca_file = tls / "ca.crt"
-        ca_file.write_bytes(ca.cert_pem())
-        (tls / "server.key").chmod(0o600)
-        for path in (tls, *tls.iterdir()):
-            os.chown(path, cluster.owner.uid, cluster.owner.gid)
-        cluster.settings.update(
-            {
-                "ssl": "on",
-                "ssl_cert_file": f"'{tls / 'server.crt'}'",
-                "ssl_key_file": f"'{tls / 'server.key'}'",
-                "ssl_ca_file": f"'{ca_file}'",
-                "password_encryption": "'scram-sha-256'",
-                **(settings or {}),
-            }
-        )
-        cluster.init()
-        cluster.start()
-        cluster.sql().query("CREATE ROLE app LOGIN PASSWORD :'pw'", {"pw": PASSWORD})
-    except BaseException:
-        cluster.cleanup()
-        raise
-    return TlsCluster(cluster, ca, ca_file)
 
 
 @dataclass

@@ -3,7 +3,7 @@ each verdict checked against what the client itself got (rows through the attack
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,30 +13,28 @@ from click.testing import CliRunner
 
 from pgbatten import libpq
 from pgbatten.attack.forge import Attack
+from pgbatten.attack.matrix import CERT_ROLE, TlsServer, tls_server
 from pgbatten.attack.mitm import Mitm, MitmConnection, MitmOptions, Verdict
 from pgbatten.cli import main
 from pgbatten.cluster.binaries import PgBinaries
+from pgbatten.cluster.temp import ClusterTemplate
 from pgbatten.probe.wire import Target
-from tests.integration.attack_helpers import PASSWORD, TLS_HBA, TlsCluster, psql, run_tool, start_tls_cluster
+from tests.integration.attack_helpers import PASSWORD, psql, run_tool
 
 pytestmark = pytest.mark.integration
 
-CERT_RULE = "hostssl   all  certuser  127.0.0.1/32  scram-sha-256 clientcert=verify-full\n"
-HBA = TLS_HBA.replace("hostssl   all  all  127.0.0.1/32", CERT_RULE + "hostssl   all  all  127.0.0.1/32")
 QUERY = "SELECT 'card 4111 1111 1111 1111'"
 
 
 @pytest.fixture(scope="module")
-def server(pg_binaries: PgBinaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
-    env = start_tls_cluster(pg_binaries, hba=HBA)
-    env.cluster.sql().query("CREATE ROLE certuser LOGIN PASSWORD :'pw'", {"pw": PASSWORD})
-    try:
+def server(
+    pg_binaries: PgBinaries, cluster_templates: Callable[[PgBinaries], ClusterTemplate]
+) -> Iterator[TlsServer]:
+    with tls_server(password=PASSWORD, binaries=pg_binaries, template=cluster_templates(pg_binaries)) as env:
         yield env
-    finally:
-        env.cluster.cleanup()
 
 
-def _params(server: TlsCluster, port: int, sslmode: libpq.SslMode, **extra: str) -> dict[str, str]:
+def _params(server: TlsServer, port: int, sslmode: libpq.SslMode, **extra: str) -> dict[str, str]:
     return libpq.params(
         host="localhost",
         hostaddr="127.0.0.1",
@@ -58,7 +56,7 @@ def _psycopg(params: dict[str, str]) -> tuple[list[tuple[Any, ...]] | None, str]
 
 
 def _attack(
-    server: TlsCluster, attack: Attack, sslmode: libpq.SslMode, *, client: str = "psycopg", **extra: str
+    server: TlsServer, attack: Attack, sslmode: libpq.SslMode, *, client: str = "psycopg", **extra: str
 ) -> tuple[MitmConnection, list[tuple[Any, ...]] | None, str]:
     options = MitmOptions(
         listen=Target("127.0.0.1", 0), upstream=Target("127.0.0.1", server.port), attack=attack, ca=server.ca
@@ -77,7 +75,7 @@ def _attack(
     return conns[-1], rows, error
 
 
-def test_strip_reads_prefer_and_require_refuses(server: TlsCluster) -> None:
+def test_strip_reads_prefer_and_require_refuses(server: TlsServer) -> None:
     conn, rows, _ = _attack(server, Attack.STRIP, "prefer", client="psql")
     assert rows == [("card 4111 1111 1111 1111",)]
     assert conn.verdict == Verdict.READ and conn.stripped
@@ -88,7 +86,7 @@ def test_strip_reads_prefer_and_require_refuses(server: TlsCluster) -> None:
     assert conn.verdict == Verdict.REFUSED and not conn.startup
 
 
-def test_self_signed_fools_require_but_channel_binding_stops_the_relay(server: TlsCluster) -> None:
+def test_self_signed_fools_require_but_channel_binding_stops_the_relay(server: TlsServer) -> None:
     conn, rows, error = _attack(server, Attack.SELF_SIGNED, "require")
     # libpq's default channel_binding=prefer binds SCRAM to the forged certificate: the server refuses.
     assert rows is None and "channel binding" in error
@@ -104,7 +102,7 @@ def test_self_signed_fools_require_but_channel_binding_stops_the_relay(server: T
     assert conn.verdict == Verdict.REFUSED and conn.refusal is not None and "alert" in conn.refusal
 
 
-def test_same_ca_wrong_host_fools_verify_ca_not_verify_full(server: TlsCluster) -> None:
+def test_same_ca_wrong_host_fools_verify_ca_not_verify_full(server: TlsServer) -> None:
     conn, rows, _ = _attack(server, Attack.SAME_CA_WRONG_HOST, "verify-ca", channel_binding="disable")
     assert rows is not None and conn.verdict == Verdict.READ
     conn, rows, error = _attack(server, Attack.SAME_CA_WRONG_HOST, "verify-full")
@@ -113,7 +111,7 @@ def test_same_ca_wrong_host_fools_verify_ca_not_verify_full(server: TlsCluster) 
     assert conn.verdict == Verdict.REFUSED and conn.client_tls is not None and not conn.startup
 
 
-def test_expired_and_other_ca_fail_verify_ca(server: TlsCluster) -> None:
+def test_expired_and_other_ca_fail_verify_ca(server: TlsServer) -> None:
     conn, rows, error = _attack(server, Attack.EXPIRED, "verify-ca")
     assert rows is None and "certificate verify failed" in error
     assert conn.verdict == Verdict.REFUSED, conn.refusal
@@ -122,7 +120,7 @@ def test_expired_and_other_ca_fail_verify_ca(server: TlsCluster) -> None:
     assert rows is None and conn.verdict == Verdict.REFUSED
 
 
-def test_downgrade_auth_takes_the_password_unless_the_client_requires_scram(server: TlsCluster) -> None:
+def test_downgrade_auth_takes_the_password_unless_the_client_requires_scram(server: TlsServer) -> None:
     conn, rows, _ = _attack(server, Attack.DOWNGRADE_AUTH, "require", client="psql")
     assert rows == [("card 4111 1111 1111 1111",)]
     assert conn.verdict == Verdict.READ and conn.password == PASSWORD
@@ -133,16 +131,13 @@ def test_downgrade_auth_takes_the_password_unless_the_client_requires_scram(serv
         assert "cleartext" in conn.refusal if conn.refusal else False, (setting, error)
 
 
-def test_client_certificate_cannot_be_relayed(server: TlsCluster, tmp_path: Path) -> None:
-    issued = server.ca.issue_client("certuser")
-    (tmp_path / "c.crt").write_bytes(issued.cert_pem())
-    (tmp_path / "c.key").write_bytes(issued.key_pem())
-    (tmp_path / "c.key").chmod(0o600)
-    cert = {"sslcert": str(tmp_path / "c.crt"), "sslkey": str(tmp_path / "c.key"), "sslcertmode": "allow"}
-    direct, _ = _psycopg(_params(server, server.port, "verify-full", user="certuser", **cert))
+def test_client_certificate_cannot_be_relayed(server: TlsServer) -> None:
+    files = server.client_files
+    cert = {"sslcert": str(files.cert), "sslkey": str(files.key), "sslcertmode": "allow"}
+    direct, _ = _psycopg(_params(server, server.port, "verify-full", user=CERT_ROLE, **cert))
     assert direct is not None  # the certificate works without an attacker
     conn, rows, error = _attack(
-        server, Attack.DOWNGRADE_AUTH, "require", user="certuser", channel_binding="disable", **cert
+        server, Attack.DOWNGRADE_AUTH, "require", user=CERT_ROLE, channel_binding="disable", **cert
     )
     assert rows is None and "certificate" in error
     assert conn.password == PASSWORD  # he has the password, and it is not enough
@@ -150,7 +145,7 @@ def test_client_certificate_cannot_be_relayed(server: TlsCluster, tmp_path: Path
     assert "certificate" in conn.upstream_login
 
 
-def test_cli_json_and_sigterm(server: TlsCluster) -> None:
+def test_cli_json_and_sigterm(server: TlsServer) -> None:
     with run_tool("mitm", "--upstream", f"127.0.0.1:{server.port}", "--attack", "self-signed") as mitm:
         params = _params(server, mitm.port, "require", channel_binding="disable")
         rows, _ = _psycopg(params)
@@ -164,7 +159,7 @@ def test_cli_json_and_sigterm(server: TlsCluster) -> None:
     assert [c["verdict"] for c in summary["connections"]] == ["read"]
 
 
-def test_cli_errors(server: TlsCluster, tmp_path: Path) -> None:
+def test_cli_errors(server: TlsServer, tmp_path: Path) -> None:
     runner = CliRunner()
     upstream = f"127.0.0.1:{server.port}"
     result = runner.invoke(main, ["mitm", "--upstream", upstream, "--attack", "same-ca-wrong-host"])

@@ -13,9 +13,10 @@ import psycopg
 import pytest
 
 from pgbatten import libpq
+from pgbatten.attack.matrix import tls_server
 from pgbatten.cluster.binaries import PgBinaries
-from pgbatten.cluster.temp import TempCluster
-from tests.integration.attack_helpers import PASSWORD, psql, psql_command, run_tool, start_tls_cluster
+from pgbatten.cluster.temp import ClusterTemplate, TempCluster
+from tests.integration.attack_helpers import PASSWORD, psql, psql_command, run_tool
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +24,14 @@ MD5_HBA = """\
 local all all               peer
 host  all all 127.0.0.1/32  md5
 """
+
+
+@pytest.fixture
+def templated(
+    pg_binaries: PgBinaries, cluster_templates: Callable[[PgBinaries], ClusterTemplate]
+) -> dict[str, Any]:
+    """The session's installation and initdb template, for :func:`tls_server`."""
+    return {"binaries": pg_binaries, "template": cluster_templates(pg_binaries)}
 
 
 def _messages(lines: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -57,36 +66,35 @@ def test_plaintext_login_query_and_rows(make_cluster: Callable[..., TempCluster]
     assert [c["transport"] for c in summary["connections"]] == ["plaintext"]
 
 
-def test_tls12_leaks_and_a_cancel_request_in_the_clear(pg_binaries: PgBinaries) -> None:
-    env = start_tls_cluster(pg_binaries, settings={"ssl_max_protocol_version": "'TLSv1.2'"})
-    try:
-        with run_tool("wiretap", "--upstream", f"127.0.0.1:{env.port}") as tap:
-            params = libpq.params(
-                host="localhost",
-                hostaddr="127.0.0.1",
-                port=tap.port,
-                user="app",
-                password=PASSWORD,
-                sslmode="verify-full",
-                sslrootcert=env.ca_file,
-            )
-            # psql (libpq 15) cancels a query on Ctrl-C with a CancelRequest that is never encrypted.
-            sleeper = subprocess.Popen(
-                psql_command(params, "-c", "SELECT pg_sleep(60)"),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={"PATH": "/usr/bin:/bin"},
-            )
-            tap.wait_for("message", kind="TLSRecord", direction="client", timeout=30)
-            time.sleep(1.5)  # logged in and the query is running
-            sleeper.send_signal(signal.SIGINT)
-            _, err = sleeper.communicate(timeout=30)
-            assert "canceling statement due to user request" in err
-            cancel = tap.wait_for("message", kind="CancelRequest")
-            lines = tap.stop()
-    finally:
-        env.cluster.cleanup()
+def test_tls12_leaks_and_a_cancel_request_in_the_clear(templated: dict[str, Any]) -> None:
+    with (
+        tls_server(password=PASSWORD, settings={"ssl_max_protocol_version": "'TLSv1.2'"}, **templated) as env,
+        run_tool("wiretap", "--upstream", f"127.0.0.1:{env.port}") as tap,
+    ):
+        params = libpq.params(
+            host="localhost",
+            hostaddr="127.0.0.1",
+            port=tap.port,
+            user="app",
+            password=PASSWORD,
+            sslmode="verify-full",
+            sslrootcert=env.ca_file,
+        )
+        # psql (libpq 15) cancels a query on Ctrl-C with a CancelRequest that is never encrypted.
+        sleeper = subprocess.Popen(
+            psql_command(params, "-c", "SELECT pg_sleep(60)"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        tap.wait_for("message", kind="TLSRecord", direction="client", timeout=30)
+        time.sleep(1.5)  # logged in and the query is running
+        sleeper.send_signal(signal.SIGINT)
+        _, err = sleeper.communicate(timeout=30)
+        assert "canceling statement due to user request" in err
+        cancel = tap.wait_for("message", kind="CancelRequest")
+        lines = tap.stop()
     assert int(cancel["fields"]["pid"]) > 0 and len(cancel["fields"]["key"]) == 8
     summaries = next(line for line in lines if line["type"] == "summary")["connections"]
     by_transport = {c["transport"]: c for c in summaries}
@@ -101,29 +109,28 @@ def test_tls12_leaks_and_a_cancel_request_in_the_clear(pg_binaries: PgBinaries) 
     assert all("pg_sleep" not in str(line) for line in lines)
 
 
-def test_tls13_hides_the_certificate_and_max_bytes_stops(pg_binaries: PgBinaries) -> None:
-    env = start_tls_cluster(pg_binaries)
-    try:
-        with run_tool("wiretap", "--upstream", f"127.0.0.1:{env.port}", "--max-bytes", "4000") as tap:
-            params = libpq.params(
-                host="localhost",
-                hostaddr="127.0.0.1",
-                port=tap.port,
-                user="app",
-                password=PASSWORD,
-                sslrootcert=env.ca_file,
-            )
-            with psycopg.connect(libpq.conninfo(params), autocommit=True) as conn:
-                assert conn.execute("SELECT 1").fetchall() == [(1,)]
-                # Enough traffic to pass the limit: the wiretap stops and closes by itself.
-                with pytest.raises(psycopg.OperationalError):
-                    for _ in range(200):
-                        conn.execute("SELECT repeat('x', 100)").fetchall()
-            tap.proc.wait(timeout=30)
-            assert tap.proc.returncode == 0
-            lines = tap.stop()
-    finally:
-        env.cluster.cleanup()
+def test_tls13_hides_the_certificate_and_max_bytes_stops(templated: dict[str, Any]) -> None:
+    with (
+        tls_server(password=PASSWORD, **templated) as env,
+        run_tool("wiretap", "--upstream", f"127.0.0.1:{env.port}", "--max-bytes", "4000") as tap,
+    ):
+        params = libpq.params(
+            host="localhost",
+            hostaddr="127.0.0.1",
+            port=tap.port,
+            user="app",
+            password=PASSWORD,
+            sslrootcert=env.ca_file,
+        )
+        with psycopg.connect(libpq.conninfo(params), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchall() == [(1,)]
+            # Enough traffic to pass the limit: the wiretap stops and closes by itself.
+            with pytest.raises(psycopg.OperationalError):
+                for _ in range(200):
+                    conn.execute("SELECT repeat('x', 100)").fetchall()
+        tap.proc.wait(timeout=30)
+        assert tap.proc.returncode == 0
+        lines = tap.stop()
     (summary,) = [line for line in lines if line["type"] == "summary"]
     (tls,) = summary["connections"]
     assert tls["transport"] == "TLS" and tls["tls_version"] == "TLS 1.3" and tls["cut_short"]

@@ -91,6 +91,17 @@ def startup_params(packet: bytes) -> dict[str, str]:
     return out
 
 
+def client_proof(password: str, client_first_bare: str, server_first: str, final_without_proof: str) -> bytes:
+    """RFC 5802 ClientProof: ClientKey XOR HMAC(StoredKey, AuthMessage), with SaltedPassword from PBKDF2."""
+    attrs = dict(item.split("=", 1) for item in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    auth_message = f"{client_first_bare},{server_first},{final_without_proof}".encode()
+    signature = hmac.digest(stored_key, auth_message, "sha256")
+    return bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+
+
 def _scram_client(sock: socket.socket, password: str, mechanisms: list[str], timeout: float) -> None:
     if "SCRAM-SHA-256" not in mechanisms:
         raise ProbeError("", 0, f"the server offers only {', '.join(mechanisms)}")
@@ -104,13 +115,8 @@ def _scram_client(sock: socket.socket, password: str, mechanisms: list[str], tim
         raise ProbeError("", 0, "the server did not continue the SCRAM exchange")
     server_first = body[4:].decode()
     attrs = dict(item.split("=", 1) for item in server_first.split(","))
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    stored_key = hashlib.sha256(client_key).digest()
     final_without_proof = f"c=biws,r={attrs['r']}"
-    auth_message = f"{first_bare},{server_first},{final_without_proof}".encode()
-    signature = hmac.digest(stored_key, auth_message, "sha256")
-    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    proof = client_proof(password, first_bare, server_first, final_without_proof)
     final = f"{final_without_proof},p={base64.b64encode(proof).decode()}"
     sock.sendall(message("p", final.encode()))
 

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from pgbatten.attack.events import Direction, WireEvent
 from pgbatten.attack.leaks import ConnectionSummary, Sensitivity
+from pgbatten.attack.matrix import NO_ATTACK, Cell, MatrixResult
 
 SENSITIVE = frozenset(
     {
@@ -110,3 +111,71 @@ def summary_table(rows: Sequence[tuple[int, str, ConnectionSummary]], *, title: 
     for conn_id, peer, summary in rows:
         table.add_row(str(conn_id), peer, transport_text(summary), leak_text(summary))
     return table
+
+
+# ---------------------------------------------------------------------------------------------- matrix
+
+_CELL_STYLE = {
+    "read": "bold red",
+    "fooled": "yellow",
+    "refused": "green",
+    "connects": "green",
+    "fails": "red",
+    "n/a": "dim",
+    "no connection": "dim",
+}
+
+
+def _cell_text(cell: Cell) -> Text:
+    word = {"read": "READ", "no connection": "-", "connects": "ok"}.get(cell.verdict, cell.verdict)
+    text = Text(word, style=_CELL_STYLE.get(cell.verdict, ""))
+    if "password" in cell.captured and cell.verdict in ("read", "fooled"):
+        text.append(" pw", style="bold red")
+    if not cell.consistent:
+        text.append(" !", style="bold magenta")
+    return text
+
+
+def matrix_tables(result: MatrixResult) -> list[Table | Text]:
+    """Per driver: a table of settings by attacks, the fix, and where it departs from libpq's docs."""
+    out: list[Table | Text] = []
+    for driver in result.drivers:
+        if driver.unavailable is not None:
+            out.append(Text(f"{driver.key}: not run ({driver.unavailable})", style="dim"))
+            continue
+        table = Table(title=f"{driver.label}: what each attack got", title_justify="left")
+        table.add_column("sslmode", no_wrap=True)
+        table.add_column(NO_ATTACK, no_wrap=True)
+        for attack in result.attacks:
+            table.add_column(str(attack), no_wrap=True)
+        table.add_column("fix", overflow="fold")
+        for setting in result.settings:
+            row = {c.attack: c for c in result.row(driver.key, setting)}
+            if not row:
+                continue
+            cells = [
+                _cell_text(row[a]) if a in row else Text("") for a in (NO_ATTACK, *map(str, result.attacks))
+            ]
+            fooled = result.fooled_by(driver.key, setting)
+            fix = Text("-", style="green") if not fooled else Text(driver.fix)
+            table.add_row(setting.short, *cells, fix)
+        out.append(table)
+        for note in driver.notes:
+            out.append(Text(f"{driver.label}: {note}", style="dim"))
+        departures = result.departures(driver.key)
+        if departures:
+            lines = Text(f"Where {driver.label} departs from libpq's documented sslmode:\n", style="bold")
+            for line in departures:
+                lines.append(f"  - {line}\n")
+            out.append(lines)
+    out.append(
+        Text(
+            "READ: the attacker relayed the session and read its queries and rows; fooled: the client went "
+            "on through the attack and sent its startup and credentials (a SCRAM proof allows offline "
+            "guessing), but the login could not be relayed; pw: the client sent its password in cleartext; "
+            "refused: the client stopped first; ok/fails: with no attacker; n/a: the driver has no such "
+            "setting; !: the client's own report disagrees with the verdict.",
+            style="dim",
+        )
+    )
+    return out

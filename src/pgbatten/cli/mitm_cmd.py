@@ -131,6 +131,17 @@ def _table(connections: list[MitmConnection], attack: str) -> Table:
     metavar="SECONDS",
     help="Stop after this many seconds.",
 )
+@click.option(
+    "--matrix",
+    is_flag=True,
+    help="Every attack against every client setting and driver, on a throwaway server.",
+)
+@click.option(
+    "--clients",
+    default=None,
+    metavar="LIST",
+    help="With --matrix: some of psql,psycopg,jdbc,node (default: all; those missing here are reported).",
+)
 def mitm_cmd(
     listen: str,
     upstream: str | None,
@@ -141,10 +152,21 @@ def mitm_cmd(
     ca_passphrase_file: Path | None,
     as_json: bool,
     duration: float | None,
+    matrix: bool,
+    clients: str | None,
 ) -> None:
     """Attack the connections of clients pointed at --listen; say what their settings let through."""
+    if matrix:
+        if upstream is not None or attack is not None or ca_dir or ca_cert or ca_key:
+            raise UsageError(
+                "--matrix runs its own server, CA and every attack: leave out --upstream, --attack, --ca-*"
+            )
+        stop_on_sigterm()
+        raise SystemExit(_matrix(clients, as_json=as_json))
+    if clients is not None:
+        raise UsageError("--clients goes with --matrix")
     if upstream is None or attack is None:
-        raise UsageError("give --upstream HOST:PORT and --attack ATTACK")
+        raise UsageError("give --upstream HOST:PORT and --attack ATTACK (or --matrix)")
     from pgbatten.attack.events import WireEvent
     from pgbatten.attack.forge import Attack
     from pgbatten.attack.mitm import Mitm, MitmOptions, run_mitm
@@ -255,3 +277,50 @@ def mitm_cmd(
         console.print(_table(connections, str(options.attack)))
     else:
         console.print("No client connected.")
+
+
+def _matrix(clients: str | None, *, as_json: bool) -> int:
+    """Run the matrix with a progress bar on stderr; print the tables (or JSON). 1 if a verdict disagrees
+    with what a client reported (a bug to report), else 0."""
+    from rich.progress import Progress
+
+    from pgbatten.attack.drivers import SSLMODES
+    from pgbatten.attack.forge import Attack
+    from pgbatten.attack.matrix import Cell, full_settings, parse_clients, run_matrix
+    from pgbatten.attack.render import matrix_tables
+
+    keys = parse_clients(clients)
+    console = make_console()
+    errors = make_console(stderr=True)
+    errors.print(
+        "pgbatten mitm --matrix: a throwaway TLS-only server on 127.0.0.1, one man in the middle per attack, "
+        f"and each of {', '.join(keys)} connecting with every setting.",
+        style="yellow",
+        soft_wrap=True,
+    )
+    total = len(keys) * len(full_settings()) * (1 + len(Attack))
+    with Progress(console=errors, transient=True, disable=not errors.is_terminal) as progress:
+        task = progress.add_task("measuring", total=total)
+
+        def advance(cell: Cell) -> None:
+            progress.update(task, advance=1, description=f"{cell.driver} {cell.setting.label} {cell.attack}")
+
+        result = run_matrix(keys, progress=advance)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        for item in matrix_tables(result):
+            console.print(item)
+        console.print(
+            f"PostgreSQL {result.server_version}; {len(result.cells)} cells in {result.elapsed:.0f} s "
+            f"({len(SSLMODES)} sslmodes x {len(full_settings()) // len(SSLMODES)} variants x "
+            f"{len(Attack)} attacks + no attacker, per driver of {', '.join(keys)})."
+        )
+    bad = result.inconsistent()
+    for cell in bad:
+        got = "got" if cell.outcome.got_rows else "did not get"
+        where = f"{cell.driver} {cell.setting.label} {cell.attack}"
+        errors.print(
+            f"pgbatten: inconsistent verdict: {where}: {cell.verdict}, but the client {got} its rows"
+        )
+    return 1 if bad else 0
