@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pgbatten.errors import FileProblem, PKIError, UsageError
-from pgbatten.pki import CAStore, CertificateAuthority, KeyType
+from pgbatten.pki import CAStore, CertificateAuthority, KeyType, listing
 from pgbatten.pki import operations as ops
 
 NOW = dt.datetime.now(dt.UTC)
@@ -99,15 +99,16 @@ def test_revoking_an_ended_certificate_leaves_it_out_of_crl_and_proofs(tmp_path:
     assert result.crl.entries == 0
     assert result.proof_serials == ()
     # Left out on purpose, so no warning that the CRL is behind the inventory.
-    assert ops.inventory_warnings(store.entries(), store.load_crl()) == []
+    assert listing.inventory_warnings(store.entries(), store.load_crl()) == []
 
 
 def test_inventory_warnings_name_what_to_do(store: CAStore, tmp_path: Path) -> None:
     ca: CertificateAuthority = store.load()
     soon = store.record(ca.issue_client("soon", days=5), "client", "soon")
     now = dt.datetime.now(dt.UTC)
-    warnings = ops.inventory_warnings(store.entries(), None, now)
+    warnings = listing.inventory_warnings(store.entries(), None, now)
     assert len(warnings) == 1
-    assert f"{soon.serial:#x} of soon ends in 4 days" in warnings[0]
-    assert "pgbatten cert client soon --force" in warnings[0]
-    assert ops.entry_status(soon, now) == "valid, 4 days left"
+    assert warnings[0].code == "expiring"
+    assert f"{soon.serial:#x} of soon ends in 4 days" in warnings[0].message
+    assert "pgbatten cert client soon --force" in warnings[0].message
+    assert listing.entry_status(soon, now) == "valid, 4 days left"

@@ -143,9 +143,9 @@ def test_record_and_entries_round_trip(store: CAStore) -> None:
     assert entries[1].fingerprint_sha256 == alice.fingerprint_sha256
     assert entries[1].not_after == alice.not_after
     assert entries[1].revoked_at is None
-    raw = json.loads(store.inventory_path.read_text())
-    assert raw["certificates"][1]["serial"] == str(alice.serial)
-    assert raw["certificates"][1]["not_after"].endswith("Z")
+    raw = entries[1].to_json()
+    assert raw["serial"] == str(alice.serial)
+    assert raw["not_after"].endswith("Z")
     assert _mode(store.inventory_path) == 0o600
     with pytest.raises(PKIError, match="already in the CA inventory"):
         store.record(alice, "client", "alice")
@@ -237,7 +237,8 @@ def test_crl_round_trip_with_increasing_numbers(store: CAStore) -> None:
 
 def test_corrupt_inventory_is_a_pki_error(store: CAStore) -> None:
     store.init()
-    store.inventory_path.write_text('{"certificates": [{"kind": "nope"}]}')
+    store.inventory_path.unlink()  # a CA directory of an older pgbatten, about to be migrated
+    store.legacy_inventory_path.write_text('{"certificates": [{"kind": "nope"}]}')
     with pytest.raises(PKIError, match=r"inventory\.json is corrupt"):
         store.entries()
 
@@ -251,6 +252,111 @@ def test_inventory_survives_a_different_ca_instance(store: CAStore, tmp_path: Pa
 
 def test_inventory_that_is_not_utf8_is_a_pki_error(store: CAStore) -> None:
     store.init(now=NOW)
-    store.inventory_path.write_bytes(b"\xff\xfe{\x00")
+    store.inventory_path.unlink()
+    store.legacy_inventory_path.write_bytes(b"\xff\xfe{\x00")
     with pytest.raises(PKIError, match="is corrupt"):
         store.entries()
+
+
+# -- the SQLite inventory: migration, concurrency, corruption ---------------------------------------------
+
+
+def test_inventory_json_is_migrated_once_and_kept_as_backup(store: CAStore) -> None:
+    ca = store.init(now=NOW)
+    alice = ca.issue_client("alice", now=NOW)
+    server = ca.issue_server(["db.example.com"], now=NOW)
+    store.inventory_path.unlink()
+    legacy = {
+        "version": 1,
+        "crl_number": 7,
+        "certificates": [
+            # an inventory written before 0.2: lower-case hex fingerprint without colons
+            {
+                "kind": "server",
+                "name": "db.example.com",
+                "serial": str(server.serial),
+                "not_after": server.not_after.isoformat().replace("+00:00", "Z"),
+                "fingerprint_sha256": server.fingerprint_sha256.replace(":", "").lower(),
+                "revoked_at": None,
+            },
+            {
+                "kind": "client",
+                "name": "alice",
+                "serial": str(alice.serial),
+                "not_after": alice.not_after.isoformat().replace("+00:00", "Z"),
+                "fingerprint_sha256": alice.fingerprint_sha256,
+                "revoked_at": "2030-06-02T00:00:00Z",
+            },
+        ],
+    }
+    text = json.dumps(legacy, indent=2)
+    store.legacy_inventory_path.write_text(text)
+
+    entries = store.entries()  # a read migrates too
+    assert [(e.kind, e.name, e.serial) for e in entries] == [
+        ("server", "db.example.com", server.serial),
+        ("client", "alice", alice.serial),
+    ]
+    assert entries[0].fingerprint_sha256 == server.fingerprint_sha256
+    assert entries[1].revoked_at == dt.datetime(2030, 6, 2, tzinfo=dt.UTC)
+    assert not store.legacy_inventory_path.exists()
+    assert (store.path / "inventory.json.bak").read_text() == text
+    assert _mode(store.inventory_path) == 0o600
+    # The CRL numbering goes on where the JSON file left it.
+    crl = store.write_crl(ca, now=NOW)
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 8
+    assert [r.serial_number for r in crl] == [alice.serial]
+    # Once only: a JSON file that reappears is not read again.
+    store.legacy_inventory_path.write_text(text.replace("alice", "mallory"))
+    assert [e.name for e in store.entries()] == ["db.example.com", "alice"]
+
+
+def test_a_corrupt_database_is_a_pki_error(store: CAStore) -> None:
+    store.init()
+    store.inventory_path.write_bytes(b"this is not an SQLite database, not at all" * 100)
+    with pytest.raises(PKIError, match=r"inventory\.sqlite3 is corrupt"):
+        store.entries()
+
+
+def test_concurrent_runs_record_every_certificate(store: CAStore) -> None:
+    # Separate processes, as two pgbatten commands would be: SQLite's locks serialise them.
+    import multiprocessing
+
+    store.init()
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        serials = pool.map(_issue_into, [(str(store.path), f"user{i}") for i in range(24)])
+    recorded = {e.serial: e.name for e in store.entries()}
+    assert recorded == {serial: f"user{i}" for i, serial in enumerate(serials)}
+
+
+def _issue_into(args: tuple[str, str]) -> int:
+    path, user = args
+    store = CAStore(Path(path))
+    issued = store.load().issue_client(user)
+    store.record(issued, "client", user)
+    store.revoke(user)
+    return issued.serial
+
+
+def test_installation_and_crl_installs_are_remembered(store: CAStore) -> None:
+    from pgbatten.pki import ClusterRef, Installation
+
+    ca = store.init()
+    ref = ClusterRef.of("15/main", Path("/var/lib/postgresql/15/main"))
+    assert ref.args() == ["--cluster", "15/main"]
+    assert ClusterRef.of("/srv/pg", Path("/srv/pg")).args() == ["--pgdata", "/srv/pg"]
+    server = ca.issue_server(["db.example.com"])
+    where = Installation(Path("/etc/postgresql/15/main/pgbatten-server.crt"), ref)
+    store.record(server, "server", "db.example.com", installed=where)
+    [entry] = store.entries()
+    assert entry.installed == where
+    later = ca.issue_server(["db.example.com"])
+    store.record(later, "server", "db.example.com")
+    store.set_installed(later.serial, where)
+    assert store.entries()[1].installed == where
+
+    store.note_crl_install(ref, Path("/etc/postgresql/15/main/pgbatten-ca.crl"), now=NOW)
+    store.note_crl_install(ref, Path("/etc/postgresql/15/main/pgbatten-ca.crl"), now=NOW)
+    [install] = store.inventory.crl_installs()
+    assert (install.cluster, install.installed_at) == (ref, NOW)

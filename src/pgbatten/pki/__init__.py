@@ -1,6 +1,6 @@
 """Certificates and keys for pgbatten: an in-memory CA, its directory on disk, and client bundles."""
 
-from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, check_role_name
+from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, Revocation, check_role_name
 from pgbatten.pki.bundle import ClientBundle, generate_password, render_install_md, write_client_bundle
 from pgbatten.pki.keys import (
     KeyType,
@@ -13,18 +13,31 @@ from pgbatten.pki.keys import (
     private_key_pk8_der,
 )
 from pgbatten.pki.names import HostName, classify_host, subject_alt_names
-from pgbatten.pki.store import CAStore, CertKind, InventoryEntry, default_ca_dir, parse_serial
+from pgbatten.pki.store import (
+    CAStore,
+    CertKind,
+    ClusterRef,
+    CrlInstall,
+    Installation,
+    InventoryEntry,
+    default_ca_dir,
+    parse_serial,
+)
 
 __all__ = [
     "CAStore",
     "CertKind",
     "CertificateAuthority",
     "ClientBundle",
+    "ClusterRef",
+    "CrlInstall",
     "HostName",
+    "Installation",
     "InventoryEntry",
     "IssuedCertificate",
     "KeyType",
     "PrivateKey",
+    "Revocation",
     "check_role_name",
     "classify_host",
     "default_ca_dir",

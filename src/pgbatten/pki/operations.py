@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import socket
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,21 +18,17 @@ from cryptography import x509
 
 from pgbatten.errors import FileProblem, PgBattenError, PKIError, UsageError
 from pgbatten.pki import bundle as bundle_mod
-from pgbatten.pki.authority import CLOCK_SKEW, CertificateAuthority, check_role_name, utc_now
+from pgbatten.pki.authority import CertificateAuthority, check_role_name
 from pgbatten.pki.keys import KeyType
 from pgbatten.pki.store import CAStore, InventoryEntry
 
 __all__ = [
-    "CRL_WARNING",
-    "EXPIRY_WARNING",
     "BundleRequest",
     "CrlResult",
     "IssuedBundle",
     "RevokeResult",
     "default_out_dir",
     "default_server_host",
-    "entry_status",
-    "inventory_warnings",
     "issue_client_bundle",
     "open_store",
     "prepare_client_bundle",
@@ -41,11 +36,6 @@ __all__ = [
     "revoke",
     "select_revocation",
 ]
-
-# `cert list` warns this long before a certificate ends; the CRL gets a shorter window since it is
-# re-signed far more often (default validity 30 days) and its end locks out every client certificate.
-EXPIRY_WARNING = dt.timedelta(days=30)
-CRL_WARNING = dt.timedelta(days=7)
 
 
 def open_store(path: Path) -> CAStore:
@@ -99,9 +89,9 @@ def _refuse_existing(target: Path, force: bool) -> None:
 
 def default_server_host(store: CAStore) -> str:
     """The name the newest server certificate of this CA was issued for, else this machine's name."""
-    servers = [e for e in store.entries() if e.kind == "server" and not e.revoked]
-    if servers:
-        return servers[-1].name
+    newest = store.inventory.newest_server()
+    if newest is not None:
+        return newest.name
     return socket.getfqdn() or "localhost"
 
 
@@ -162,9 +152,7 @@ def issue_client_bundle(
     issued = authority.issue_client(request.user, key_type=request.key_type, days=request.days, now=now)
     generated = request.p12_password is None
     password = request.p12_password or bundle_mod.generate_password().encode()
-    earlier = tuple(
-        e for e in store.entries() if e.kind == "client" and e.name == request.user and not e.revoked
-    )
+    earlier = tuple(store.inventory.valid_clients(request.user))
     # Record before the key leaves this process: an unrecorded certificate could never be revoked, and
     # with --force the old bundle is already gone once write_client_bundle returns.
     entry = store.record(issued, "client", request.user)
@@ -264,66 +252,3 @@ def refresh_crl(
     # Oldest revocation first, so a proof that tries only the last few tries the newest.
     live = sorted(crl, key=lambda r: (r.revocation_date_utc, r.serial_number))
     return CrlResult(crl=crl, path=store.crl_path, live_serials=tuple(r.serial_number for r in live))
-
-
-# -- the inventory listing ----------------------------------------------------------------------------------
-
-
-def entry_status(entry: InventoryEntry, now: dt.datetime) -> str:
-    """``revoked YYYY-MM-DD``, ``expired`` or ``valid, N days left``."""
-    if entry.revoked_at is not None:
-        return f"revoked {entry.revoked_at:%Y-%m-%d}"
-    if entry.not_after <= now:
-        return "expired"
-    return f"valid, {(entry.not_after - now).days} days left"
-
-
-def inventory_warnings(
-    entries: Sequence[InventoryEntry],
-    crl_obj: x509.CertificateRevocationList | None,
-    now: dt.datetime | None = None,
-) -> list[str]:
-    """What needs doing soon: certificates about to end, a CRL about to lapse or behind the inventory."""
-    now = utc_now(now)
-    warnings: list[str] = []
-    for entry in entries:
-        if entry.revoked:
-            continue
-        if entry.not_after <= now:
-            warnings.append(f"{entry.kind} certificate {_hex(entry.serial)} of {entry.name} has expired")
-        elif entry.not_after - now < EXPIRY_WARNING:
-            days = (entry.not_after - now).days
-            renew = (
-                f"pgbatten cert client {entry.name} --force" if entry.kind == "client" else "pgbatten secure"
-            )
-            warnings.append(
-                f"{entry.kind} certificate {_hex(entry.serial)} of {entry.name} ends in {days} days "
-                f"({entry.not_after:%Y-%m-%d}); renew it: {renew}"
-            )
-    revoked = [e for e in entries if e.revoked_at is not None]
-    if crl_obj is None:
-        if revoked:
-            warnings.append(
-                "certificates are revoked but no CRL was written; run 'pgbatten crl refresh --pgdata DIR'"
-            )
-        return warnings
-    next_update = crl_obj.next_update_utc
-    if next_update is not None and next_update <= now:
-        warnings.append(
-            f"the CRL passed its next update on {next_update:%Y-%m-%d %H:%M} UTC: PostgreSQL now refuses "
-            "EVERY client certificate; run 'pgbatten crl refresh --pgdata DIR' at once"
-        )
-    elif next_update is not None and next_update - now < CRL_WARNING:
-        warnings.append(
-            f"the CRL's next update is {next_update:%Y-%m-%d %H:%M} UTC; after it PostgreSQL refuses every "
-            "client certificate: run 'pgbatten crl refresh --pgdata DIR' before then"
-        )
-    listed = {r.serial_number for r in crl_obj}
-    # A certificate that had ended when the CRL was signed is left out of it on purpose.
-    cutoff = crl_obj.last_update_utc - CLOCK_SKEW
-    missing = [e for e in revoked if e.serial not in listed and e.not_after >= cutoff]
-    if missing:
-        warnings.append(
-            f"{len(missing)} revoked certificate(s) are not in the CRL yet; run 'pgbatten crl refresh'"
-        )
-    return warnings

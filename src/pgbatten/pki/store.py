@@ -2,31 +2,39 @@
 
 Layout (directory mode 0700)::
 
-    ca.crt          root certificate, 0644: what clients use as sslrootcert
-    ca.key          root key (PKCS#8 PEM, optionally passphrase-encrypted), 0600
-    inventory.json  every certificate issued, with revocation state and the last CRL number, 0600
-    crl.pem         latest CRL, 0644
+    ca.crt             root certificate, 0644: what clients use as sslrootcert
+    ca.key             root key (PKCS#8 PEM, optionally passphrase-encrypted), 0600
+    inventory.sqlite3  every certificate issued, revocations, installs, the last CRL number, 0600
+                       (see ``pgbatten.pki.inventory``; an older ``inventory.json`` is migrated once)
+    crl.pem            latest CRL, 0644
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pgbatten.certfacts import format_fingerprint
 from pgbatten.errors import FileProblem, PKIError
 from pgbatten.fsutil import atomic_write, ensure_private_dir
-from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, Revocation, utc_now
+from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, utc_now
+from pgbatten.pki.inventory import (
+    KINDS,
+    CertKind,
+    ClusterRef,
+    CrlInstall,
+    Installation,
+    Inventory,
+    InventoryEntry,
+    parse_serial,
+)
 from pgbatten.pki.keys import KeyType, load_private_key_pem, private_key_pem
 
 try:
@@ -34,9 +42,16 @@ try:
 except ImportError:  # pragma: no cover - Windows has no fcntl; the CA directory is then unlocked.
     fcntl = None  # type: ignore[assignment]
 
-CertKind = Literal["server", "client"]
-_KINDS: tuple[CertKind, ...] = ("server", "client")
-INVENTORY_VERSION = 1
+__all__ = [
+    "CAStore",
+    "CertKind",
+    "ClusterRef",
+    "CrlInstall",
+    "Installation",
+    "InventoryEntry",
+    "default_ca_dir",
+    "parse_serial",
+]
 
 
 def default_ca_dir() -> Path:
@@ -49,95 +64,6 @@ def default_ca_dir() -> Path:
     if xdg and Path(xdg).is_absolute():
         return Path(xdg) / "pgbatten" / "ca"
     return Path.home() / ".local" / "share" / "pgbatten" / "ca"
-
-
-@dataclass(frozen=True)
-class InventoryEntry:
-    """One issued certificate as recorded in ``inventory.json``."""
-
-    kind: CertKind
-    name: str
-    serial: int
-    not_after: dt.datetime
-    fingerprint_sha256: str
-    revoked_at: dt.datetime | None = None
-
-    @property
-    def revoked(self) -> bool:
-        """True once the certificate has been revoked."""
-        return self.revoked_at is not None
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form; the serial is a decimal string because 159-bit integers break many JSON readers."""
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "serial": str(self.serial),
-            "not_after": _iso(self.not_after),
-            "fingerprint_sha256": self.fingerprint_sha256,
-            "revoked_at": _iso(self.revoked_at) if self.revoked_at is not None else None,
-        }
-
-    @classmethod
-    def from_json(cls, data: Any) -> InventoryEntry:
-        """Parse one record; ``ValueError``/``KeyError``/``TypeError`` on malformed input."""
-        kind = data["kind"]
-        if kind not in _KINDS:
-            raise ValueError(f"unknown kind {kind!r}")
-        name = data["name"]
-        if not isinstance(name, str):
-            raise TypeError("name must be a string")
-        revoked_at = data.get("revoked_at")
-        return cls(
-            kind=kind,
-            name=name,
-            serial=int(str(data["serial"]), 10),
-            not_after=_parse_iso(data["not_after"]),
-            # inventories written before 0.2 hold lower-case hex without colons
-            fingerprint_sha256=format_fingerprint(str(data["fingerprint_sha256"])),
-            revoked_at=_parse_iso(revoked_at) if revoked_at is not None else None,
-        )
-
-
-def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse_iso(text: Any) -> dt.datetime:
-    if not isinstance(text, str):
-        raise TypeError("timestamp must be a string")
-    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no time zone")
-    return value.astimezone(dt.UTC)
-
-
-def parse_serial(text: str) -> int | None:
-    """A serial in decimal, ``0x``-hex or colon hex (as ``openssl x509 -text`` prints it); else None."""
-    cleaned = text.strip().lower()
-    try:
-        if cleaned.startswith("0x"):
-            return int(cleaned[2:], 16)
-        if ":" in cleaned:
-            parts = cleaned.split(":")
-            if all(len(p) in (1, 2) for p in parts):
-                return int("".join(parts), 16)
-            return None
-        if cleaned.isdigit():
-            return int(cleaned, 10)
-    except ValueError:
-        return None
-    return None
-
-
-def _matches(entry: InventoryEntry, user_or_serial: str, serial: int | None) -> bool:
-    return entry.serial == serial or (entry.kind == "client" and entry.name == user_or_serial)
-
-
-@dataclass(frozen=True)
-class _Inventory:
-    crl_number: int
-    entries: tuple[InventoryEntry, ...]
 
 
 @dataclass(frozen=True)
@@ -163,8 +89,18 @@ class CAStore:
 
     @property
     def inventory_path(self) -> Path:
-        """The JSON record of issued certificates."""
+        """The SQLite inventory of issued certificates (0600)."""
+        return self.path / "inventory.sqlite3"
+
+    @property
+    def legacy_inventory_path(self) -> Path:
+        """Where pgbatten before 0.3 kept the inventory, as JSON; migrated on first use."""
         return self.path / "inventory.json"
+
+    @property
+    def inventory(self) -> Inventory:
+        """The inventory database (opened per operation; nothing is read until asked)."""
+        return Inventory(self.inventory_path, self.legacy_inventory_path, self._locked)
 
     @property
     def _lock_path(self) -> Path:
@@ -198,8 +134,7 @@ class CAStore:
             # never a certificate whose key is lost.
             atomic_write(self.ca_key_path, private_key_pem(ca.key, passphrase), mode=0o600)
             atomic_write(self.ca_cert_path, ca.cert_pem(), mode=0o644)
-            if not self.inventory_path.exists():
-                self._write_inventory(_Inventory(crl_number=0, entries=()))
+        self.inventory.create()
         return ca
 
     def load(self, passphrase: bytes | None = None) -> CertificateAuthority:
@@ -252,73 +187,52 @@ class CAStore:
 
     # -- inventory ---------------------------------------------------------------------------------------
 
-    def record(self, issued: IssuedCertificate, kind: CertKind, name: str) -> InventoryEntry:
-        """Add an issued certificate to the inventory and return its entry."""
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS}, not {kind!r}")
+    def record(
+        self, issued: IssuedCertificate, kind: CertKind, name: str, *, installed: Installation | None = None
+    ) -> InventoryEntry:
+        """Add an issued certificate to the inventory (and where it is installed, if it is); return it."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         entry = InventoryEntry(
             kind=kind,
             name=name,
             serial=issued.serial,
             not_after=issued.not_after,
             fingerprint_sha256=issued.fingerprint_sha256,
+            installed=installed,
         )
-        with self._locked():
-            inventory = self._read_inventory()
-            if any(e.serial == entry.serial for e in inventory.entries):
-                raise PKIError(f"serial {entry.serial} is already in the CA inventory")
-            self._write_inventory(replace(inventory, entries=(*inventory.entries, entry)))
+        self.inventory.add(entry)
         return entry
+
+    def set_installed(self, serial: int, installed: Installation) -> None:
+        """Record that the certificate with ``serial`` (a server's) is installed at ``installed``."""
+        self.inventory.set_installed(serial, installed)
 
     def forget(self, serial: int) -> None:
         """Remove an entry whose certificate never left pgbatten (its bundle could not be written).
 
         Never for a certificate someone may hold: that one must be revoked instead.
         """
-        with self._locked():
-            inventory = self._read_inventory()
-            kept = tuple(e for e in inventory.entries if e.serial != serial)
-            if len(kept) != len(inventory.entries):
-                self._write_inventory(replace(inventory, entries=kept))
+        self.inventory.remove(serial)
 
     def entries(self) -> list[InventoryEntry]:
         """Every recorded certificate, oldest first."""
-        return list(self._read_inventory().entries)
+        return self.inventory.entries()
 
     def find(self, user_or_serial: str) -> list[InventoryEntry]:
         """Entries named ``user_or_serial`` or whose serial it spells (decimal, 0x-hex, colon hex)."""
-        serial = parse_serial(user_or_serial)
-        return [e for e in self.entries() if e.name == user_or_serial or e.serial == serial]
+        return self.inventory.find(user_or_serial)
 
     def matching(self, user_or_serial: str) -> list[InventoryEntry]:
-        """What ``revoke(user_or_serial)`` acts on: one certificate by serial, or a user's client ones.
-
-        A name never selects a server certificate: a server named like a user must not be swept up by
-        revoking that user.
-        """
-        serial = parse_serial(user_or_serial)
-        return [e for e in self.entries() if _matches(e, user_or_serial, serial)]
+        """What ``revoke(user_or_serial)`` acts on: one certificate by serial, or a user's client ones."""
+        return self.inventory.matching(user_or_serial)
 
     def revoke(self, user_or_serial: str, now: dt.datetime | None = None) -> list[InventoryEntry]:
         """Mark certificates revoked: one by serial, or every unrevoked client certificate of a user.
 
         Only the inventory changes; call ``write_crl`` afterwards so the server learns of it.
         """
-        revoked_at = utc_now(now)
-        serial = parse_serial(user_or_serial)
-        with self._locked():
-            inventory = self._read_inventory()
-            matches = [e for e in inventory.entries if _matches(e, user_or_serial, serial)]
-            if not matches:
-                raise PKIError(f"no certificate for {user_or_serial!r} in the CA inventory")
-            targets = {e.serial for e in matches if not e.revoked}
-            if not targets:
-                raise PKIError(f"every certificate for {user_or_serial!r} is already revoked")
-            updated = tuple(
-                replace(e, revoked_at=revoked_at) if e.serial in targets else e for e in inventory.entries
-            )
-            self._write_inventory(replace(inventory, entries=updated))
-        return [e for e in updated if e.serial in targets]
+        return self.inventory.mark_revoked(user_or_serial, utc_now(now))
 
     # -- CRL ---------------------------------------------------------------------------------------------
 
@@ -326,19 +240,17 @@ class CAStore:
         self, ca: CertificateAuthority, now: dt.datetime | None = None, days: int = 30
     ) -> x509.CertificateRevocationList:
         """Sign a CRL of every revoked certificate with the next CRL number and write it to ``crl.pem``."""
+        # The lock keeps two runs from writing crl.pem out of number order.
         with self._locked():
-            inventory = self._read_inventory()
-            number = inventory.crl_number + 1
-            # Reserve the number before writing the CRL: a failure may skip a number, never reuse one.
-            self._write_inventory(replace(inventory, crl_number=number))
-            revoked = [
-                Revocation(e.serial, e.revoked_at, e.not_after)
-                for e in inventory.entries
-                if e.revoked_at is not None
-            ]
-            crl = ca.build_crl(revoked, number=number, days=days, now=now)
+            # Reserved (committed) before the CRL is written: a failure may skip a number, never reuse one.
+            number = self.inventory.next_crl_number()
+            crl = ca.build_crl(self.inventory.revocations(), number=number, days=days, now=now)
             atomic_write(self.crl_path, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return crl
+
+    def note_crl_install(self, cluster: ClusterRef, crl_file: Path, now: dt.datetime | None = None) -> None:
+        """Remember that ``cluster`` uses this CA's CRL (for ``crl refresh`` hints that name it)."""
+        self.inventory.note_crl_install(cluster, crl_file, utc_now(now))
 
     def load_crl(self) -> x509.CertificateRevocationList | None:
         """The last CRL written, or None if none has been."""
@@ -355,35 +267,10 @@ class CAStore:
 
     # -- plumbing ----------------------------------------------------------------------------------------
 
-    def _read_inventory(self) -> _Inventory:
-        try:
-            raw = self.inventory_path.read_bytes()
-        except FileNotFoundError:
-            return _Inventory(crl_number=0, entries=())
-        except OSError as exc:
-            raise FileProblem(self.inventory_path, f"cannot read: {exc.strerror}") from exc
-        try:
-            # Decoding inside the try: bytes that are not UTF-8 are corruption too (UnicodeDecodeError is
-            # a ValueError), not an internal error.
-            data = json.loads(raw.decode("utf-8"))
-            crl_number = int(data.get("crl_number", 0))
-            entries = tuple(InventoryEntry.from_json(item) for item in data["certificates"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise PKIError(f"{self.inventory_path} is corrupt: {exc}") from exc
-        return _Inventory(crl_number=crl_number, entries=entries)
-
-    def _write_inventory(self, inventory: _Inventory) -> None:
-        data = {
-            "version": INVENTORY_VERSION,
-            "crl_number": inventory.crl_number,
-            "certificates": [e.to_json() for e in inventory.entries],
-        }
-        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-        atomic_write(self.inventory_path, text.encode("utf-8"), mode=0o600)
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        # Two pgbatten runs against one CA must not interleave read-modify-write of the inventory.
+        # Creating the CA or its inventory and writing the CRL are each done by one pgbatten run at a time;
+        # the inventory's own updates are SQLite transactions.
         if fcntl is None or not self.path.is_dir():  # pragma: no cover
             yield
             return

@@ -1,0 +1,539 @@
+"""The CA's inventory of issued certificates: an SQLite database in the CA directory.
+
+SQLite from the standard library gives what a JSON file could not: an update touches a few pages instead of
+rewriting every record, lookups by name or serial use an index, and concurrent pgbatten runs are serialised
+by SQLite's own transactions and file locks (a writer waits up to ``BUSY_TIMEOUT`` for another). Issuing the
+100,000th certificate costs what the first did.
+
+The file is created with mode 0600 (SQLite gives its journal the same mode). A CA directory written by an
+older pgbatten holds ``inventory.json``; the first access migrates it once, in one transaction, into a new
+database renamed into place, and keeps the JSON file as ``inventory.json.bak``.
+
+Serials are stored as 40 zero-padded hex digits (X.509 serials reach 159 bits, beyond SQLite's 64-bit
+integers), so text order is numeric order: the CRL is read already sorted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pgbatten.certfacts import format_fingerprint
+from pgbatten.errors import FileProblem, PKIError
+from pgbatten.pki.authority import Revocation
+
+CertKind = Literal["server", "client"]
+KINDS: tuple[CertKind, ...] = ("server", "client")
+SCHEMA_VERSION = 1
+# A second pgbatten run waits this long for the first to finish its transaction before giving up.
+BUSY_TIMEOUT = 30.0
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE certificates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- issue order
+    serial TEXT NOT NULL UNIQUE,            -- 40 hex digits
+    kind TEXT NOT NULL CHECK (kind IN ('server', 'client')),
+    name TEXT NOT NULL,
+    not_after TEXT NOT NULL,                -- ISO 8601, UTC
+    fingerprint_sha256 TEXT NOT NULL,
+    revoked_at TEXT,
+    installed_file TEXT,                    -- where a server certificate was installed
+    installed_cluster TEXT                  -- '--pgdata DIR' or '--cluster V/N', as JSON [option, value]
+);
+CREATE INDEX certificates_by_name ON certificates (name, kind);
+CREATE INDEX certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE TABLE crl_installs (
+    cluster TEXT PRIMARY KEY,               -- JSON [option, value]
+    crl_file TEXT NOT NULL,
+    installed_at TEXT NOT NULL
+);
+"""
+
+_SELECT = (
+    "SELECT kind, name, serial, not_after, fingerprint_sha256, revoked_at, installed_file, installed_cluster "
+    "FROM certificates "
+)
+_INSERT = (
+    "INSERT INTO certificates "
+    "(kind, name, serial, not_after, fingerprint_sha256, revoked_at, installed_file, installed_cluster) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The revocation rule (see Inventory.matching), with parameters (serial key, name).
+_MATCH = "WHERE serial = ? OR (kind = 'client' AND name = ?) ORDER BY seq"
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    """How to name a cluster to pgbatten again: ``--pgdata DIR`` or ``--cluster VERSION/NAME``."""
+
+    option: Literal["--pgdata", "--cluster"]
+    value: str
+
+    def args(self) -> list[str]:
+        return [self.option, self.value]
+
+    def _dump(self) -> str:
+        return json.dumps([self.option, self.value])
+
+    @classmethod
+    def _load(cls, text: str | None) -> ClusterRef | None:
+        if not text:
+            return None
+        option, value = json.loads(text)
+        if option not in ("--pgdata", "--cluster") or not isinstance(value, str):
+            raise ValueError(f"bad cluster reference {text!r}")
+        return cls(option, value)
+
+    @classmethod
+    def of(cls, label: str, data_dir: Path) -> ClusterRef:
+        """The reference for a discovered cluster: a Debian ``V/N`` label, else its data directory."""
+        if re.fullmatch(r"\d+/[A-Za-z0-9_.-]+", label):
+            return cls("--cluster", label)
+        return cls("--pgdata", str(data_dir))
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Where a server certificate was installed: the file, and the cluster that serves it."""
+
+    cert_file: Path
+    cluster: ClusterRef | None = None
+
+
+@dataclass(frozen=True)
+class InventoryEntry:
+    """One issued certificate as the inventory records it."""
+
+    kind: CertKind
+    name: str
+    serial: int
+    not_after: dt.datetime
+    fingerprint_sha256: str
+    revoked_at: dt.datetime | None = None
+    installed: Installation | None = None
+
+    @property
+    def revoked(self) -> bool:
+        """True once the certificate has been revoked."""
+        return self.revoked_at is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form; the serial is a decimal string because 159-bit integers break many JSON readers."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "serial": str(self.serial),
+            "not_after": iso(self.not_after),
+            "fingerprint_sha256": self.fingerprint_sha256,
+            "revoked_at": iso(self.revoked_at) if self.revoked_at is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> InventoryEntry:
+        """Parse one ``inventory.json`` record; ``ValueError``/``KeyError``/``TypeError`` when malformed."""
+        kind = data["kind"]
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        name = data["name"]
+        if not isinstance(name, str):
+            raise TypeError("name must be a string")
+        revoked_at = data.get("revoked_at")
+        return cls(
+            kind=kind,
+            name=name,
+            serial=int(str(data["serial"]), 10),
+            not_after=parse_iso(data["not_after"]),
+            # inventories written before 0.2 hold lower-case hex without colons
+            fingerprint_sha256=format_fingerprint(str(data["fingerprint_sha256"])),
+            revoked_at=parse_iso(revoked_at) if revoked_at is not None else None,
+        )
+
+
+def iso(value: dt.datetime) -> str:
+    """A UTC timestamp as ISO 8601 with ``Z``."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_iso(text: Any) -> dt.datetime:
+    """The inverse of :func:`iso`; a timestamp without a time zone is an error."""
+    if not isinstance(text, str):
+        raise TypeError("timestamp must be a string")
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no time zone")
+    return value.astimezone(dt.UTC)
+
+
+def parse_serial(text: str) -> int | None:
+    """A serial in decimal, ``0x``-hex or colon hex (as ``openssl x509 -text`` prints it); else None."""
+    cleaned = text.strip().lower()
+    try:
+        if cleaned.startswith("0x"):
+            return int(cleaned[2:], 16)
+        if ":" in cleaned:
+            parts = cleaned.split(":")
+            if all(len(p) in (1, 2) for p in parts):
+                return int("".join(parts), 16)
+            return None
+        if cleaned.isdigit():
+            return int(cleaned, 10)
+    except ValueError:
+        return None
+    return None
+
+
+def _key(serial: int) -> str:
+    return f"{serial:040x}"
+
+
+def _entry(row: tuple[Any, ...]) -> InventoryEntry:
+    # The hot path of `cert list`: timestamps are stored as UTC ISO 8601 with "Z", which fromisoformat
+    # reads as aware UTC datetimes; anything else is corruption (caught by Inventory._select).
+    kind, name, serial, not_after, fingerprint, revoked_at, installed_file, installed_cluster = row
+    return InventoryEntry(
+        kind=kind,
+        name=name,
+        serial=int(serial, 16),
+        not_after=_utc(not_after),
+        fingerprint_sha256=fingerprint,
+        revoked_at=_utc(revoked_at) if revoked_at is not None else None,
+        installed=(
+            Installation(Path(installed_file), ClusterRef._load(installed_cluster))
+            if installed_file is not None
+            else None
+        ),
+    )
+
+
+def _utc(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    if value.utcoffset() != _ZERO:
+        raise ValueError(f"timestamp {text!r} is not UTC")
+    return value
+
+
+_ZERO = dt.timedelta(0)
+
+
+def _row(entry: InventoryEntry) -> tuple[Any, ...]:
+    installed = entry.installed
+    return (
+        entry.kind,
+        entry.name,
+        _key(entry.serial),
+        iso(entry.not_after),
+        entry.fingerprint_sha256,
+        iso(entry.revoked_at) if entry.revoked_at is not None else None,
+        str(installed.cert_file) if installed is not None else None,
+        installed.cluster._dump() if installed is not None and installed.cluster is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class CrlInstall:
+    """A cluster pgbatten installed this CA's CRL on: where ``crl refresh`` must go again."""
+
+    cluster: ClusterRef
+    crl_file: Path
+    installed_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The database at ``path``; ``legacy`` is the JSON file it replaces; ``lock`` serialises creation."""
+
+    path: Path
+    legacy: Path
+    lock: Callable[[], AbstractContextManager[None]]
+
+    @property
+    def legacy_backup(self) -> Path:
+        return self.legacy.with_name(self.legacy.name + ".bak")
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def entries(self) -> list[InventoryEntry]:
+        """Every recorded certificate, oldest first: one query."""
+        return self._select("ORDER BY seq")
+
+    def find(self, user_or_serial: str) -> list[InventoryEntry]:
+        """Entries named ``user_or_serial`` or whose serial it spells (decimal, 0x-hex, colon hex)."""
+        serial = parse_serial(user_or_serial)
+        return self._select(
+            "WHERE name = ? OR serial = ? ORDER BY seq",
+            (user_or_serial, _key(serial) if serial is not None else None),
+        )
+
+    def matching(self, user_or_serial: str) -> list[InventoryEntry]:
+        """What ``revoke(user_or_serial)`` acts on: one certificate by serial, or a user's client ones.
+
+        A name never selects a server certificate: a server named like a user must not be swept up by
+        revoking that user.
+        """
+        return self._select(_MATCH, _match_args(user_or_serial))
+
+    def valid_clients(self, user: str) -> list[InventoryEntry]:
+        """``user``'s client certificates that are not revoked (expired ones included), oldest first."""
+        return self._select("WHERE name = ? AND kind = 'client' AND revoked_at IS NULL ORDER BY seq", (user,))
+
+    def newest_server(self) -> InventoryEntry | None:
+        """The server certificate issued last and not revoked, if any."""
+        found = self._select("WHERE kind = 'server' AND revoked_at IS NULL ORDER BY seq DESC LIMIT 1")
+        return found[0] if found else None
+
+    def installed_servers(self) -> list[InventoryEntry]:
+        """Server certificates recorded as installed somewhere, oldest first."""
+        return self._select("WHERE installed_file IS NOT NULL ORDER BY seq")
+
+    def revocations(self) -> list[Revocation]:
+        """Every revoked serial with its revocation time and end of validity, sorted by serial."""
+        rows = self._query(
+            "SELECT serial, revoked_at, not_after FROM certificates "
+            "WHERE revoked_at IS NOT NULL ORDER BY serial"
+        )
+        return [Revocation(int(s, 16), parse_iso(r), parse_iso(n)) for s, r, n in rows]
+
+    def crl_installs(self) -> list[CrlInstall]:
+        """Clusters this CA's CRL was installed on, most recent first."""
+        rows = self._query(
+            "SELECT cluster, crl_file, installed_at FROM crl_installs ORDER BY installed_at DESC"
+        )
+        found = []
+        for cluster, crl_file, installed_at in rows:
+            ref = ClusterRef._load(cluster)
+            if ref is not None:
+                found.append(CrlInstall(ref, Path(crl_file), parse_iso(installed_at)))
+        return found
+
+    def crl_number(self) -> int:
+        """The number of the last CRL signed (0 before the first)."""
+        rows = self._query("SELECT value FROM meta WHERE key = 'crl_number'")
+        return int(rows[0][0]) if rows else 0
+
+    # -- writing -----------------------------------------------------------------------------------------
+
+    def add(self, entry: InventoryEntry) -> None:
+        """Insert one entry; ``PKIError`` if its serial is already recorded."""
+        with self._write() as db:
+            try:
+                db.execute(_INSERT, _row(entry))
+            except sqlite3.IntegrityError:
+                raise PKIError(f"serial {entry.serial} is already in the CA inventory") from None
+
+    def add_many(self, entries: Iterable[InventoryEntry]) -> None:
+        """Insert many entries in one transaction (a migration, a benchmark's fill)."""
+        with self._write() as db:
+            _insert_all(db, entries)
+
+    def remove(self, serial: int) -> None:
+        """Delete the entry with ``serial``, if there is one."""
+        with self._write() as db:
+            db.execute("DELETE FROM certificates WHERE serial = ?", (_key(serial),))
+
+    def mark_revoked(self, user_or_serial: str, revoked_at: dt.datetime) -> list[InventoryEntry]:
+        """Revoke what :meth:`matching` selects and is not revoked yet; atomically, in one transaction."""
+        with self._write() as db:
+            rows = db.execute(_SELECT + _MATCH, _match_args(user_or_serial)).fetchall()
+            if not rows:
+                raise PKIError(f"no certificate for {user_or_serial!r} in the CA inventory")
+            targets = [_entry(r) for r in rows if r[5] is None]
+            if not targets:
+                raise PKIError(f"every certificate for {user_or_serial!r} is already revoked")
+            db.executemany(
+                "UPDATE certificates SET revoked_at = ? WHERE serial = ?",
+                [(iso(revoked_at), _key(e.serial)) for e in targets],
+            )
+        return [replace(e, revoked_at=revoked_at) for e in targets]
+
+    def set_installed(self, serial: int, installed: Installation) -> None:
+        """Record where the certificate with ``serial`` was installed (server certificates)."""
+        cluster = installed.cluster._dump() if installed.cluster is not None else None
+        with self._write() as db:
+            db.execute(
+                "UPDATE certificates SET installed_file = ?, installed_cluster = ? WHERE serial = ?",
+                (str(installed.cert_file), cluster, _key(serial)),
+            )
+
+    def note_crl_install(self, cluster: ClusterRef, crl_file: Path, when: dt.datetime) -> None:
+        """Remember that ``cluster`` now uses this CA's CRL, so hints can name it."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO crl_installs (cluster, crl_file, installed_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (cluster) DO UPDATE SET crl_file = excluded.crl_file, "
+                "installed_at = excluded.installed_at",
+                (cluster._dump(), str(crl_file), iso(when)),
+            )
+
+    def next_crl_number(self) -> int:
+        """Reserve and return the next CRL number (committed before any CRL carries it)."""
+        with self._write() as db:
+            rows = db.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchall()
+            number = (int(rows[0][0]) if rows else 0) + 1
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('crl_number', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(number),),
+            )
+        return number
+
+    def create(self, crl_number: int = 0) -> None:
+        """Create an empty database if there is none (``CAStore.init``)."""
+        with self.lock():
+            if not self.path.exists():
+                self._build((), crl_number)
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+
+    def _select(self, where: str, args: tuple[Any, ...] = ()) -> list[InventoryEntry]:
+        try:
+            # ``where`` is always one of this module's constant clauses; values travel as parameters.
+            return [_entry(r) for r in self._query(_SELECT + where, args)]
+        except (ValueError, TypeError) as exc:
+            raise PKIError(f"{self.path} is corrupt: {exc}") from exc
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self._ready(create=False):
+            return []
+        with self._errors():
+            db = self._connect()
+            try:
+                return db.execute(sql, args).fetchall()
+            finally:
+                db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._ready(create=True)
+        with self._errors():
+            db = self._connect()
+            try:
+                # IMMEDIATE takes the write lock at once: two runs cannot both read, then both write.
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.rollback()
+                    raise
+                db.commit()
+            finally:
+                db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        try:
+            # FULL: a certificate recorded is on disk before its bundle is handed out.
+            db.execute("PRAGMA synchronous = FULL")
+            rows = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchall()
+            version = int(rows[0][0]) if rows else 0
+            if version != SCHEMA_VERSION:
+                raise PKIError(
+                    f"{self.path} has schema version {version}; this pgbatten reads version {SCHEMA_VERSION}"
+                )
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise PKIError(
+                    f"{self.path} is busy: another pgbatten run kept it locked for {BUSY_TIMEOUT:.0f} s"
+                ) from exc
+            if "unable to open" in text or "readonly" in text or "disk" in text:
+                raise FileProblem(self.path, f"cannot use the CA inventory: {text}") from exc
+            raise PKIError(f"{self.path} is corrupt: {text}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise PKIError(f"{self.path} is corrupt: {exc}") from exc
+
+    def _ready(self, *, create: bool) -> bool:
+        """Whether the database exists, migrating ``inventory.json`` into it first if that is what exists."""
+        if self.path.exists():
+            return True
+        if not self.legacy.exists() and not create:
+            return False
+        with self.lock():
+            if self.path.exists():  # another run migrated it meanwhile
+                return True
+            if self.legacy.exists():
+                crl_number, entries = _read_legacy(self.legacy)
+                self._build(entries, crl_number)
+                try:
+                    self.legacy.replace(self.legacy_backup)
+                except OSError as exc:
+                    raise FileProblem(self.legacy, f"migrated, but cannot rename: {exc.strerror}") from exc
+            else:
+                self._build((), 0)
+        return True
+
+    def _build(self, entries: Iterable[InventoryEntry], crl_number: int) -> None:
+        # Built beside the final name and renamed into place: a crash leaves no half-made inventory.
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            raise FileProblem(tmp, f"cannot create the CA inventory: {exc.strerror}") from exc
+        try:
+            with self._errors():
+                db = sqlite3.connect(tmp, isolation_level=None)
+                try:
+                    db.execute("PRAGMA synchronous = FULL")
+                    db.execute("BEGIN")
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                    db.execute("INSERT INTO meta (key, value) VALUES ('crl_number', ?)", (str(crl_number),))
+                    _insert_all(db, entries)
+                    db.commit()
+                finally:
+                    db.close()
+            tmp.replace(self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+
+def _match_args(user_or_serial: str) -> tuple[Any, ...]:
+    serial = parse_serial(user_or_serial)
+    return (_key(serial) if serial is not None else None, user_or_serial)
+
+
+def _insert_all(db: sqlite3.Connection, entries: Iterable[InventoryEntry]) -> None:
+    try:
+        db.executemany(_INSERT, (_row(e) for e in entries))
+    except sqlite3.IntegrityError as exc:
+        raise PKIError(f"the CA inventory would hold a serial twice: {exc}") from None
+
+
+def _read_legacy(path: Path) -> tuple[int, list[InventoryEntry]]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FileProblem(path, f"cannot read: {exc.strerror}") from exc
+    try:
+        # Decoding inside the try: bytes that are not UTF-8 are corruption too (UnicodeDecodeError is a
+        # ValueError), not an internal error.
+        data = json.loads(raw.decode("utf-8"))
+        crl_number = int(data.get("crl_number", 0))
+        entries = [InventoryEntry.from_json(item) for item in data["certificates"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PKIError(f"{path} is corrupt: {exc}") from exc
+    return crl_number, entries
