@@ -29,7 +29,7 @@ def test_bench_scale_runs_every_section_in_small_mode() -> None:
         "## PostgreSQL: new TLS connection",
     ):
         assert title in out, out
-    assert "growth: n^" in out
-    assert "growth of list:  n^" in out
+    assert "growth (CPU): n^" in out
+    assert "growth of list (CPU):  n^" in out
     # Both orders of the CRL were served to real connections.
     assert out.count("| random order |") == out.count("| sorted       |") >= 2

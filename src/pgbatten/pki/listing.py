@@ -15,7 +15,7 @@ from cryptography import x509
 
 from pgbatten.errors import FileProblem, PKIError
 from pgbatten.pki import hints
-from pgbatten.pki.authority import CLOCK_SKEW, utc_now
+from pgbatten.pki.authority import crl_cutoff, utc_now
 from pgbatten.pki.inventory import InventoryEntry, iso
 from pgbatten.pki.store import CAStore
 
@@ -207,7 +207,7 @@ def inventory_warnings(
         )
     listed = {r.serial_number for r in crl_obj}
     # A certificate that had ended when the CRL was signed is left out of it on purpose.
-    cutoff = crl_obj.last_update_utc - CLOCK_SKEW
+    cutoff = crl_cutoff(crl_obj.last_update_utc)
     missing = [e for e in revoked if e.serial not in listed and e.not_after >= cutoff]
     if missing:
         warnings.append(

@@ -18,7 +18,7 @@ from cryptography import x509
 
 from pgbatten.errors import FileProblem, PgBattenError, PKIError, UsageError
 from pgbatten.pki import bundle as bundle_mod
-from pgbatten.pki.authority import CertificateAuthority, check_role_name
+from pgbatten.pki.authority import CertificateAuthority, check_role_name, crl_cutoff
 from pgbatten.pki.keys import KeyType
 from pgbatten.pki.store import CAStore, InventoryEntry
 
@@ -203,14 +203,18 @@ def select_revocation(
     return matches
 
 
+# A proof costs one connection per serial: it tries the newest few revocations.
+PROVED_SERIALS = 5
+
+
 @dataclass(frozen=True)
 class CrlResult:
     """A CRL just signed and written to the CA directory."""
 
     crl: x509.CertificateRevocationList
     path: Path
-    # Every serial the CRL revokes (certificates that could still be presented), oldest revocation first.
-    live_serials: tuple[int, ...]
+    # The newest revocations the CRL carries (at most PROVED_SERIALS), oldest first: what a proof tries.
+    newest_serials: tuple[int, ...]
 
     @property
     def entries(self) -> int:
@@ -227,8 +231,8 @@ class RevokeResult:
     @property
     def proof_serials(self) -> tuple[int, ...]:
         """The revoked serials a server must now refuse (certificates that have ended are not in the CRL)."""
-        listed = set(self.crl.live_serials)
-        return tuple(e.serial for e in self.revoked if e.serial in listed)
+        cutoff = crl_cutoff(self.crl.crl.last_update_utc)
+        return tuple(e.serial for e in self.revoked if e.not_after >= cutoff)
 
 
 def revoke(
@@ -249,6 +253,5 @@ def refresh_crl(
 ) -> CrlResult:
     """Sign the CRL anew (next CRL number, next update ``now + crl_days``) and write it to ``crl.pem``."""
     crl = store.write_crl(authority, now=now, days=crl_days)
-    # Oldest revocation first, so a proof that tries only the last few tries the newest.
-    live = sorted(crl, key=lambda r: (r.revocation_date_utc, r.serial_number))
-    return CrlResult(crl=crl, path=store.crl_path, live_serials=tuple(r.serial_number for r in live))
+    newest = store.inventory.newest_revoked(crl_cutoff(crl.last_update_utc), PROVED_SERIALS)
+    return CrlResult(crl=crl, path=store.crl_path, newest_serials=tuple(newest))

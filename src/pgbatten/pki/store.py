@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from pgbatten.errors import FileProblem, PKIError
 from pgbatten.fsutil import atomic_write, ensure_private_dir
-from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, utc_now
+from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, crl_cutoff, utc_now
 from pgbatten.pki.inventory import (
     KINDS,
     CertKind,
@@ -244,7 +244,9 @@ class CAStore:
         with self._locked():
             # Reserved (committed) before the CRL is written: a failure may skip a number, never reuse one.
             number = self.inventory.next_crl_number()
-            crl = ca.build_crl(self.inventory.revocations(), number=number, days=days, now=now)
+            now = utc_now(now)
+            revoked = self.inventory.revocations(ended_before=crl_cutoff(now))
+            crl = ca.build_crl(revoked, number=number, days=days, now=now)
             atomic_write(self.crl_path, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return crl
 
