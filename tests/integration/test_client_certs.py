@@ -382,9 +382,31 @@ def test_revoke_shuts_out_alice_by_reload_while_bob_keeps_working(
     # A refresh re-signs and re-installs; alice stays out, bob stays in, still no restart.
     refreshed = _cli("crl", "refresh", "--ca-dir", str(env.ca_dir), "--pgdata", str(env.cluster.data_dir))
     assert "Installed the CRL" in refreshed
+    # Every hint names this cluster, never a placeholder.
+    assert f"pgbatten crl refresh --ca-dir {env.ca_dir} --pgdata {env.cluster.data_dir}" in refreshed
+    assert "DIR" not in output + refreshed
     assert "certificate revoked" in run_psql(conninfo(env, "alice", "alice")).stderr
     assert run_psql(conninfo(env, "bob", "bob")).returncode == 0
     assert postmaster_pid(env.cluster) == pid
+
+    # The same through --json: what was revoked, the CRL, what was proved on the cluster.
+    import json
+
+    doc = json.loads(
+        _cli("cert", "revoke", "bob", "--ca-dir", str(env.ca_dir), "--pgdata", str(env.cluster.data_dir),
+             "--json")
+    )  # fmt: skip
+    assert doc["schema"] == "pgbatten.cert-revoke/1"
+    assert [r["name"] for r in doc["revoked"]] == ["bob"]
+    assert doc["crl"]["entries"] == 2
+    assert doc["cluster"]["label"] == str(env.cluster.data_dir)
+    assert doc["cluster"]["proofs"] and all(p["ok"] for p in doc["cluster"]["proofs"])
+    assert run_psql(conninfo(env, "bob", "bob")).returncode != 0
+    listing = json.loads(_cli("cert", "list", "--ca-dir", str(env.ca_dir), "--json"))
+    assert {c["name"]: c["status"] for c in listing["certificates"] if c["kind"] == "client"} == {
+        "alice": "revoked",
+        "bob": "revoked",
+    }
 
 
 def test_failed_revocation_proof_restores_the_cluster(
@@ -432,7 +454,7 @@ def test_revoke_on_a_debian_cluster_puts_the_crl_beside_postgresql_conf(
         _cli("secure", "--cluster", name, "--client-auth", "cert", "--ca-dir", str(ca_dir), "--yes")
         cluster.sql().query("CREATE ROLE alice LOGIN")
         _cli("cert", "client", "alice", "--ca-dir", str(ca_dir), "--out", str(tmp_path / "alice"),
-             "--server-host", "localhost")  # fmt: skip
+             "--server-host", "localhost", "--cluster", name)  # fmt: skip
         env = Secured(cluster, ca_dir, {"alice": tmp_path / "alice"})
         assert run_psql(conninfo(env, "alice", "alice")).returncode == 0
 
@@ -442,3 +464,53 @@ def test_revoke_on_a_debian_cluster_puts_the_crl_beside_postgresql_conf(
         assert installed.stat().st_uid == cluster.owner.uid
         assert not (cluster.data_dir / "pgbatten-ca.crl").exists()
         assert "certificate revoked" in run_psql(conninfo(env, "alice", "alice")).stderr
+
+
+# -- never break a client by surprise ---------------------------------------------------------------------
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_cert_client_takes_host_and_port_from_the_cluster(cert_auth: Secured, tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from pgbatten.certfacts import host_names
+
+    env = cert_auth
+    served = x509.load_pem_x509_certificate((env.cluster.data_dir / "pgbatten-server.crt").read_bytes())
+    name = next(n for n in host_names(served) if not n[0].isdigit() and ":" not in n)
+    output = _cli(
+        "cert", "client", "carol", "--ca-dir", str(env.ca_dir), "--out", str(tmp_path / "carol"),
+        "--pgdata", str(env.cluster.data_dir),
+    )  # fmt: skip
+    install = (tmp_path / "carol" / "INSTALL.md").read_text()
+    assert f"host={name} port={env.port} dbname=postgres user=carol" in install
+    assert f"host={name} port={env.port}" in output
+    assert "warning:" not in output  # the server verifies client certificates for every user
+
+    # The served certificate cannot be revoked by accident, and the refusal changes nothing.
+    before = snapshot(env.ca_dir)
+    result = CliRunner().invoke(
+        main, ["cert", "revoke", f"{served.serial_number:#x}", "--ca-dir", str(env.ca_dir),
+               "--pgdata", str(env.cluster.data_dir)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"is the one cluster {env.cluster.data_dir}" in result.stderr
+    assert "--allow-served" in result.stderr
+    assert snapshot(env.ca_dir) == before
+
+
+def test_cert_client_warns_when_the_server_will_not_use_the_certificate(
+    make_cluster: Callable[..., TempCluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(hba=HBA)  # plaintext, passwords: certificates play no part
+    ca_dir = tmp_path / "ca"
+    _cli("ca", "init", "--ca-dir", str(ca_dir))
+    output = _cli(
+        "cert", "client", "alice", "--ca-dir", str(ca_dir), "--out", str(tmp_path / "alice"),
+        "--pgdata", str(cluster.data_dir), "--server-host", "localhost",
+    )  # fmt: skip
+    assert f"warning: {cluster.data_dir} does not use TLS (ssl is off)" in output
+    assert f"port={cluster.port}" in (tmp_path / "alice" / "INSTALL.md").read_text()

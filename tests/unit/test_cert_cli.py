@@ -47,7 +47,9 @@ def store(ca_dir: Path) -> CAStore:
 
 
 def issue(store: CAStore, user: str, out: Path, *extra: str) -> Result:
-    result = run("cert", "client", user, "--ca-dir", str(store.path), "--out", str(out), *extra)
+    # Without a cluster the port must be given: pgbatten does not guess it.
+    port = () if "--port" in extra else ("--port", "5432")
+    result = run("cert", "client", user, "--ca-dir", str(store.path), "--out", str(out), *port, *extra)
     assert result.exit_code == 0, result.output
     return result
 
@@ -98,7 +100,7 @@ def test_cert_client_defaults_to_a_directory_named_after_the_user(
     store: CAStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    result = run("cert", "client", "alice", "--ca-dir", str(store.path))
+    result = run("cert", "client", "alice", "--ca-dir", str(store.path), "--port", "5432")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "alice" / "postgresql.crt").is_file()
     refused(run("cert", "client", "../etc", "--ca-dir", str(store.path)), "pass --out DIR")
@@ -108,7 +110,17 @@ def test_cert_client_refuses_an_existing_bundle(store: CAStore, tmp_path: Path) 
     issue(store, "alice", tmp_path / "alice")
     before_bundle = snapshot(tmp_path / "alice")
     before_ca = snapshot(store.path)
-    again = run("cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "alice"))
+    again = run(
+        "cert",
+        "client",
+        "alice",
+        "--ca-dir",
+        str(store.path),
+        "--out",
+        str(tmp_path / "alice"),
+        "--port",
+        "5432",
+    )
     refused(again, "already exists")
     assert snapshot(tmp_path / "alice") == before_bundle
     assert snapshot(store.path) == before_ca
@@ -174,8 +186,9 @@ def test_forced_reissue_that_cannot_be_recorded_keeps_the_old_bundle(
 
     monkeypatch.setattr(CAStore, "record", full_disk)
     result = run(
-        "cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "alice"), "--force"
-    )
+        "cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "alice"), "--force",
+        "--port", "5432",
+    )  # fmt: skip
     refused(result, "No space left on device")
     assert snapshot(tmp_path / "alice") == before_bundle
     assert snapshot(store.path) == before_ca
@@ -191,7 +204,17 @@ def test_bundle_that_cannot_be_written_leaves_no_certificate_in_the_inventory(
 
     monkeypatch.setattr(bundle_mod, "write_client_bundle", broken)
     refused(
-        run("cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "alice")),
+        run(
+            "cert",
+            "client",
+            "alice",
+            "--ca-dir",
+            str(store.path),
+            "--out",
+            str(tmp_path / "alice"),
+            "--port",
+            "1",
+        ),
         "Read-only",
     )
     assert store.entries() == []
@@ -213,7 +236,7 @@ def test_wrong_or_missing_ca_passphrase(ca_dir: Path, tmp_path: Path) -> None:
         == 0
     )
     out = tmp_path / "alice"
-    base = ("cert", "client", "alice", "--ca-dir", str(ca_dir), "--out", str(out))
+    base = ("cert", "client", "alice", "--ca-dir", str(ca_dir), "--out", str(out), "--port", "5432")
 
     refused(run(*base, "--ca-passphrase-file", str(tmp_path / "bad")), "wrong passphrase for CA key")
     refused(run(*base), "is encrypted and no passphrase was given")
@@ -481,3 +504,157 @@ def test_stand_in_carries_the_revoked_serial(authority: CertificateAuthority) ->
 )
 def test_classify_libpq_errors(message: str, outcome: str) -> None:
     assert classify(message)[0] == outcome
+
+
+# -- never break a client by surprise: ports, served certificates, hints, JSON -----------------------------
+
+
+def test_cert_client_without_port_or_cluster_refuses_to_guess(store: CAStore, tmp_path: Path) -> None:
+    result = run("cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "a"))
+    refused(result, "does not guess")
+    assert "--port" in result.stderr and "--pgdata" in result.stderr
+    assert store.entries() == []
+    assert not (tmp_path / "a").exists()
+
+
+def served_server(store: CAStore, tmp_path: Path) -> tuple[int, Path]:
+    """A server certificate recorded as installed in a file that still holds it."""
+    from pgbatten.pki import ClusterRef, Installation
+
+    issued = store.load().issue_server(["db.example.com"])
+    cert_file = tmp_path / "etc" / "pgbatten-server.crt"
+    cert_file.parent.mkdir()
+    cert_file.write_bytes(issued.cert_pem())
+    where = Installation(cert_file, ClusterRef("--pgdata", str(tmp_path / "pgdata")))
+    store.record(issued, "server", "db.example.com", installed=where)
+    return issued.serial, cert_file
+
+
+def test_revoking_the_served_server_certificate_needs_allow_served(store: CAStore, tmp_path: Path) -> None:
+    serial, cert_file = served_server(store, tmp_path)
+    before = snapshot(store.path)
+    by_name = run("cert", "revoke", "db.example.com", "--ca-dir", str(store.path))
+    refused(by_name, "names the server certificate")
+    # No ready command to revoke it: that is the trap.
+    assert "pgbatten cert revoke" not in by_name.stderr
+    by_serial = run("cert", "revoke", f"{serial:#x}", "--ca-dir", str(store.path))
+    refused(by_serial, f"server certificate {serial:#x} is the one cluster {tmp_path / 'pgdata'}")
+    assert "--allow-served" in by_serial.stderr
+    assert snapshot(store.path) == before
+
+    result = run("cert", "revoke", f"{serial:#x}", "--ca-dir", str(store.path), "--allow-served")
+    assert result.exit_code == 0, result.output
+    assert f"Revoked server certificate {serial:#x} of db.example.com" in result.output
+    warning = next(line for line in result.output.splitlines() if line.startswith("warning:"))
+    assert "still serves it" in warning
+    assert f"pgbatten secure --ca-dir {store.path} --pgdata {tmp_path / 'pgdata'}" in warning
+
+    listing = run("cert", "list", "--ca-dir", str(store.path))
+    line = next(line for line in listing.output.splitlines() if f"{serial:#x}" in line)
+    assert "still installed" in line
+    assert f"is revoked but still installed in {cert_file}" in listing.output
+
+    # Once the file holds another certificate, nothing is served any more.
+    cert_file.write_bytes(store.load().issue_server(["db.example.com"]).cert_pem())
+    assert "still installed" not in run("cert", "list", "--ca-dir", str(store.path)).output
+
+
+def test_hints_carry_real_paths(store: CAStore, tmp_path: Path) -> None:
+    issue(store, "alice", tmp_path / "alice")
+    result = run("cert", "revoke", "alice", "--ca-dir", str(store.path))
+    assert result.exit_code == 0, result.output
+    assert "DIR" not in result.output
+    assert f"pgbatten crl refresh --ca-dir {store.path} with the --pgdata or --cluster" in result.output
+
+    # Once a cluster is known (here: the one serving a server certificate), the hint names it.
+    served_server(store, tmp_path)
+    store.write_crl(store.load(), now=dt.datetime.now(dt.UTC) - dt.timedelta(days=40), days=30)
+    listing = run("cert", "list", "--ca-dir", str(store.path))
+    lapsed = next(line for line in listing.output.splitlines() if "EVERY client certificate" in line)
+    assert lapsed.endswith(f"pgbatten crl refresh --ca-dir {store.path} --pgdata {tmp_path / 'pgdata'}")
+
+
+def test_hints_quote_paths_with_spaces(tmp_path: Path) -> None:
+    ca_dir = tmp_path / "my ca"
+    assert run("ca", "init", "--ca-dir", str(ca_dir)).exit_code == 0
+    issue(CAStore(ca_dir), "alice", tmp_path / "alice", "--days", "3")
+    listing = run("cert", "list", "--ca-dir", str(ca_dir))
+    hint = f"pgbatten cert client alice --force --ca-dir '{ca_dir}' --out {tmp_path / 'alice'} "
+    assert hint + "--server-host " in listing.output
+
+
+def test_json_documents_re_parse(store: CAStore, tmp_path: Path) -> None:
+    import json
+
+    made = run(
+        "cert", "client", "alice", "--ca-dir", str(store.path), "--out", str(tmp_path / "alice"),
+        "--server-host", "db.example.com", "--port", "6432", "--json",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    doc = json.loads(made.output)
+    assert doc["schema"] == "pgbatten.cert-client/1"
+    assert doc["server"] == {"host": "db.example.com", "port": 6432, "dbname": "postgres"}
+    [entry] = store.entries()
+    assert doc["certificate"]["serial"] == str(entry.serial)
+    assert doc["certificate"]["serial_hex"] == f"{entry.serial:#x}"
+    assert doc["bundle"]["files"]["key"] == str(tmp_path / "alice" / "postgresql.key")
+    assert pkcs12.load_pkcs12(
+        (tmp_path / "alice" / "postgresql.p12").read_bytes(), doc["p12_password"].encode()
+    ).cert
+    assert doc["earlier"] == [] and doc["warnings"] == []
+
+    revoked = json.loads(run("cert", "revoke", "alice", "--ca-dir", str(store.path), "--json").output)
+    assert revoked["schema"] == "pgbatten.cert-revoke/1"
+    assert [r["serial"] for r in revoked["revoked"]] == [str(entry.serial)]
+    assert revoked["crl"]["entries"] == 1 and revoked["crl"]["number"] == 1
+    assert revoked["cluster"] is None
+
+    refreshed = json.loads(run("crl", "refresh", "--ca-dir", str(store.path), "--json").output)
+    assert refreshed["schema"] == "pgbatten.crl-refresh/1"
+    assert refreshed["crl"]["number"] == 2
+    assert refreshed["crl"]["size_bytes"] == store.crl_path.stat().st_size
+
+    listing = json.loads(run("cert", "list", "--ca-dir", str(store.path), "--json").output)
+    assert listing["schema"] == "pgbatten.cert-list/1"
+    [item] = listing["certificates"]
+    assert (item["name"], item["status"], item["serial"]) == ("alice", "revoked", str(entry.serial))
+    assert listing["crl"]["entries"] == 1
+    assert listing["warnings"] == []
+
+
+def test_cert_list_summarises_many_warnings(store: CAStore, tmp_path: Path) -> None:
+    from pgbatten.pki import InventoryEntry
+
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    store.inventory.add_many(InventoryEntry("client", f"u{i}", 1000 + i, soon, "AB:CD") for i in range(25))
+    result = run("cert", "list", "--ca-dir", str(store.path))
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 21
+    assert "... and 5 more like that (expiring); 'pgbatten cert list --json' lists every one" in warnings[-1]
+    import json
+
+    assert (
+        len(json.loads(run("cert", "list", "--ca-dir", str(store.path), "--json").output)["warnings"]) == 25
+    )
+
+
+def test_ca_init_json(tmp_path: Path) -> None:
+    import json
+
+    from cryptography import x509
+
+    from pgbatten.certfacts import fingerprint_sha256
+
+    result = run("ca", "init", "--ca-dir", str(tmp_path / "ca"), "--common-name", "Ops CA", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    cert = x509.load_pem_x509_certificate((tmp_path / "ca" / "ca.crt").read_bytes())
+    assert doc["schema"] == "pgbatten.ca-init/1"
+    assert doc["certificate"] == str(tmp_path / "ca" / "ca.crt")
+    assert (doc["common_name"], doc["key_type"], doc["key_encrypted"]) == ("Ops CA", "ecdsa-p256", False)
+    assert doc["serial"] == str(cert.serial_number)
+    assert doc["fingerprint_sha256"] == fingerprint_sha256(cert)
+    # An error stays one line on stderr, with no JSON on stdout.
+    again = run("ca", "init", "--ca-dir", str(tmp_path / "ca"), "--json")
+    refused(again, "already exists")
+    assert again.stdout == ""

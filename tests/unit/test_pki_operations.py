@@ -11,6 +11,8 @@ import pytest
 from pgbatten.errors import FileProblem, PKIError, UsageError
 from pgbatten.pki import CAStore, CertificateAuthority, KeyType, listing
 from pgbatten.pki import operations as ops
+from pgbatten.pki.inventory import ClusterRef
+from pgbatten.pki.served import CertRule, ClusterView
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -112,3 +114,53 @@ def test_inventory_warnings_name_what_to_do(store: CAStore, tmp_path: Path) -> N
     assert f"{soon.serial:#x} of soon ends in 4 days" in warnings[0].message
     assert "pgbatten cert client soon --force" in warnings[0].message
     assert listing.entry_status(soon, now) == "valid, 4 days left"
+
+
+# -- what a named server would do with a client certificate ------------------------------------------------
+
+
+def view(**overrides: object) -> ClusterView:
+    fields: dict[str, object] = {
+        "label": "15/main",
+        "ref": ClusterRef("--cluster", "15/main"),
+        "port": 5433,
+        "ssl": True,
+        "cert_file": Path("/etc/postgresql/15/main/pgbatten-server.crt"),
+        "served": None,
+        "ca_file": Path("/etc/postgresql/15/main/pgbatten-ca.crt"),
+        "trusts_ca": True,
+        "cert_rules": (CertRule(7, ("all",), "cert"),),
+    }
+    fields.update(overrides)
+    return ClusterView(**fields)  # type: ignore[arg-type]
+
+
+def test_client_certificate_warnings_say_why_the_server_would_not_use_it() -> None:
+    assert view().client_certificate_warnings("alice") == []
+    assert "ssl is off" in view(ssl=False).client_certificate_warnings("alice")[0]
+    [no_ca] = view(ca_file=None).client_certificate_warnings("alice")
+    assert "ssl_ca_file is not set" in no_ca and "pgbatten secure --client-auth cert" in no_ca
+    assert "does not hold this CA" in view(trusts_ca=False).client_certificate_warnings("alice")[0]
+    only_bob = view(cert_rules=(CertRule(3, ("bob", '"Carol"'), "scram-sha-256"),))
+    [no_rule] = only_bob.client_certificate_warnings("alice")
+    assert "no pg_hba.conf rule of 15/main logs 'alice' in by certificate" in no_rule
+    assert only_bob.client_certificate_warnings("Carol") == []
+    # Group membership and @files cannot be decided from files: no warning then.
+    assert view(cert_rules=(CertRule(3, ("+admins",), "cert"),)).client_certificate_warnings("x") == []
+
+
+def test_cert_client_takes_host_and_port_from_the_cluster(store: CAStore, tmp_path: Path) -> None:
+    ca = store.load()
+    served = ca.issue_server(["db.example.com", "10.0.0.5"]).certificate
+    request = ops.prepare_client_bundle(
+        store, "alice", out_dir=tmp_path / "a", key_type="ecdsa", days=30, server_host=None, port=None,
+        dbname="postgres", force=False, cluster=view(served=served),
+    )  # fmt: skip
+    assert (request.server_host, request.port, request.warnings) == ("db.example.com", 5433, ())
+    other = ops.prepare_client_bundle(
+        store, "alice", out_dir=tmp_path / "a", key_type="ecdsa", days=30, server_host="elsewhere.example",
+        port=6000, dbname="postgres", force=False, cluster=view(served=served, ca_file=None),
+    )  # fmt: skip
+    assert other.port == 6000
+    assert any("ssl_ca_file is not set" in w for w in other.warnings)
+    assert any("does not name elsewhere.example" in w for w in other.warnings)

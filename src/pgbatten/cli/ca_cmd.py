@@ -27,8 +27,14 @@ def ca() -> None:
 @passphrase_option
 @click.option("--common-name", default="pgbatten CA", show_default=True, help="Subject CN of the CA.")
 @click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 36500))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema in the README).")
 def ca_init(
-    ca_dir: Path | None, key_type: str, ca_passphrase_file: Path | None, common_name: str, days: int
+    ca_dir: Path | None,
+    key_type: str,
+    ca_passphrase_file: Path | None,
+    common_name: str,
+    days: int,
+    as_json: bool,
 ) -> None:
     """Create a CA (root certificate and key) in the CA directory."""
     from rich.markup import escape
@@ -36,12 +42,34 @@ def ca_init(
     from pgbatten.pki import CAStore, KeyType, default_ca_dir
 
     store = CAStore(ca_dir or default_ca_dir())
+    kind = KeyType.parse(key_type)
     authority = store.init(
-        key_type=KeyType.parse(key_type),
+        key_type=kind,
         passphrase=read_secret_file(ca_passphrase_file),
         common_name=common_name,
         days=days,
     )
+    if as_json:
+        import json
+
+        from pgbatten.certfacts import fingerprint_sha256
+        from pgbatten.pki.inventory import iso
+
+        document = {
+            "schema": "pgbatten.ca-init/1",
+            "ca_dir": str(store.path),
+            "certificate": str(store.ca_cert_path),
+            "key": str(store.ca_key_path),
+            "key_encrypted": ca_passphrase_file is not None,
+            "common_name": common_name,
+            "key_type": kind.value,
+            "serial": str(authority.certificate.serial_number),
+            "not_before": iso(authority.certificate.not_valid_before_utc),
+            "not_after": iso(authority.not_after),
+            "fingerprint_sha256": fingerprint_sha256(authority.certificate),
+        }
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
     out = make_console()
     # The name and paths are data: "[ops]" or "x[/]" print as written rather than as markup.
     out.print(f"Created CA [bold]{escape(common_name)}[/] in {escape(str(store.path))}")

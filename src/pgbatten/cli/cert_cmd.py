@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from pgbatten.cluster.discover import Cluster
-    from pgbatten.pki import CAStore, CertificateAuthority
+    from pgbatten.pki import CAStore, CertificateAuthority, InventoryEntry
+    from pgbatten.pki.listing import CrlSummary
+    from pgbatten.pki.served import ClusterView
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,10 +105,22 @@ def crl() -> None:
     default=None,
     help="File holding the PKCS#12 password (first line); default: generate one and print it once.",
 )
-@click.option("--server-host", default=None, metavar="NAME", help="Server name for INSTALL.md.")
-@click.option("--port", default=5432, show_default=True, type=click.IntRange(1, 65535))
+@cluster_options
+@click.option(
+    "--server-host",
+    default=None,
+    metavar="NAME",
+    help="Server name for INSTALL.md (default: from the cluster's certificate, else the CA's newest one).",
+)
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Server port for INSTALL.md (default: the cluster's; required without --pgdata/--cluster).",
+)
 @click.option("--dbname", default="postgres", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
+@json_option
 def cert_client(
     user: str,
     ca_dir: Path | None,
@@ -115,17 +129,21 @@ def cert_client(
     days: int,
     key_type: str,
     p12_password_file: Path | None,
+    pgdata: Path | None,
+    cluster_name: str | None,
     server_host: str | None,
-    port: int,
+    port: int | None,
     dbname: str,
     force: bool,
+    as_json: bool,
 ) -> None:
     """Issue a client certificate for USER (CN = USER) and write a bundle every driver can use."""
-    from rich.markup import escape
-
+    from pgbatten.pki import hints
     from pgbatten.pki.operations import issue_client_bundle, prepare_client_bundle
 
     store = _store(ca_dir)
+    cluster = _cluster(pgdata, cluster_name)
+    view = _view(cluster, store)
     request = prepare_client_bundle(
         store,
         user,
@@ -137,19 +155,23 @@ def cert_client(
         dbname=dbname,
         force=force,
         p12_password=read_secret_file(p12_password_file),
+        cluster=view,
     )
     authority = store.load(read_secret_file(ca_passphrase_file))
     result = issue_client_bundle(store, authority, request)
+    _learn(store, view)
+    if as_json:
+        _print_json(result.to_json())
+        return
 
     out = make_console()
     entry, bundle = result.entry, result.bundle
-    # Role names and paths are data, not markup: "[red]bob" or "x[/]" must print as written (and must not
-    # crash here, after the certificate is issued, before its PKCS#12 password is shown).
-    out.print(f"Issued a client certificate for [bold]{escape(user)}[/] (serial {_hex(entry.serial)})")
-    out.print(
-        f"  valid until {entry.not_after:%Y-%m-%d %H:%M} UTC, signed by the CA in {store.path}", markup=False
-    )
-    out.print(f"Bundle in {bundle.directory}:", markup=False)
+    lines = [
+        f"Issued a client certificate for {user} (serial {_hex(entry.serial)})",
+        f"  valid until {entry.not_after:%Y-%m-%d %H:%M} UTC, signed by the CA in {store.path}",
+        f"  INSTALL.md connects to host={request.server_host} port={request.port} dbname={request.dbname}",
+        f"Bundle in {bundle.directory}:",
+    ]
     for path, what in (
         (bundle.cert_path, "certificate (PEM)"),
         (bundle.key_path, "private key (PEM, 0600)"),
@@ -158,17 +180,57 @@ def cert_client(
         (bundle.p12_path, "PKCS#12 for PgJDBC, .NET, Windows (0600)"),
         (bundle.install_md_path, "where the files go, settings for each driver"),
     ):
-        out.print(f"  {path.name:<16} {what}", markup=False)
+        lines.append(f"  {path.name:<16} {what}")
     if result.password_generated:
-        out.print("PKCS#12 password (shown once, stored nowhere; hand it over separately):")
-        out.print(f"  {result.p12_password.decode()}", markup=False)
-    for earlier in result.earlier:
-        # soft_wrap: the command must stay on one line to be copied.
-        out.print(
-            f"[yellow]note:[/] {escape(user)}'s earlier certificate {_hex(earlier.serial)} stays valid until "
-            f"{earlier.not_after:%Y-%m-%d}; revoke it with: pgbatten cert revoke {_hex(earlier.serial)}",
-            soft_wrap=True,
-        )
+        lines.append("PKCS#12 password (shown once, stored nowhere; hand it over separately):")
+        lines.append(f"  {result.p12_password.decode()}")
+    # Role names and paths are data, not markup: "[red]bob" or "x[/]" print as written, never as rich
+    # markup (and cannot crash here, after the certificate is issued, before its password is shown).
+    _write(out, lines)
+    notes = [
+        f"{user}'s earlier certificate {_hex(e.serial)} stays valid until {e.not_after:%Y-%m-%d}; "
+        f"revoke it with: {hints.command('cert', 'revoke', _hex(e.serial), '--ca-dir', str(store.path))}"
+        for e in result.earlier
+    ]
+    _write(out, [_tag(out, "note:", "yellow") + " " + n for n in notes])
+    _write(out, [_tag(out, "warning:", "yellow") + " " + w for w in result.warnings])
+
+
+def _view(cluster: Cluster | None, store: CAStore) -> ClusterView | None:
+    """What ``cluster`` does with this CA's certificates (read only: a refusal must change nothing)."""
+    if cluster is None:
+        return None
+    from cryptography import x509
+
+    from pgbatten.pki.served import inspect_cluster
+
+    try:
+        ca_cert: x509.Certificate | None = x509.load_pem_x509_certificate(store.ca_cert_path.read_bytes())
+    except (OSError, ValueError):
+        ca_cert = None  # load() reports a broken CA when the key is needed
+    return inspect_cluster(cluster, ca_cert)
+
+
+def _learn(store: CAStore, view: ClusterView | None) -> None:
+    """After a command succeeded: remember which of this CA's server certificates the cluster serves."""
+    if view is not None:
+        from pgbatten.pki.served import learn_installation
+
+        learn_installation(store, view)
+
+
+def _tag(out: Console, text: str, colour: str) -> str:
+    if out.is_terminal and not out.no_color:
+        code = {"yellow": 33, "green": 32, "red": 31}[colour]
+        return f"\x1b[{code}m{text}\x1b[0m"
+    return text
+
+
+def _write(out: Console, lines: list[str]) -> None:
+    """Plain lines at once: no markup, no wrapping (commands stay on one line to be copied)."""
+    if lines:
+        out.file.write("\n".join(lines) + "\n")
+        out.file.flush()
 
 
 # -- cert revoke ------------------------------------------------------------------------------------------
@@ -181,6 +243,12 @@ def cert_client(
 @cluster_options
 @crl_days_option
 @timeout_option
+@click.option(
+    "--allow-served",
+    is_flag=True,
+    help="Revoke a server certificate even though a cluster serves it (a leaked key); re-issue it after.",
+)
+@json_option
 def cert_revoke(
     target: str,
     ca_dir: Path | None,
@@ -189,40 +257,99 @@ def cert_revoke(
     cluster_name: str | None,
     crl_days: int,
     timeout: float,
+    allow_served: bool,
+    as_json: bool,
 ) -> None:
     """Revoke USER's certificates (or one by SERIAL), write the CRL, and install it on a cluster."""
-    from rich.markup import escape
-
-    from pgbatten.pki import operations
+    from pgbatten.pki import hints, operations
+    from pgbatten.pki.served import served_certificates
 
     store = _store(ca_dir)
-    hint = "pgbatten crl refresh --pgdata DIR" if pgdata or cluster_name else None
-    operations.select_revocation(store, target, refresh_hint=hint)
-    authority = store.load(read_secret_file(ca_passphrase_file))
     cluster = _cluster(pgdata, cluster_name)
+    view = _view(cluster, store)
+    served = served_certificates(store, view)
+    operations.select_revocation(
+        store,
+        target,
+        refresh_hint=hints.crl_refresh(store, view.ref) if view is not None else None,
+        served=served,
+        allow_served=allow_served,
+    )
+    authority = store.load(read_secret_file(ca_passphrase_file))
     if cluster is not None:
         from pgbatten.secure.crl import preflight
 
         preflight(cluster, authority)  # refuse before the inventory changes
 
     result = operations.revoke(store, authority, target, crl_days=crl_days)
+    _learn(store, view)
+    still_served = [e for e in result.revoked if e.serial in served]
+    warnings = [
+        f"server certificate {_hex(e.serial)} is revoked but {served[e.serial]} still serves it; "
+        f"replace it: {_secure_hint(store, e, view)}"
+        for e in still_served
+    ]
     out = make_console()
-    for entry in result.revoked:
-        out.print(f"Revoked {entry.kind} certificate {_hex(entry.serial)} of [bold]{escape(entry.name)}[/]")
-    crl_obj = result.crl.crl
-    out.print(
-        f"CRL {result.crl.path}: {result.crl.entries} revoked, next update "
-        f"{crl_obj.next_update_utc:%Y-%m-%d %H:%M} UTC",
-        markup=False,
-    )
+    lines = [f"Revoked {e.kind} certificate {_hex(e.serial)} of {e.name}" for e in result.revoked]
+    summary = result.crl.summary()
+    lines.append(_crl_line(summary, "CRL"))
+    installed: dict[str, Any] | None = None
     if cluster is None:
-        out.print(
-            "[yellow]The servers do not know yet:[/] install the CRL with "
-            "'pgbatten crl refresh --pgdata DIR' (or --cluster V/N)"
+        hint = hints.crl_refresh_hint(store)
+        if not as_json:
+            lines.append(
+                f"{_tag(out, 'The servers do not know yet:', 'yellow')} install the CRL with: {hint}"
+            )
+    else:
+        if not as_json:
+            _write(out, lines)
+            lines = []
+        installed = _install(
+            out,
+            cluster,
+            store,
+            authority,
+            list(result.proof_serials),
+            timeout,
+            after="revoked",
+            quiet=as_json,
+        )
+    if as_json:
+        _print_json(
+            {
+                "schema": "pgbatten.cert-revoke/1",
+                "ca_dir": str(store.path),
+                "revoked": [{**e.to_json(), "serial_hex": _hex(e.serial)} for e in result.revoked],
+                "crl": summary.to_json(),
+                "cluster": installed,
+                "warnings": warnings,
+            }
         )
         return
-    _install(out, cluster, store, authority, list(result.proof_serials), timeout, after="revoked")
-    _remind_refresh(out, crl_obj.next_update_utc)
+    _write(out, lines)
+    if view is not None:
+        _remind_refresh(out, store, view, summary.next_update)
+    _write(out, [_tag(out, "warning:", "yellow") + " " + w for w in warnings])
+
+
+def _secure_hint(store: CAStore, entry: InventoryEntry, view: ClusterView | None) -> str:
+    from pgbatten.pki import hints
+
+    if entry.installed is not None and entry.installed.cluster is not None:
+        ref = entry.installed.cluster
+    elif view is not None:
+        ref = view.ref
+    else:
+        return "pgbatten secure on that cluster"
+    return hints.command("secure", "--ca-dir", str(store.path), *ref.args())
+
+
+def _crl_line(summary: CrlSummary, label: str) -> str:
+    next_update = f"{summary.next_update:%Y-%m-%d %H:%M} UTC" if summary.next_update else "none"
+    return (
+        f"{label} {summary.path}: {summary.entries} revoked, {_size(summary.size_bytes)}, "
+        f"next update {next_update}"
+    )
 
 
 def _install(
@@ -234,45 +361,54 @@ def _install(
     timeout: float,
     *,
     after: str,
-) -> None:
-    from rich.markup import escape
-
+    quiet: bool,
+) -> dict[str, Any]:
+    """Install the CRL on ``cluster`` (secure.crl), print what was proved, return it for ``--json``."""
     from pgbatten.errors import PgBattenError
+    from pgbatten.pki import ClusterRef
     from pgbatten.secure.crl import install_crl
 
+    def log(message: str) -> None:
+        if not quiet:
+            _write(out, [message])
+
     try:
-        plan, outcome = install_crl(
-            cluster,
-            store,
-            authority,
-            refuse=serials,
-            log=lambda msg: out.print(f"[dim]{escape(msg)}[/]"),
-            timeout=timeout,
-        )
+        plan, outcome = install_crl(cluster, store, authority, refuse=serials, log=log, timeout=timeout)
     except PgBattenError as exc:
         # Keep it one line, but say what did happen: the CA side is done, only the server lags.
         exc.message = f"{exc.message} (the CA inventory and {store.crl_path} are {after}; the cluster is not)"
         raise
-    if plan.changed:
-        out.print(
-            f"Installed the CRL on {cluster.label} as ssl_crl_file = {plan.crl_path} (reload, no restart)",
-            markup=False,
-        )
-    else:
-        out.print(f"The CRL on {cluster.label} was already current ({plan.crl_path})", markup=False)
-    for proof in outcome.proofs:
-        out.print(f"  [green]ok[/] {escape(proof.what)}: {escape(proof.detail)}", soft_wrap=True)
-    for original, backup in outcome.backups:
-        out.print(f"backup of {original}: {backup}", markup=False)
+    store.note_crl_install(ClusterRef.of(cluster.label, cluster.data_dir), plan.crl_path)
+    if not quiet:
+        lines = [
+            f"Installed the CRL on {cluster.label} as ssl_crl_file = {plan.crl_path} (reload, no restart)"
+            if plan.changed
+            else f"The CRL on {cluster.label} was already current ({plan.crl_path})"
+        ]
+        ok, failed = _tag(out, "ok", "green"), _tag(out, "FAILED", "red")
+        lines += [f"  {ok if p.ok else failed} {p.what}: {p.detail}" for p in outcome.proofs]
+        lines += [f"backup of {original}: {backup}" for original, backup in outcome.backups]
+        _write(out, lines)
+    return {
+        "label": cluster.label,
+        "changed": plan.changed,
+        "crl_file": str(plan.crl_path),
+        "proofs": [{"what": p.what, "ok": p.ok, "detail": p.detail} for p in outcome.proofs],
+        "backups": [{"original": str(o), "backup": str(b)} for o, b in outcome.backups],
+    }
 
 
-def _remind_refresh(out: Console, next_update: dt.datetime | None) -> None:
+def _remind_refresh(out: Console, store: CAStore, view: ClusterView, next_update: dt.datetime | None) -> None:
+    from pgbatten.pki import hints
+
     if next_update is not None:
-        out.print(
-            f"Re-sign it before {next_update:%Y-%m-%d}, e.g. daily from cron: "
-            "pgbatten crl refresh --pgdata DIR (a CRL past its next update makes PostgreSQL refuse "
-            "every client certificate)",
-            soft_wrap=True,
+        _write(
+            out,
+            [
+                f"Re-sign it before {next_update:%Y-%m-%d} (a CRL past its next update makes "
+                "PostgreSQL refuse every client certificate), e.g. daily from cron: "
+                + hints.crl_refresh(store, view.ref)
+            ],
         )
 
 
@@ -357,6 +493,7 @@ def _print_json(document: object) -> None:
 @cluster_options
 @crl_days_option
 @timeout_option
+@json_option
 def crl_refresh(
     ca_dir: Path | None,
     ca_passphrase_file: Path | None,
@@ -364,6 +501,7 @@ def crl_refresh(
     cluster_name: str | None,
     crl_days: int,
     timeout: float,
+    as_json: bool,
 ) -> None:
     """Re-sign the CRL with a new next update, and install it on a cluster by reload."""
     from pgbatten.pki.operations import refresh_crl
@@ -371,18 +509,39 @@ def crl_refresh(
     store = _store(ca_dir)
     authority = store.load(read_secret_file(ca_passphrase_file))
     cluster = _cluster(pgdata, cluster_name)
+    view = _view(cluster, store)
     if cluster is not None:
         from pgbatten.secure.crl import preflight
 
         preflight(cluster, authority)
     result = refresh_crl(store, authority, crl_days=crl_days)
+    _learn(store, view)
+    summary = result.summary()
     out = make_console()
-    out.print(
-        f"Signed CRL {result.path}: {result.entries} revoked, next update "
-        f"{result.crl.next_update_utc:%Y-%m-%d %H:%M} UTC",
-        markup=False,
-    )
+    if not as_json:
+        _write(out, [_crl_line(summary, "Signed CRL")])
+    installed = None
     if cluster is not None:
         # Prove with the newest revocations of certificates that could still be presented.
-        _install(out, cluster, store, authority, list(result.newest_serials), timeout, after="refreshed")
-    _remind_refresh(out, result.crl.next_update_utc)
+        installed = _install(
+            out,
+            cluster,
+            store,
+            authority,
+            list(result.newest_serials),
+            timeout,
+            after="refreshed",
+            quiet=as_json,
+        )
+    if as_json:
+        _print_json(
+            {
+                "schema": "pgbatten.crl-refresh/1",
+                "ca_dir": str(store.path),
+                "crl": summary.to_json(),
+                "cluster": installed,
+            }
+        )
+        return
+    if view is not None:
+        _remind_refresh(out, store, view, summary.next_update)

@@ -47,7 +47,8 @@ CREATE TABLE certificates (
     fingerprint_sha256 TEXT NOT NULL,
     revoked_at TEXT,
     installed_file TEXT,                    -- where a server certificate was installed
-    installed_cluster TEXT                  -- '--pgdata DIR' or '--cluster V/N', as JSON [option, value]
+    installed_cluster TEXT,                 -- '--pgdata DIR' or '--cluster V/N', as JSON [option, value]
+    bundle TEXT                             -- a client bundle's directory and server, as JSON
 );
 CREATE INDEX certificates_by_name ON certificates (name, kind);
 CREATE INDEX certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
@@ -61,13 +62,14 @@ CREATE TABLE crl_installs (
 """
 
 _SELECT = (
-    "SELECT kind, name, serial, not_after, fingerprint_sha256, revoked_at, installed_file, installed_cluster "
-    "FROM certificates "
+    "SELECT kind, name, serial, not_after, fingerprint_sha256, revoked_at, "
+    "installed_file, installed_cluster, bundle FROM certificates "
 )
 _INSERT = (
     "INSERT INTO certificates "
-    "(kind, name, serial, not_after, fingerprint_sha256, revoked_at, installed_file, installed_cluster) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "(kind, name, serial, not_after, fingerprint_sha256, revoked_at, "
+    "installed_file, installed_cluster, bundle) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The revocation rule (see Inventory.matching), with parameters (serial key, name).
 _MATCH = "WHERE serial = ? OR (kind = 'client' AND name = ?) ORDER BY seq"
@@ -112,6 +114,26 @@ class Installation:
 
 
 @dataclass(frozen=True)
+class BundleRecord:
+    """Where a client bundle was written and which server its INSTALL.md names: what renewing it needs."""
+
+    directory: Path
+    host: str
+    port: int
+    dbname: str
+
+    def _dump(self) -> str:
+        return json.dumps([str(self.directory), self.host, self.port, self.dbname])
+
+    @classmethod
+    def _load(cls, text: str | None) -> BundleRecord | None:
+        if not text:
+            return None
+        directory, host, port, dbname = json.loads(text)
+        return cls(Path(directory), str(host), int(port), str(dbname))
+
+
+@dataclass(frozen=True)
 class InventoryEntry:
     """One issued certificate as the inventory records it."""
 
@@ -122,6 +144,7 @@ class InventoryEntry:
     fingerprint_sha256: str
     revoked_at: dt.datetime | None = None
     installed: Installation | None = None
+    bundle: BundleRecord | None = None
 
     @property
     def revoked(self) -> bool:
@@ -205,7 +228,7 @@ def _key(serial: int) -> str:
 def _entry(row: tuple[Any, ...]) -> InventoryEntry:
     # The hot path of `cert list`: timestamps are stored as UTC ISO 8601 with "Z", which fromisoformat
     # reads as aware UTC datetimes; anything else is corruption (caught by Inventory._select).
-    kind, name, serial, not_after, fingerprint, revoked_at, installed_file, installed_cluster = row
+    kind, name, serial, not_after, fingerprint, revoked_at, installed_file, installed_cluster, bundle = row
     return InventoryEntry(
         kind=kind,
         name=name,
@@ -218,6 +241,7 @@ def _entry(row: tuple[Any, ...]) -> InventoryEntry:
             if installed_file is not None
             else None
         ),
+        bundle=BundleRecord._load(bundle) if bundle is not None else None,
     )
 
 
@@ -239,6 +263,7 @@ def _row(entry: InventoryEntry) -> tuple[Any, ...]:
         _stamp(entry.revoked_at) if entry.revoked_at is not None else None,
         str(installed.cert_file) if installed is not None else None,
         installed.cluster._dump() if installed is not None and installed.cluster is not None else None,
+        entry.bundle._dump() if entry.bundle is not None else None,
     )
 
 

@@ -17,6 +17,7 @@ from pgbatten.errors import FileProblem, PKIError
 from pgbatten.pki import hints
 from pgbatten.pki.authority import crl_cutoff, utc_now
 from pgbatten.pki.inventory import InventoryEntry, iso
+from pgbatten.pki.served import still_installed
 from pgbatten.pki.store import CAStore
 
 # `cert list` warns this long before a certificate ends; the CRL gets a shorter window since it is
@@ -33,7 +34,6 @@ __all__ = [
     "entry_status",
     "inventory_warnings",
     "list_inventory",
-    "still_installed",
 ]
 
 
@@ -112,18 +112,6 @@ def _state(entry: InventoryEntry, now: dt.datetime) -> str:
     return "expired" if entry.not_after <= now else "valid"
 
 
-def still_installed(entry: InventoryEntry) -> bool:
-    """Whether the file the inventory says ``entry`` was installed in still holds that certificate."""
-    if entry.installed is None:
-        return False
-    try:
-        data = entry.installed.cert_file.read_bytes()
-        first = x509.load_pem_x509_certificates(data)[0]
-    except (OSError, ValueError, IndexError):
-        return False
-    return first.serial_number == entry.serial
-
-
 def inventory_warnings(
     entries: Sequence[InventoryEntry],
     crl_obj: x509.CertificateRevocationList | None,
@@ -131,22 +119,20 @@ def inventory_warnings(
     *,
     refresh_hint: str = "pgbatten crl refresh",
     installed_revoked: Sequence[InventoryEntry] = (),
+    ca_dir: Path | None = None,
 ) -> list[Notice]:
     """What needs doing soon: certificates about to end, a CRL about to lapse or behind the inventory.
 
     ``refresh_hint`` is the command that re-signs and installs the CRL (see ``hints.crl_refresh_hint``);
-    ``installed_revoked`` the revoked server certificates still installed where the inventory says.
+    ``installed_revoked`` the revoked server certificates still installed where the inventory says;
+    ``ca_dir`` goes into the commands printed.
     """
     now = utc_now(now)
     warnings: list[Notice] = []
     for entry in installed_revoked:
         assert entry.installed is not None
         where = entry.installed.cert_file
-        fix = (
-            hints.command("secure", *entry.installed.cluster.args())
-            if entry.installed.cluster is not None
-            else "pgbatten secure on the cluster that serves it"
-        )
+        fix = _renew_hint(entry, ca_dir)
         warnings.append(
             Notice(
                 "revoked-still-installed",
@@ -168,11 +154,7 @@ def inventory_warnings(
             )
         elif entry.not_after - now < EXPIRY_WARNING:
             days = (entry.not_after - now).days
-            renew = (
-                hints.command("cert", "client", entry.name, "--force")
-                if entry.kind == "client"
-                else "pgbatten secure"
-            )
+            renew = _renew_hint(entry, ca_dir)
             warnings.append(
                 Notice(
                     "expiring",
@@ -217,6 +199,23 @@ def inventory_warnings(
             )
         )
     return warnings
+
+
+def _renew_hint(entry: InventoryEntry, ca_dir: Path | None) -> str:
+    """The command that replaces ``entry``'s certificate, as complete as the inventory allows."""
+    where = ["--ca-dir", str(ca_dir)] if ca_dir is not None else []
+    if entry.kind == "client":
+        args = ["cert", "client", entry.name, "--force", *where]
+        if entry.bundle is not None:
+            b = entry.bundle
+            args += ["--out", str(b.directory), "--server-host", b.host, "--port", str(b.port)]
+            args += ["--dbname", b.dbname]
+        else:
+            return hints.command(*args) + " and the server's --port (or its --pgdata or --cluster)"
+        return hints.command(*args)
+    if entry.installed is not None and entry.installed.cluster is not None:
+        return hints.command("secure", *where, *entry.installed.cluster.args())
+    return hints.command("secure", *where) + " with the --pgdata or --cluster of the cluster serving it"
 
 
 @dataclass(frozen=True)
@@ -273,6 +272,7 @@ def list_inventory(store: CAStore, now: dt.datetime | None = None) -> InventoryL
         now,
         refresh_hint=hints.crl_refresh_hint(store, hints.known_clusters(store, entries)),
         installed_revoked=installed_revoked,
+        ca_dir=store.path,
     )
     return InventoryListing(
         ca_dir=store.path,

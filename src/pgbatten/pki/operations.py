@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -20,7 +22,9 @@ from pgbatten.errors import FileProblem, PgBattenError, PKIError, UsageError
 from pgbatten.pki import bundle as bundle_mod
 from pgbatten.pki.authority import CertificateAuthority, check_role_name, crl_cutoff
 from pgbatten.pki.keys import KeyType
-from pgbatten.pki.store import CAStore, InventoryEntry
+from pgbatten.pki.listing import CrlSummary
+from pgbatten.pki.served import ClusterView
+from pgbatten.pki.store import BundleRecord, CAStore, InventoryEntry
 
 __all__ = [
     "BundleRequest",
@@ -66,6 +70,8 @@ class BundleRequest:
     dbname: str
     force: bool
     p12_password: bytes | None = None
+    # What the named server will not do with this certificate (see ClusterView.client_certificate_warnings).
+    warnings: tuple[str, ...] = ()
 
 
 def default_out_dir(user: str) -> Path:
@@ -103,22 +109,47 @@ def prepare_client_bundle(
     key_type: KeyType | str,
     days: int,
     server_host: str | None,
-    port: int,
+    port: int | None,
     dbname: str,
     force: bool,
     p12_password: bytes | None = None,
+    cluster: ClusterView | None = None,
 ) -> BundleRequest:
-    """Check every input before the CA key is touched, so a mistake costs nothing."""
+    """Check every input before the CA key is touched, so a mistake costs nothing.
+
+    With ``cluster`` (``--pgdata``/``--cluster``) the server's name comes from the certificate it serves
+    and the port from where it listens; without one the port must be given: a guessed port would write a
+    bundle whose INSTALL.md connects nowhere.
+    """
     check_role_name(user)
     kind = key_type if isinstance(key_type, KeyType) else KeyType.parse(key_type)
     if days < 1:
         raise UsageError(f"validity must be at least one day, not {days}")
     target = out_dir if out_dir is not None else default_out_dir(user)
     _refuse_existing(target, force)
-    host = server_host or default_server_host(store)
+    if port is None:
+        if cluster is None:
+            raise UsageError(
+                "which port does the server listen on? give --port PORT, or --pgdata/--cluster to take the "
+                "host and port from the cluster (pgbatten does not guess)"
+            )
+        port = cluster.port
+    host = (
+        server_host or (cluster.server_host() if cluster is not None else None) or default_server_host(store)
+    )
     bundle_mod.render_install_md(user, host, port, dbname)  # validates host, port and dbname
     if p12_password is not None and not p12_password:
         raise UsageError("the PKCS#12 password must not be empty")
+    warnings: list[str] = []
+    if cluster is not None:
+        warnings += cluster.client_certificate_warnings(user)
+        if cluster.served is None:
+            warnings.append(f"{cluster.label} serves no readable certificate ({cluster.cert_file})")
+        elif not cluster.names(host):
+            warnings.append(
+                f"the certificate {cluster.label} serves does not name {host}: sslmode=verify-full "
+                f"connections to {host} will fail"
+            )
     return BundleRequest(
         user=user,
         out_dir=target,
@@ -129,6 +160,7 @@ def prepare_client_bundle(
         dbname=dbname,
         force=force,
         p12_password=p12_password,
+        warnings=tuple(warnings),
     )
 
 
@@ -136,6 +168,8 @@ def prepare_client_bundle(
 class IssuedBundle:
     """A client certificate recorded in the inventory and written out as a bundle."""
 
+    request: BundleRequest
+    ca_dir: Path
     entry: InventoryEntry
     bundle: bundle_mod.ClientBundle
     # The PKCS#12 password: the one given, or a generated one that must be shown exactly once.
@@ -143,6 +177,40 @@ class IssuedBundle:
     password_generated: bool
     # The user's other certificates that stay valid: the new one does not revoke them.
     earlier: tuple[InventoryEntry, ...]
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the named server will not do with the certificate."""
+        return self.request.warnings
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``cert client --json`` document (``"schema": "pgbatten.cert-client/1"``, see the README)."""
+        b = self.bundle
+        return {
+            "schema": "pgbatten.cert-client/1",
+            "ca_dir": str(self.ca_dir),
+            "certificate": {**self.entry.to_json(), "serial_hex": _hex(self.entry.serial)},
+            "bundle": {
+                "directory": str(b.directory),
+                "files": {
+                    "certificate": str(b.cert_path),
+                    "key": str(b.key_path),
+                    "root_certificate": str(b.root_cert_path),
+                    "pk8": str(b.pk8_path),
+                    "pkcs12": str(b.p12_path),
+                    "install_md": str(b.install_md_path),
+                },
+            },
+            "server": {
+                "host": self.request.server_host,
+                "port": self.request.port,
+                "dbname": self.request.dbname,
+            },
+            # Only a generated password is shown (once); one read from a file stays where it is.
+            "p12_password": self.p12_password.decode() if self.password_generated else None,
+            "earlier": [{**e.to_json(), "serial_hex": _hex(e.serial)} for e in self.earlier],
+            "warnings": list(self.warnings),
+        }
 
 
 def issue_client_bundle(
@@ -155,7 +223,8 @@ def issue_client_bundle(
     earlier = tuple(store.inventory.valid_clients(request.user))
     # Record before the key leaves this process: an unrecorded certificate could never be revoked, and
     # with --force the old bundle is already gone once write_client_bundle returns.
-    entry = store.record(issued, "client", request.user)
+    record = BundleRecord(request.out_dir.absolute(), request.server_host, request.port, request.dbname)
+    entry = store.record(issued, "client", request.user, bundle=record)
     try:
         written = bundle_mod.write_client_bundle(
             request.out_dir,
@@ -173,7 +242,13 @@ def issue_client_bundle(
             store.forget(issued.serial)
         raise
     return IssuedBundle(
-        entry=entry, bundle=written, p12_password=password, password_generated=generated, earlier=earlier
+        request=request,
+        ca_dir=store.path,
+        entry=entry,
+        bundle=written,
+        p12_password=password,
+        password_generated=generated,
+        earlier=earlier,
     )
 
 
@@ -181,16 +256,30 @@ def issue_client_bundle(
 
 
 def select_revocation(
-    store: CAStore, target: str, *, refresh_hint: str | None = None
+    store: CAStore,
+    target: str,
+    *,
+    refresh_hint: str | None = None,
+    served: Mapping[int, str] | None = None,
+    allow_served: bool = False,
 ) -> list[InventoryEntry]:
     """The certificates ``cert revoke TARGET`` would revoke, or the one-line reason it refuses.
 
     The rule is ``CAStore.matching``'s: a serial of any kind, a name only for client certificates.
-    ``refresh_hint`` is the command that installs the CRL, for a target that is already revoked.
+    ``refresh_hint`` is the command that installs the CRL, for a target that is already revoked. ``served``
+    maps the serial of each certificate a cluster serves to where (``cluster … (file)``): revoking one of
+    those breaks every client that checks the server against the CRL, so it needs ``allow_served``.
     """
+    served = served or {}
     matches = store.matching(target)
     if not matches:
         servers = [e for e in store.find(target) if e.kind == "server"]
+        in_use = [e for e in servers if e.serial in served]
+        if in_use:
+            raise PKIError(
+                f"{target!r} names the server certificate {_hex(in_use[-1].serial)} that "
+                f"{served[in_use[-1].serial]} serves; a name revokes only client certificates"
+            )
         if servers:
             raise PKIError(
                 f"{target!r} is a server certificate; revoke it by serial: "
@@ -200,6 +289,14 @@ def select_revocation(
     if all(e.revoked for e in matches):
         hint = f" install the CRL with '{refresh_hint}'" if refresh_hint else " nothing to do"
         raise PKIError(f"every certificate for {target!r} is already revoked;{hint}")
+    in_use = [e for e in matches if not e.revoked and e.serial in served]
+    if in_use and not allow_served:
+        entry = in_use[0]
+        raise PKIError(
+            f"server certificate {_hex(entry.serial)} is the one {served[entry.serial]} serves: revoked, it "
+            "fails every client that checks the CRL until the cluster serves a new one; if it must go "
+            "(a leaked key), add --allow-served and then re-issue it with pgbatten secure"
+        )
     return matches
 
 
@@ -219,6 +316,14 @@ class CrlResult:
     @property
     def entries(self) -> int:
         return len(self.crl)
+
+    def summary(self) -> CrlSummary:
+        """Number, entries, size and dates, as ``cert list`` reports them."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        return CrlSummary.of(self.crl, self.path, size)
 
 
 @dataclass(frozen=True)

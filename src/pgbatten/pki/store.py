@@ -27,6 +27,7 @@ from pgbatten.fsutil import atomic_write, ensure_private_dir
 from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, crl_cutoff, utc_now
 from pgbatten.pki.inventory import (
     KINDS,
+    BundleRecord,
     CertKind,
     ClusterRef,
     CrlInstall,
@@ -43,6 +44,7 @@ except ImportError:  # pragma: no cover - Windows has no fcntl; the CA directory
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "BundleRecord",
     "CAStore",
     "CertKind",
     "ClusterRef",
@@ -188,9 +190,15 @@ class CAStore:
     # -- inventory ---------------------------------------------------------------------------------------
 
     def record(
-        self, issued: IssuedCertificate, kind: CertKind, name: str, *, installed: Installation | None = None
+        self,
+        issued: IssuedCertificate,
+        kind: CertKind,
+        name: str,
+        *,
+        installed: Installation | None = None,
+        bundle: BundleRecord | None = None,
     ) -> InventoryEntry:
-        """Add an issued certificate to the inventory (and where it is installed, if it is); return it."""
+        """Add an issued certificate to the inventory (where it is installed, or its bundle); return it."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         entry = InventoryEntry(
@@ -200,6 +208,7 @@ class CAStore:
             not_after=issued.not_after,
             fingerprint_sha256=issued.fingerprint_sha256,
             installed=installed,
+            bundle=bundle,
         )
         self.inventory.add(entry)
         return entry
