@@ -188,7 +188,8 @@ def test_client_certificates_renewed_into_fresh_bundles_and_crl_kept_current(
     )
     assert code == 0, out
     # Revoking someone installs a CRL: from now on renew keeps it current.
-    code, out = cli("cert", "client", "mallory", "--out", str(tmp_path / "mallory"))
+    # Without a cluster (or --port) cert client refuses to guess the server's port.
+    code, out = cli("cert", "client", "mallory", "--out", str(tmp_path / "mallory"), "--pgdata", pgdata)
     assert code == 0, out
     code, out = cli("cert", "revoke", "mallory", "--pgdata", pgdata)
     assert code == 0, out
