@@ -263,3 +263,32 @@ def test_client_certificates_renewed_into_fresh_bundles_and_crl_kept_current(
     assert result.clusters[0].applied and not result.failed
     installed = (cluster.data_dir / "pgbatten-ca.crl").read_bytes()
     assert installed == (ca_dir / "crl.pem").read_bytes()
+
+
+def test_nothing_due_needs_no_passphrase_and_a_stopped_cluster_fails_alone(
+    make_cluster: Callable[..., TempCluster], ca_dir: Path, tmp_path: Path
+) -> None:
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("correct horse\n")
+    running = secured(make_cluster, ca_dir, ca_passphrase=b"correct horse")
+    stopped = secured(make_cluster, ca_dir, ca_passphrase=b"correct horse")
+    stopped.stop()
+    code, out = cli("renew", "--pgdata", str(running.data_dir), "--yes")
+    assert code == 0 and "Nothing is due" in out  # the CA key was never read
+    code, out = cli("renew", "--pgdata", str(running.data_dir), "--before", "400d", "--yes")
+    assert code == 2 and "passphrase" in out.lower(), out
+    before = served_serial(running.data_dir)
+    code, out = cli(
+        "renew",
+        "--pgdata",
+        str(stopped.data_dir),
+        "--pgdata",
+        str(running.data_dir),
+        "--before",
+        "400d",
+        "--ca-passphrase-file",
+        str(passphrase),
+        "--yes",
+    )
+    assert code == 2 and "is not running" in out, out
+    assert served_serial(running.data_dir) != before  # the running one was renewed all the same

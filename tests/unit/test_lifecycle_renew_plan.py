@@ -56,13 +56,13 @@ def files(
 
 
 def test_not_due_means_no_change(ca: CertificateAuthority) -> None:
-    plan = plan_server_renewal(files(ca), Trust(ca), RenewRequest(now=T0))
+    plan = plan_server_renewal(files(ca), Trust.of(ca), RenewRequest(now=T0))
     assert not plan.due and plan.changes == () and plan.skipped is None
 
 
 def test_due_at_a_third_of_life_keeps_names_and_key_type(ca: CertificateAuthority) -> None:
     f = files(ca, key_type=KeyType.RSA_2048)
-    plan = plan_server_renewal(f, Trust(ca), RenewRequest(now=T0 + 250 * DAY))
+    plan = plan_server_renewal(f, Trust.of(ca), RenewRequest(now=T0 + 250 * DAY))
     assert plan.changed and plan.issued is not None
     assert [c.path for c in plan.changes] == [CERT, KEY]
     assert host_names(plan.issued.certificate) == ("db.example.test", "127.0.0.1")
@@ -74,32 +74,32 @@ def test_due_at_a_third_of_life_keeps_names_and_key_type(ca: CertificateAuthorit
 
 def test_before_and_revoked(ca: CertificateAuthority) -> None:
     f = files(ca)
-    assert plan_server_renewal(f, Trust(ca), RenewRequest(now=T0, before=400 * DAY)).changed
+    assert plan_server_renewal(f, Trust.of(ca), RenewRequest(now=T0, before=400 * DAY)).changed
     leaf = x509.load_pem_x509_certificate(f.existing[CERT])
     revoked = ServerFiles(**{**f.__dict__, "revoked_serials": frozenset({leaf.serial_number})})
-    plan = plan_server_renewal(revoked, Trust(ca), RenewRequest(now=T0))
+    plan = plan_server_renewal(revoked, Trust.of(ca), RenewRequest(now=T0))
     assert plan.changed and "it is revoked" in plan.reasons
 
 
 def test_foreign_certificates_and_tls_off_are_left_alone(ca: CertificateAuthority) -> None:
     other = CertificateAuthority.create(common_name="someone else")
-    plan = plan_server_renewal(files(other), Trust(ca), RenewRequest(now=T0 + 400 * DAY))
+    plan = plan_server_renewal(files(other), Trust.of(ca), RenewRequest(now=T0 + 400 * DAY))
     assert plan.skipped is not None and "not by this CA" in plan.skipped and not plan.changes
     off = ServerFiles(label="db", cert_path=CERT, key_path=KEY, ssl_on=False)
-    assert "ssl is off" in (plan_server_renewal(off, Trust(ca), RenewRequest(now=T0)).skipped or "")
+    assert "ssl is off" in (plan_server_renewal(off, Trust.of(ca), RenewRequest(now=T0)).skipped or "")
     theirs = ServerFiles(label="db", cert_path=D / "server.crt", key_path=D / "server.key")
-    assert "not pgbatten's" in (plan_server_renewal(theirs, Trust(ca), RenewRequest(now=T0)).skipped or "")
+    assert "not pgbatten's" in (plan_server_renewal(theirs, Trust.of(ca), RenewRequest(now=T0)).skipped or "")
 
 
 def test_installed_but_not_served_needs_a_reload(ca: CertificateAuthority) -> None:
-    plan = plan_server_renewal(files(ca, served="AA:BB"), Trust(ca), RenewRequest(now=T0))
+    plan = plan_server_renewal(files(ca, served="AA:BB"), Trust.of(ca), RenewRequest(now=T0))
     assert plan.reload and not plan.changes and plan.due
 
 
 def test_rotation_reissues_from_the_new_ca_with_the_cross_certificate(ca: CertificateAuthority) -> None:
     new = CertificateAuthority.create(common_name="pgbatten CA G2")
     cross = cross_certificate(ca, new.certificate)
-    trust = Trust(new, previous=ca.certificate, cross=cross)
+    trust = Trust.of(new, previous=ca.certificate, cross=cross)
     plan = plan_server_renewal(files(ca), trust, RenewRequest(now=T0))
     assert plan.issued is not None and issued_by(plan.issued.certificate, new.certificate)
     chain = x509.load_pem_x509_certificates(plan.changes[0].new)
@@ -121,14 +121,14 @@ def test_rotation_reissues_from_the_new_ca_with_the_cross_certificate(ca: Certif
     assert plan.changes[0].new == leaf.cert_pem() + pem(cross)
     # After retirement the cross certificate goes again.
     after = ServerFiles(**{**f.__dict__, "existing": {**f.existing, CERT: leaf.cert_pem() + pem(cross)}})
-    plan = plan_server_renewal(after, Trust(new), RenewRequest(now=T0))
+    plan = plan_server_renewal(after, Trust.of(new), RenewRequest(now=T0))
     assert [c.path for c in plan.changes] == [CERT, CA]
     assert plan.changes[0].new == leaf.cert_pem() and plan.changes[1].new == new.cert_pem()
 
 
 def test_the_crl_joins_the_plan_only_when_it_differs(ca: CertificateAuthority) -> None:
     f = files(ca, crl_path=CRL, existing={CRL: b"old crl"})
-    plan = plan_server_renewal(f, Trust(ca), RenewRequest(now=T0))
+    plan = plan_server_renewal(f, Trust.of(ca), RenewRequest(now=T0))
     assert not plan.due
     updated = with_crl(plan, f, b"new crl")
     assert [c.path for c in updated.changes] == [CRL] and updated.reasons

@@ -238,7 +238,7 @@ def reissue(
         force=False,
         p12_password=p12_password,
     )
-    issued: IssuedBundle = issue_client_bundle(store, trust.authority, request)
+    issued: IssuedBundle = issue_client_bundle(store, trust.signer(), request)
     if trust.rotating:
         atomic_write(issued.bundle.root_cert_path, trust.roots_pem(), mode=0o644)
     password_file = None

@@ -40,7 +40,7 @@ from pgbatten.lifecycle.renew_plan import RenewPlan, RenewRequest, ServerFiles, 
 from pgbatten.lifecycle.rotation import load_rotation, trust_for
 from pgbatten.lifecycle.timeline import Validity, crl_resign_due
 from pgbatten.lifecycle.trust import Trust
-from pgbatten.pki import CAStore, CertificateAuthority, KeyType
+from pgbatten.pki import CAStore, KeyType
 from pgbatten.pki.operations import open_store, refresh_crl
 from pgbatten.secure.apply import apply_plan, reload_and_wait
 from pgbatten.secure.hosts import gather_machine_names, probe_addresses
@@ -230,7 +230,7 @@ def prove_renewal(
     with ``verify-full`` pass by name and by address — with each root a client may hold."""
     assert plan.certificate is not None
     port = cluster.require_running().port
-    proofs = prove_outside(port, addresses, plan.certificate, trust.authority.certificate, timeout)
+    proofs = prove_outside(port, addresses, plan.certificate, trust.root, timeout)
     names = [h for h in plan.hosts if not _is_ip(h)]
     logins = [(names[0] if names else addresses[0], addresses[0])]
     if names:
@@ -241,7 +241,7 @@ def prove_renewal(
             path = Path(tmp) / f"root-{len(roots)}.crt"
             atomic_write(path, pem_bytes, mode=0o644)
             roots.append((label, path))
-        with probe_role(cluster.sql(), trust.authority, "verify-full" if client_auth else "none") as probe:
+        with probe_role(cluster.sql(), trust.signer(), "verify-full" if client_auth else "none") as probe:
             role, password, cert_dir = probe
             for label, path in roots:
                 for host, hostaddr in logins:
@@ -267,7 +267,7 @@ def _root_sets(trust: Trust) -> list[tuple[str, bytes]]:
     assert trust.previous is not None
     return [
         ("both roots", trust.roots_pem()),
-        ("only the new root", pem(trust.authority.certificate)),
+        ("only the new root", pem(trust.root)),
         ("only the old root", pem(trust.previous)),
     ]
 
@@ -361,6 +361,14 @@ def _apply(
         return ClusterOutcome(plan.label, plan, error=str(exc))
 
 
+def _idle(label: str) -> RenewPlan:
+    return RenewPlan(label=label, changes=(), settings={}, certificate=None)
+
+
+def _not_running(cluster: Cluster) -> str:
+    return f"cluster {cluster.label} is not running; start it (renew puts certificates in force by reload)"
+
+
 def renew(
     ca_dir: Path,
     options: RenewOptions,
@@ -373,9 +381,14 @@ def renew(
     store = open_store(ca_dir)
     rotation = load_rotation(store.path)
     stores: list[CAStore] = [store, *([rotation.previous] if rotation is not None else [])]
-    clusters = [ref.discover() for ref in options.clusters]
-    for cluster in clusters:
-        cluster.require_running()
+    discovered = [ref.discover() for ref in options.clusters]  # a wrong name stops everything here
+    # A stopped cluster fails on its own; the others are still renewed (a schedule covers several).
+    stopped = [
+        ClusterOutcome(c.label, _idle(c.label), error=_not_running(c))
+        for c in discovered
+        if c.running is None
+    ]
+    clusters = [c for c in discovered if c.running is not None]
     read = [read_server_files(c, stores, timeout=options.timeout) for c in clusters]
 
     # What is due on the CA side (no key needed to decide).
@@ -395,21 +408,18 @@ def renew(
         if reason is not None:
             crl_reasons[s.path] = reason
 
-    # The key is loaded only when something must be signed.
+    # What is due is decided from the certificates alone; the key is loaded only when something is, so a
+    # run with nothing due needs no passphrase.
     due_clients = [d for d in dues if d.reasons]
-    trust: Trust | None = None
-    plans: list[RenewPlan] = []
-    needs_key = bool(due_clients or crl_reasons) or any(f.ssl_on and f.cert_path is not None for f in read)
-    authority: CertificateAuthority | None = None
-    if needs_key:
-        authority = store.load(options.ca_passphrase)
-        trust = trust_for(store, authority)
-        request = RenewRequest(now=now, before=options.before, days=options.days)
-        current_crl = crl_bundle(stores)
-        for files in read:
-            plans.append(with_crl(plan_server_renewal(files, trust, request), files, current_crl))
-    else:
-        plans = [RenewPlan(label=f.label, changes=(), settings={}, certificate=None) for f in read]
+    request = RenewRequest(now=now, before=options.before, days=options.days)
+    current_crl = crl_bundle(stores)
+    trust = trust_for(store)
+    plans = [
+        with_crl(plan_server_renewal(f, trust, replace(request, dry=True)), f, current_crl) for f in read
+    ]
+    if any(p.due for p in plans) or due_clients or grace_over or crl_reasons:
+        trust = trust_for(store, store.load(options.ca_passphrase))
+        plans = [with_crl(plan_server_renewal(f, trust, request), f, current_crl) for f in read]
 
     for plan in plans:
         if plan.skipped is not None:
@@ -434,7 +444,7 @@ def renew(
     handover = pending_handover(replacements[store.path], revoked_now)
     if options.dry_run or not anything:
         return RenewResult(
-            clusters=tuple(ClusterOutcome(p.label, p) for p in plans),
+            clusters=(*stopped, *(ClusterOutcome(p.label, p) for p in plans)),
             clients=(),
             clients_due=tuple(dues),
             revoked=tuple(grace_over) if options.dry_run else (),
@@ -444,7 +454,7 @@ def renew(
         )
     if not options.yes and confirm is not None and not confirm("Renew these?"):
         raise UsageError("nothing was renewed (not confirmed)")
-    assert authority is not None and trust is not None
+    authority = trust.signer()
 
     # The CA side: revocations after grace, client bundles, CRLs.
     for r in grace_over:
@@ -494,7 +504,7 @@ def renew(
         outcomes.append(_apply(cluster, files, plan, trust, store, options, log))
     revoked_after = {e.serial for s in stores for e in s.entries() if e.revoked}
     return RenewResult(
-        clusters=tuple(outcomes),
+        clusters=(*stopped, *outcomes),
         clients=tuple(renewed),
         clients_due=tuple(dues),
         revoked=tuple(grace_over),

@@ -52,6 +52,8 @@ class RenewRequest:
     days: int = 365
     crl: bytes | None = None
     """The CRL file every server should have (all CAs in force), when one is installed."""
+    dry: bool = False
+    """Decide only: say that a certificate must be issued (``issue_needed``) instead of issuing it."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class RenewPlan:
     """The files are right but the server does not serve them: a reload (and the proofs) finish the job."""
     skipped: str | None = None
     replaced_serial: int | None = None
+    issue_needed: bool = False
+    """A new certificate is due (set by a ``dry`` request, which issues nothing)."""
 
     @property
     def changed(self) -> bool:
@@ -76,7 +80,7 @@ class RenewPlan:
 
     @property
     def due(self) -> bool:
-        return self.changed or self.reload
+        return self.changed or self.reload or self.issue_needed
 
 
 def _load_chain(data: bytes | None) -> tuple[x509.Certificate, ...]:
@@ -142,6 +146,16 @@ def plan_server_renewal(files: ServerFiles, trust: Trust, request: RenewRequest)
     issued: IssuedCertificate | None = None
     certificate = current
     hosts = host_names(current)
+    if reasons and request.dry:
+        return RenewPlan(
+            label=files.label,
+            changes=(),
+            settings=files.settings,
+            certificate=current,
+            hosts=hosts,
+            reasons=tuple(reasons),
+            issue_needed=True,
+        )
     if reasons:
         if not hosts:
             cn = current.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
@@ -149,7 +163,7 @@ def plan_server_renewal(files: ServerFiles, trust: Trust, request: RenewRequest)
         if not hosts:
             return _skip(empty, "its certificate names no host; run pgbatten secure --host NAME")
         subject_cn = current.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        fresh = trust.authority.issue_server(
+        fresh = trust.signer().issue_server(
             hosts,
             common_name=str(subject_cn[0].value) if subject_cn else None,
             key_type=_key_type(files.content(files.key_path)),

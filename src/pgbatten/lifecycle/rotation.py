@@ -131,13 +131,30 @@ def read_rotation(ca_dir: Path) -> RotationFacts | None:
     )
 
 
-def trust_for(store: CAStore, authority: CertificateAuthority) -> Trust:
-    """What the CA directory issues and trusts now: one CA, or the new one with the old during an overlap."""
+def trust_for(store: CAStore, authority: CertificateAuthority | None = None) -> Trust:
+    """What the CA directory issues and trusts now: one CA, or the new one with the old during an overlap.
+
+    Without ``authority`` only the root is read (no key, no passphrase): enough to decide what is due.
+    """
+    root = authority.certificate if authority is not None else _read_root(store)
     rotation = load_rotation(store.path)
     retired = retired_roots(store.path)
     if rotation is None:
-        return Trust(authority, retired=retired)
-    return Trust(authority, previous=rotation.previous_certificate, cross=rotation.cross, retired=retired)
+        return Trust(root, retired=retired, authority=authority)
+    return Trust(
+        root,
+        previous=rotation.previous_certificate,
+        cross=rotation.cross,
+        retired=retired,
+        authority=authority,
+    )
+
+
+def _read_root(store: CAStore) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(store.ca_cert_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise PKIError(f"cannot read the CA certificate {store.ca_cert_path}: {exc}") from exc
 
 
 # -- starting and ending an overlap --------------------------------------------------------------------------

@@ -23,13 +23,31 @@ def pem(cert: x509.Certificate) -> bytes:
 
 @dataclass(frozen=True)
 class Trust:
-    """The CA that issues now, and during an overlap the root it replaces and the cross certificate."""
+    """The CA that issues now, and during an overlap the root it replaces and the cross certificate.
 
-    authority: CertificateAuthority
+    ``authority`` (with its key) is only needed to issue; deciding what is due needs ``root`` alone, so a
+    run with nothing due never reads the CA key or its passphrase.
+    """
+
+    root: x509.Certificate
     previous: x509.Certificate | None = None
     cross: x509.Certificate | None = None
     retired: tuple[x509.Certificate, ...] = ()
     """Roots of CAs retired earlier: a leaf of theirs still installed somewhere is due at once."""
+    authority: CertificateAuthority | None = None
+
+    @classmethod
+    def of(cls, authority: CertificateAuthority, **others: object) -> Trust:
+        """The trust of ``authority`` (which can then issue)."""
+        return cls(root=authority.certificate, authority=authority, **others)  # type: ignore[arg-type]
+
+    def signer(self) -> CertificateAuthority:
+        """The CA with its key; ``PKIError`` when it was not loaded."""
+        if self.authority is None:
+            from pgbatten.errors import PKIError
+
+            raise PKIError("the CA key is needed to issue but was not loaded")
+        return self.authority
 
     @property
     def rotating(self) -> bool:
@@ -38,8 +56,7 @@ class Trust:
     @property
     def roots(self) -> tuple[x509.Certificate, ...]:
         """The roots a server trusts for client certificates and a client needs: new first, then old."""
-        current = self.authority.certificate
-        return (current, self.previous) if self.previous is not None else (current,)
+        return (self.root, self.previous) if self.previous is not None else (self.root,)
 
     def roots_pem(self) -> bytes:
         """``ssl_ca_file`` and the ``root.crt`` handed out: every root in force."""
@@ -54,7 +71,7 @@ class Trust:
         """Whether the CA that issues now signed ``cert``."""
         from pgbatten.certfacts import issued_by
 
-        return issued_by(cert, self.authority.certificate)
+        return issued_by(cert, self.root)
 
     def issued_by_previous(self, cert: x509.Certificate) -> bool:
         """Whether the retiring CA, or one retired earlier, signed ``cert``."""
