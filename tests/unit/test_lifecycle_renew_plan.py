@@ -133,3 +133,34 @@ def test_the_crl_joins_the_plan_only_when_it_differs(ca: CertificateAuthority) -
     updated = with_crl(plan, f, b"new crl")
     assert [c.path for c in updated.changes] == [CRL] and updated.reasons
     assert with_crl(plan, f, b"old crl") is plan
+
+
+def test_a_leaf_that_outlives_its_ca_is_reissued_within_it() -> None:
+    from cryptography.hazmat.primitives import hashes
+
+    from pgbatten.pki import generate_key
+
+    short = CertificateAuthority.create(days=100)
+    key = generate_key()
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "db.example.test")]))
+        .issuer_name(short.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(T0 - DAY)
+        .not_valid_after(T0 + 365 * DAY)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("db.example.test")]), critical=False)
+        .sign(short.key, hashes.SHA256())
+    )
+    from pgbatten.pki import private_key_pem
+
+    f = ServerFiles(
+        label="db",
+        cert_path=CERT,
+        key_path=KEY,
+        existing={CERT: pem(leaf), KEY: private_key_pem(key)},
+    )
+    plan = plan_server_renewal(f, Trust.of(short), RenewRequest(now=T0))
+    assert plan.issued is not None and any("outlives its CA" in r for r in plan.reasons)
+    assert plan.issued.not_after <= short.not_after

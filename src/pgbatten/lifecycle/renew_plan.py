@@ -115,6 +115,10 @@ def server_due(cert: x509.Certificate, files: ServerFiles, trust: Trust, request
             else "less than a third of its life"
         )
         reasons.append(f"{rule} is left ({left}, until {validity.end:%Y-%m-%d})")
+    if trust.issued_here(cert) and validity.end > trust.root.not_valid_after_utc:
+        reasons.append(
+            f"it ends after its CA ({trust.root.not_valid_after_utc:%Y-%m-%d}): no leaf outlives its CA"
+        )
     if cert.serial_number in files.revoked_serials:
         reasons.append("it is revoked")
     if trust.issued_by_previous(cert):

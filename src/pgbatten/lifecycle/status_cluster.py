@@ -86,6 +86,23 @@ def _server_view(
             renew,
             f"replace the revoked server certificate of {c.label}",
         )
+    issuer = (
+        ca.certificate
+        if authority == "current"
+        else rotation.previous.certificate
+        if (authority == "previous" and rotation is not None)
+        else None
+    )
+    if issuer is not None and validity.end > issuer.not_valid_after_utc:
+        b.add(
+            "leaf-outlives-ca",
+            "warning",
+            f"{c.label}: the server certificate ends {validity.end:%Y-%m-%d}, after its CA "
+            f"({issuer.not_valid_after_utc:%Y-%m-%d})",
+            "clients stop verifying it when the CA ends",
+            renew,
+            f"re-issue the server certificate of {c.label} within its CA's life",
+        )
     if authority == "retired":
         b.add(
             "server-cert-retired-ca",
