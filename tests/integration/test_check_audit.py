@@ -244,6 +244,8 @@ def test_tls13_only(tls_cluster: Callable[..., tuple[TempCluster, Pki]]) -> None
     assert result.certificate is not None
     assert result.verify_full[0].ok is True
     assert not ids(result) & {"tls13-not-supported", "cipher-non-aead", "cipher-no-forward-secrecy"}
+    # CVE-2021-23214: every supported PostgreSQL refuses plaintext buffered before the handshake.
+    assert result.buffered_plaintext_processed is False
     assert result.grade == "A+", result.findings
     assert result.connections_used == seen
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -234,10 +235,10 @@ def test_a_bug_met_on_one_target_does_not_abort_the_fleet(monkeypatch: pytest.Mo
 
     real = tlsio.first_handshake
 
-    def first_handshake(host: str, port: int, *, timeout: float, server_name: str | None) -> tlsio.TlsScan:
+    def first_handshake(host: str, port: int, *, timeout: float, **options: Any) -> tlsio.TlsScan:
         if port == 1:
             raise RuntimeError("boom")  # stands in for any bug a hostile server might trigger
-        return real(host, port, timeout=timeout, server_name=server_name)
+        return real(host, port, timeout=timeout, **options)
 
     monkeypatch.setattr(tlsio, "first_handshake", first_handshake)
     with socket.socket() as placeholder:

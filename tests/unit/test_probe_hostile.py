@@ -23,6 +23,7 @@ from tests.unit.test_probe_fakeservers import (
     FakeServer,
     Handler,
     Pki,
+    error_response,
     make_pki,
     pki,  # noqa: F401  # fixture
     recv_exact,
@@ -158,6 +159,9 @@ def test_good_first_handshake_then_stalls() -> None:
             if parsed:
                 conn.sendall(NO_ENCRYPTION)
             return
+        drain_buffered(
+            conn
+        )  # as PostgreSQL up to 16, which buffers (then refuses) bytes sent with SSLRequest
         conn.sendall(b"S")
         if n == 1:
             with ctx.wrap_socket(conn, server_side=True) as tls:
@@ -169,6 +173,84 @@ def test_good_first_handshake_then_stalls() -> None:
     assert result.reachable
     assert result.certificate is not None
     assert "enumeration-incomplete" in ids(result)
+    assert result.connections_used == seen
+
+
+def drain_buffered(conn: socket.socket) -> bytes:
+    """Whatever the client sent in the SSLRequest's packet beyond the 8 bytes already read."""
+    conn.setblocking(False)
+    try:
+        return conn.recv(65536)
+    except BlockingIOError:
+        return b""
+    finally:
+        conn.setblocking(True)
+        conn.settimeout(5)
+
+
+def _pg16(ctx: ssl.SSLContext, after_handshake: bytes) -> Handler:
+    """A TLS PostgreSQL that buffers what came with the SSLRequest and, after the handshake, sends
+    ``after_handshake``: its refusal when fixed, or its answer to the buffered startup when vulnerable."""
+
+    def handler(conn: socket.socket) -> None:
+        parsed = startup_or_ssl(conn)
+        if parsed is None:
+            return
+        length, code = parsed
+        if code == 80877103:
+            buffered = drain_buffered(conn)
+            conn.sendall(b"S")
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                if buffered:
+                    tls.sendall(after_handshake)
+                wait_for_close(tls)
+        elif length < 10_000:
+            recv_exact(conn, length - 8)
+            conn.sendall(NO_ENCRYPTION)
+
+    return handler
+
+
+MD5_REQUEST = b"R" + struct.pack("!II", 12, 5) + b"salt"
+
+
+def test_a_server_processing_plaintext_buffered_before_tls_is_a_high_finding(pki: Pki) -> None:  # noqa: F811
+    result, seen = audit(_pg16(server_context(pki), MD5_REQUEST), max_connections=100)
+    assert result.buffered_plaintext_processed is True
+    found = next(f for f in result.findings if f.id == "buffered-plaintext-processed")
+    assert found.severity == "high" and "CVE-2021-23214" in found.title
+    assert result.connections_by_step["tls_handshakes"] == 1  # folded into the first handshake
+    assert result.connections_used == seen
+    assert result_to_json(result)["buffered_plaintext_processed"] is True
+
+
+def test_a_fixed_server_refusing_buffered_plaintext_costs_no_connection(pki: Pki) -> None:  # noqa: F811
+    refusal = error_response("08P01", "received unencrypted data after SSL request")
+    result, seen = audit(_pg16(server_context(pki), refusal), max_connections=100)
+    assert result.buffered_plaintext_processed is False
+    assert "buffered-plaintext-processed" not in ids(result)
+    assert result.connections_by_step["tls_handshakes"] == 1
+    assert result.connections_used == seen
+
+
+def test_a_server_refusing_the_handshake_after_buffered_bytes_gets_one_more(pki: Pki) -> None:  # noqa: F811
+    # Python's ssl server, like PostgreSQL 17, reads the buffered startup as the start of TLS and fails.
+    ctx = server_context(pki)
+
+    def handler(conn: socket.socket) -> None:
+        parsed = startup_or_ssl(conn)
+        if parsed is not None and parsed[1] == 80877103:
+            conn.sendall(b"S")
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                wait_for_close(tls)
+        elif parsed is not None and parsed[0] < 10_000:
+            recv_exact(conn, parsed[0] - 8)
+            conn.sendall(NO_ENCRYPTION)
+
+    result, seen = audit(handler, max_connections=100)
+    assert result.buffered_plaintext_processed is False
+    assert result.certificate is not None and result.protocols == ("TLSv1.2", "TLSv1.3")
+    assert result.connections_by_step["tls_handshakes"] == 2
     assert result.connections_used == seen
 
 

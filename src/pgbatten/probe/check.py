@@ -12,7 +12,9 @@ probe. The full audit (``full=True``, the default of ``pgbatten check``) replace
 by the shrinking-offer enumeration of :mod:`probe.enumerate` and adds the direct-SSL probe:
 
 * 1 connection: SSLRequest and a complete libpq-like handshake (the answer to SSLRequest, bytes after
-  ``S``, the certificate chain even under TLS 1.3);
+  ``S``, the certificate chain even under TLS 1.3), with a startup message buffered in the SSLRequest's
+  packet: whether the server processes it is the CVE-2021-23214 probe (PostgreSQL 17+ refuses such a
+  handshake, and one more connection without the buffered bytes completes it);
 * n + a few connections: every accepted suite per version, groups and server preference (skipped when the
   first connection already showed there is no TLS, or the server stalled);
 * 1 connection: the plaintext login probe;
@@ -178,6 +180,7 @@ def aggregate(
         found += findings.enumeration_findings(enumeration)
     if direct is not None:
         found += findings.direct_ssl_findings(direct.supported)
+    found += findings.buffered_plaintext_findings(scan.buffered)
     if deadline_hit:
         found.append(findings.audit_deadline(deadline_hit))
 
@@ -224,6 +227,7 @@ def aggregate(
         chain=infos,
         chain_in_order=shape.in_order if shape else None,
         direct_ssl=direct.supported if direct else None,
+        buffered_plaintext_processed=scan.buffered.processed if scan.buffered else None,
         notes=enumeration.notes if enumeration else (),
         **common,
     )
@@ -311,7 +315,7 @@ def _check_target(
     direct: DirectSsl | None = None
     plaintext: PlaintextResult | None = None
     if full:
-        scan = tls.first_handshake(host, port, timeout=timeout, server_name=name)
+        scan = tls.first_handshake(host, port, timeout=timeout, server_name=name, buffered_probe=True)
     else:
         scan = tls.tls_versions_accepted(host, port, timeout=timeout, server_name=name)
     resp = scan.ssl_response

@@ -18,7 +18,7 @@ from pgbatten.probe import wire
 from pgbatten.probe.cipher_suites import BY_NAME, GROUP_BY_NAME, CipherSuite, Rating
 from pgbatten.probe.enumerate import TlsEnumeration
 from pgbatten.probe.plaintext import PlaintextResult
-from pgbatten.probe.tls import TlsScan, VersionStatus
+from pgbatten.probe.tls import BufferedVerdict, TlsScan, VersionStatus
 from pgbatten.probe.versions import TlsVersion
 
 FINDING_SEVERITIES: Mapping[str, tuple[Severity, ...]] = {
@@ -27,6 +27,7 @@ FINDING_SEVERITIES: Mapping[str, tuple[Severity, ...]] = {
     "tls-not-supported": ("critical",),
     "tls-handshake-failed": ("critical",),
     "bytes-after-ssl-response": ("high",),
+    "buffered-plaintext-processed": ("high",),
     "not-postgresql": ("high",),
     "tls-handshake-incomplete": ("high",),
     "plaintext-undetermined": ("low",),
@@ -308,6 +309,22 @@ def plaintext_findings(plaintext: PlaintextResult | None) -> list[Finding]:
     return []
 
 
+def buffered_plaintext_findings(verdict: BufferedVerdict | None) -> list[Finding]:
+    """CVE-2021-23214: a server that processes bytes sent before the TLS handshake."""
+    if verdict is None or verdict.processed is not True:
+        return []
+    return [
+        Finding(
+            "buffered-plaintext-processed",
+            "high",
+            "Server processes plaintext bytes sent before the TLS handshake (CVE-2021-23214)",
+            f"{verdict.detail}. A man in the middle can inject messages ahead of a client's TLS session, and "
+            "the server takes them as that client's.",
+            "upgrade PostgreSQL to a minor release with the fix (14.1, 13.5, 12.9, 11.14, 10.19 or later)",
+        )
+    ]
+
+
 def _attempts_detail(scan: TlsScan, *, only_with_detail: bool = False) -> str:
     return "; ".join(f"{a.version}: {a.detail}" for a in scan.attempts if a.detail or not only_with_detail)
 
@@ -396,6 +413,7 @@ __all__ = [
     "FIX_TLS12",
     "FIX_TLS13",
     "audit_deadline",
+    "buffered_plaintext_findings",
     "cipher_findings",
     "direct_ssl_findings",
     "enumeration_findings",

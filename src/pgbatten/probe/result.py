@@ -86,6 +86,8 @@ class CheckResult:
     """Every certificate the server sent, leaf first."""
     chain_in_order: bool | None = None
     direct_ssl: bool | None = None
+    buffered_plaintext_processed: bool | None = None
+    """Full audit: did the server process plaintext sent with the SSLRequest (CVE-2021-23214)?"""
     connections_by_step: Mapping[str, int] = field(default_factory=dict)
     elapsed: float = 0.0
     notes: tuple[str, ...] = ()
@@ -157,6 +159,7 @@ def result_to_json(result: CheckResult) -> dict[str, Any]:
         "target": str(result.target),
         "host": result.target.host,
         "port": result.target.port,
+        "hostaddr": result.target.hostaddr,
         "mode": result.mode,
         "reachable": result.reachable,
         "plaintext_accepted": result.plaintext_accepted,
@@ -166,6 +169,7 @@ def result_to_json(result: CheckResult) -> dict[str, Any]:
         "server_preference": dict(result.server_preference),
         "groups": list(result.groups),
         "direct_ssl": result.direct_ssl,
+        "buffered_plaintext_processed": result.buffered_plaintext_processed,
         "version_attempts": [
             {"version": a.version, "status": str(a.status), "detail": a.detail}
             for a in result.version_attempts

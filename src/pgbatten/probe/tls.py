@@ -16,10 +16,11 @@ import contextlib
 import ssl
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from pgbatten.probe import wire
+from pgbatten.probe.plaintext import probe_startup
 from pgbatten.probe.transport import (
     EXTRA_BYTES_WAIT,
     Deadline,
@@ -28,6 +29,7 @@ from pgbatten.probe.transport import (
     Unreachable,
     describe_os_error,
     open_channel,
+    read_message,
 )
 from pgbatten.probe.versions import ALPN_POSTGRESQL, TlsVersion
 
@@ -87,6 +89,7 @@ def open_pg_tls(
     ssl_context: ssl.SSLContext,
     server_name: str | None = None,
     extra_wait: float = EXTRA_BYTES_WAIT,
+    trailing: bytes = b"",
     on_response: Callable[[wire.SslResponse], None] | None = None,
     on_connected: Callable[[], None] | None = None,
 ) -> tuple[ssl.SSLSocket, bytes]:
@@ -97,11 +100,18 @@ def open_pg_tls(
     bytes that arrived after ``S`` before our ClientHello (normally empty; anything else is the
     CVE-2021-23222 pattern). Raises :class:`Unreachable`, :class:`NotTls` (``N``, ``E``, or not
     PostgreSQL) or :class:`HandshakeFailed`. ``on_response`` sees the SSLRequest answer before the
-    handshake, so a caller learns it even when the handshake then fails.
+    handshake, so a caller learns it even when the handshake then fails. ``trailing`` is sent in the
+    SSLRequest's packet (the buffered-plaintext probe of :func:`first_handshake`).
     """
     deadline = Deadline(timeout)
     sock, response = open_channel(
-        host, port, deadline, extra_wait=extra_wait, on_connected=on_connected, on_response=on_response
+        host,
+        port,
+        deadline,
+        extra_wait=extra_wait,
+        trailing=trailing,
+        on_connected=on_connected,
+        on_response=on_response,
     )
     assert response is not None
     name = server_name if server_name is not None else host
@@ -167,6 +177,18 @@ class HandshakeInfo:
 
 
 @dataclass(frozen=True)
+class BufferedVerdict:
+    """CVE-2021-23214: did the server process plaintext that came with the SSLRequest, before the handshake?
+
+    ``processed`` is True for a vulnerable server, False for one that refused the bytes, None when it
+    could not be told.
+    """
+
+    processed: bool | None
+    detail: str
+
+
+@dataclass(frozen=True)
 class TlsScan:
     """Everything the TLS connections found for one target."""
 
@@ -177,6 +199,8 @@ class TlsScan:
     connections: int = 0
     unreachable: str | None = None
     stalled: str | None = None
+    buffered: BufferedVerdict | None = None
+    """Full audit: what the first connection learned from plaintext sent with its SSLRequest."""
 
     @property
     def accepted_versions(self) -> tuple[str, ...]:
@@ -230,7 +254,7 @@ class _Scan:
             self.extra = response.extra
 
     @contextlib.contextmanager
-    def handshake(self, ctx: ssl.SSLContext) -> Iterator[ssl.SSLSocket]:
+    def handshake(self, ctx: ssl.SSLContext, trailing: bytes = b"") -> Iterator[ssl.SSLSocket]:
         tls, _ = open_pg_tls(
             self.host,
             self.port,
@@ -239,6 +263,7 @@ class _Scan:
             server_name=self.server_name,
             # Bytes after 'S' are a property of the path, not of the version offered: look once.
             extra_wait=EXTRA_BYTES_WAIT if self.connections == 0 else 0.0,
+            trailing=trailing,
             on_response=self.note,
             on_connected=self.connected,
         )
@@ -302,12 +327,20 @@ def tls_versions_accepted(
     return _finish(scan, best)
 
 
-def _first(scan: _Scan, versions: Sequence[TlsVersion]) -> tuple[HandshakeInfo | None, TlsScan | None]:
-    """The wide TLS 1.2-1.3 handshake: (what it captured, the final scan if nothing more can be tried)."""
+def _first(
+    scan: _Scan, versions: Sequence[TlsVersion], buffered: list[BufferedVerdict] | None = None
+) -> tuple[HandshakeInfo | None, TlsScan | None]:
+    """The wide TLS 1.2-1.3 handshake: (what it captured, the final scan if nothing more can be tried).
+
+    With ``buffered``, the SSLRequest carries a startup message in the same packet, and what the server
+    then says over TLS (to which we send nothing) is judged and appended there.
+    """
     best: HandshakeInfo | None = None
     try:
-        with scan.handshake(make_context()) as tls:
+        with scan.handshake(make_context(), probe_startup() if buffered is not None else b"") as tls:
             best = _capture(tls)
+            if buffered is not None:
+                buffered.append(_buffered_verdict(tls, scan.timeout))
         chosen = TlsVersion.from_label(best.version)
         for v in versions:
             if v == chosen:
@@ -332,15 +365,59 @@ def _first(scan: _Scan, versions: Sequence[TlsVersion]) -> tuple[HandshakeInfo |
     return best, None
 
 
-def first_handshake(host: str, port: int, *, timeout: float, server_name: str | None = None) -> TlsScan:
+_BUFFERED_ANSWER_WAIT = 1.0
+"""A server answers the buffered startup message (or refuses it) right after the handshake."""
+
+
+def _buffered_verdict(tls: ssl.SSLSocket, timeout: float) -> BufferedVerdict:
+    try:
+        msg = read_message(tls, Deadline(min(timeout, _BUFFERED_ANSWER_WAIT)))
+    except TimeoutError:
+        return BufferedVerdict(None, "no answer over TLS: the server may still hold the buffered bytes")
+    except (OSError, ssl.SSLError) as exc:
+        return BufferedVerdict(False, f"the server ended the session after the handshake ({exc})")
+    if msg.problem == "connection closed":
+        return BufferedVerdict(False, "the server hung up after the handshake without processing them")
+    return BufferedVerdict(*wire.classify_buffered_answer(msg))
+
+
+def first_handshake(
+    host: str,
+    port: int,
+    *,
+    timeout: float,
+    server_name: str | None = None,
+    buffered_probe: bool = False,
+) -> TlsScan:
     """One connection: SSLRequest, then a libpq-like TLS 1.2-1.3 handshake taken to completion.
 
     The full audit's anchor: it classifies the SSLRequest answer (bytes after ``S`` included), proves a
     real client completes a handshake, and yields the chain as sent, which TLS 1.3 hides from the raw
     enumeration. Versions below the one chosen are left to the enumeration (not in ``attempts``).
+
+    ``buffered_probe`` folds the CVE-2021-23214 probe into the same connection: a startup message rides in
+    the SSLRequest's packet. PostgreSQL up to 16 completes the handshake and then refuses it (or, unfixed,
+    answers it: :attr:`TlsScan.buffered`). PostgreSQL 17+ hands such bytes to TLS, whose handshake then
+    fails: one more connection, without them, does what the first could not.
     """
     scan = _Scan(host, port, timeout, server_name)
-    best, early = _first(scan, TLS_VERSIONS)
+    if not buffered_probe:
+        best, early = _first(scan, TLS_VERSIONS)
+        return early if early is not None else _finish(scan, best)
+    seen: list[BufferedVerdict] = []
+    best, early = _first(scan, TLS_VERSIONS, buffered=seen)
+    if seen:
+        return replace(early if early is not None else _finish(scan, best), buffered=seen[0])
+    if early is None and best is None:
+        refused = next((a.detail for a in scan.attempts.values()), "handshake failed")
+        scan.attempts.clear()
+        best, early = _first(scan, TLS_VERSIONS)
+        verdict = None
+        if best is not None:
+            verdict = BufferedVerdict(
+                False, f"the server refused the TLS handshake that followed the buffered bytes ({refused})"
+            )
+        return replace(early if early is not None else _finish(scan, best), buffered=verdict)
     return early if early is not None else _finish(scan, best)
 
 
@@ -358,6 +435,7 @@ def _finish(scan: _Scan, best: HandshakeInfo | None, stalled: str | None = None)
 
 __all__ = [
     "TLS_VERSIONS",
+    "BufferedVerdict",
     "HandshakeInfo",
     "TlsScan",
     "VersionAttempt",

@@ -212,6 +212,7 @@ def open_channel(
     direct: bool = False,
     extra_wait: float = 0.0,
     refuse_extra: bool = False,
+    trailing: bytes = b"",
     on_connected: Callable[[], None] | None = None,
     on_response: Callable[[wire.SslResponse], None] | None = None,
 ) -> tuple[socket.socket, wire.SslResponse | None]:
@@ -221,6 +222,7 @@ def open_channel(
     answer must be ``S``; anything else raises :class:`NotTls` (after ``on_response`` saw it), as do bytes
     after the ``S`` when ``refuse_extra``. Raises :class:`Unreachable` when no connection or no answer
     comes in time. ``on_connected`` runs once the TCP connection exists: it is a backend forked.
+    ``trailing`` goes out in the SSLRequest's packet (see :func:`request_tls`).
     """
     sock = connect(host, port, deadline)
     if on_connected is not None:
@@ -229,7 +231,7 @@ def open_channel(
         return sock, None
     try:
         try:
-            response = request_tls(sock, deadline, extra_wait=extra_wait)
+            response = request_tls(sock, deadline, extra_wait=extra_wait, trailing=trailing)
         except TimeoutError as exc:
             raise Unreachable(host, port, "no answer to SSLRequest before the timeout") from exc
         except OSError as exc:

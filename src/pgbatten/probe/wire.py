@@ -361,6 +361,29 @@ def classify_ssl_response(data: bytes) -> SslResponse:
 
 # --------------------------------------------------------------------------------------------- startup
 
+_INJECTION_REFUSED = "received unencrypted data after ssl request"
+
+
+def classify_buffered_answer(msg: BackendMessage) -> tuple[bool | None, str]:
+    """Did the server process a startup message sent with the SSLRequest, before the TLS handshake?
+
+    ``msg`` is the first message it sent over TLS, with nothing sent over TLS by us: an authentication
+    request or a login error means it processed bytes no TLS protected (CVE-2021-23214); its refusal
+    (``08P01``, "received unencrypted data after SSL request") means it did not. None: cannot tell.
+    """
+    if msg.problem is not None:
+        return None, f"no verdict: {msg.problem}"
+    if msg.type == "R":
+        return True, "the server answered the buffered startup message with an authentication request"
+    if msg.type == "E":
+        fields = parse_error_fields(msg.body)
+        if fields.code == "08P01" or _INJECTION_REFUSED in (fields.message or "").lower():
+            return False, f"the server refused the buffered bytes: {fields.summary()}"
+        if fields.code in ("28000", "28P01", "3D000"):
+            return True, f"the server processed the buffered startup message: {fields.summary()}"
+        return None, f"the server answered {fields.summary()}"
+    return None, f"unexpected message type {msg.type!r} after the handshake"
+
 
 @dataclass(frozen=True)
 class PlaintextVerdict:
