@@ -4,6 +4,7 @@
 """
 
 from pgbatten.cli import (
+    bench_cmd,
     ca_cmd,
     cert_cmd,
     check_cmd,
@@ -19,6 +20,7 @@ from pgbatten.cli import (
 from pgbatten.cli.app import main
 
 __all__ = [
+    "bench_cmd",
     "ca_cmd",
     "cert_cmd",
     "check_cmd",
