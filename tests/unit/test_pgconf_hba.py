@@ -172,6 +172,10 @@ def test_require_tls_touches_only_its_lines_and_is_idempotent(text: str) -> None
             assert _same_but_type(old, converted)
         elif isinstance(old, HbaRule) and old.conn_type is ConnType.HOSTNOSSL and not old.is_reject:
             assert raw == "#" + old.raw.replace("\n", "\n#")
+        elif old is hba.lines[-1] and not old.eol and raw != old.raw:
+            # The guard is appended after a last line PostgreSQL would read on from (a NUL byte at the very
+            # end of the file): an empty line ends it first, and becomes part of that logical line.
+            assert raw == old.raw + "\n" or raw == old.raw + "\r\n"
         else:
             assert raw == old.raw
     # No plaintext path: before any TCP rule that accepts, or any include, reject rules cover all

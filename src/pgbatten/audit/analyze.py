@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pgbatten.audit.ciphers import Expander, judge_ciphers
 from pgbatten.audit.facts import HbaRow, KeyFileStat, RoleRow, ServerFacts
 from pgbatten.findings import SEVERITY_ORDER, Finding, Severity
-from pgbatten.pgconf.hba import ConnType, HbaFile, HbaRule, lint, shadowing_rule, token_value
+from pgbatten.pgconf.hba import ConnType, HbaFile, HbaRule, lint, shadows, token_value
 from pgbatten.probe.findings import CIS_CIPHERS, CIS_OLD_TLS, CIS_TLS
 
 __all__ = [
@@ -400,14 +400,14 @@ def hba_findings(
     pairs = hba_rules_from_rows(rows)
     rules = [rule for rule, _ in pairs]
     by_number = {rule.lineno: (rule, row) for rule, row in pairs}
-    for lf in lint(HbaFile(lines=tuple(rules))):
+    dead = shadows(rules)  # once: both the lint and the broad-rule findings need it
+    shadow_of = {rule.lineno: shadow for rule, shadow in zip(rules, dead, strict=True)}
+    for lf in lint(HbaFile(lines=tuple(rules)), dead=dead):
         if lf.id.startswith("hba-include") or lf.lineno not in by_number:
             continue  # the view already expands included files
         rule, row = by_number[lf.lineno]
         detail = lf.detail
-        shadow = (
-            shadowing_rule(rules, rule) if lf.id in ("hba-host-above-hostssl", "hba-shadowed-rule") else None
-        )
+        shadow = shadow_of[rule.lineno] if lf.id in ("hba-host-above-hostssl", "hba-shadowed-rule") else None
         if shadow is not None:
             shadow_row = by_number[shadow.lineno][1]
             if lf.id == "hba-host-above-hostssl":
@@ -431,13 +431,13 @@ def hba_findings(
                 _HBA_CIS.get(lf.id),
             )
         )
-    out.extend(_broad_rule_findings(pairs, rules, roles))
+    out.extend(_broad_rule_findings(pairs, shadow_of, roles))
     return out
 
 
 def _broad_rule_findings(
     pairs: Sequence[tuple[HbaRule, HbaRow]],
-    rules: Sequence[HbaRule],
+    shadow_of: Mapping[int, HbaRule | None],
     roles: Sequence[RoleRow] | None,
 ) -> list[Finding]:
     out: list[Finding] = []
@@ -445,7 +445,7 @@ def _broad_rule_findings(
     for rule, row in pairs:
         if not rule.is_tcp or rule.is_reject or _is_loopback_only(rule.address):
             continue
-        if shadowing_rule(rules, rule) is not None:
+        if shadow_of[rule.lineno] is not None:
             continue  # a dead rule lets nobody in
         users = {token_value(u) for u in rule.users if not u.startswith('"')}
         quoted = {token_value(u) for u in rule.users if u.startswith('"')}

@@ -1,6 +1,7 @@
 """pg_ident.conf: ``MAPNAME SYSTEM-USERNAME PG-USERNAME`` lines, kept verbatim, and idempotent additions.
 
-Same tokenizer as pg_hba.conf (quotes, comments, PostgreSQL 16 continuations and include directives). A
+Same tokenizer as pg_hba.conf (quotes, comments, continuations from PostgreSQL 14, include directives from
+16: before that ``include`` is just a map name). A
 system user name starting with ``/`` is a regular expression (``\\1`` in the PostgreSQL user refers to its
 first capture group); this module stores it as written and does not check the regular expression.
 """
@@ -11,7 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgbatten.errors import ParseError
-from pgbatten.pgconf.auth_tokens import layout_columns, logical_lines, quote_token, render_columns, tokenize
+from pgbatten.pgconf.auth_tokens import (
+    Dialect,
+    dialect,
+    layout_columns,
+    logical_lines,
+    quote_token,
+    render_columns,
+    terminated,
+    tokenize,
+)
 from pgbatten.pgconf.lines import dominant_eol, read_text
 from pgbatten.pgconf.postgresql_conf import IncludeKind
 
@@ -77,6 +87,13 @@ class IdentFile:
 
     lines: tuple[IdentLine, ...]
     path: Path | None = None
+    major: int | None = None
+    """The PostgreSQL major version whose rules the file was read with (None: the newest)."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """How PostgreSQL ``major`` tokenizes the file."""
+        return dialect(self.major)
 
     @property
     def mappings(self) -> tuple[IdentMapping, ...]:
@@ -84,12 +101,12 @@ class IdentFile:
         return tuple(ln for ln in self.lines if isinstance(ln, IdentMapping))
 
 
-def _parse_line(raw: str, eol: str, lineno: int, path: Path | None) -> IdentLine:
-    fields = tokenize(raw, lineno, path).fields
+def _parse_line(raw: str, eol: str, lineno: int, path: Path | None, rules: Dialect) -> IdentLine:
+    fields = tokenize(raw, lineno, path, rules).fields
     if not fields:
         return IdentComment(lineno, raw, eol)
     first = fields[0][0]
-    if not first.quoted and first.value in _INCLUDE_NAMES and len(fields[0]) == 1:
+    if rules.includes and not first.quoted and first.value in _INCLUDE_NAMES and len(fields[0]) == 1:
         if len(fields) != 2 or len(fields[1]) != 1:
             raise ParseError(path, lineno, raw, f"{first.value} needs exactly one file name")
         return IdentInclude(lineno, raw, eol, IncludeKind(first.value), fields[1][0].value)
@@ -101,11 +118,16 @@ def _parse_line(raw: str, eol: str, lineno: int, path: Path | None) -> IdentLine
     return IdentMapping(lineno, raw, eol, fields[0][0].value, fields[1][0].value, fields[2][0].value)
 
 
-def parse_ident(text: str, path: Path | None = None) -> IdentFile:
-    """Parse pg_ident.conf text; ``ParseError`` names the file and line of anything malformed."""
-    return IdentFile(
-        tuple(_parse_line(ll.raw, ll.eol, ll.index + 1, path) for ll in logical_lines(text)), path
+def parse_ident(text: str, path: Path | None = None, *, major: int | None = None) -> IdentFile:
+    """Parse pg_ident.conf text as PostgreSQL ``major`` reads it (None: the newest rules).
+
+    ``ParseError`` names the file and line of anything malformed.
+    """
+    rules = dialect(major)
+    lines = tuple(
+        _parse_line(ll.raw, ll.eol, ll.index + 1, path, rules) for ll in logical_lines(text, rules, path)
     )
+    return IdentFile(lines, path, major)
 
 
 def render(ident: IdentFile) -> str:
@@ -113,9 +135,9 @@ def render(ident: IdentFile) -> str:
     return "".join(ln.raw + ln.eol for ln in ident.lines)
 
 
-def load_ident(path: Path) -> IdentFile:
+def load_ident(path: Path, *, major: int | None = None) -> IdentFile:
     """Read and parse a pg_ident.conf (``FileProblem`` if unreadable)."""
-    return parse_ident(read_text(Path(path)), Path(path))
+    return parse_ident(read_text(Path(path)), Path(path), major=major)
 
 
 def add_mapping(ident: IdentFile, map_name: str, system_user: str, pg_user: str) -> tuple[IdentFile, bool]:
@@ -129,13 +151,11 @@ def add_mapping(ident: IdentFile, map_name: str, system_user: str, pg_user: str)
             return ident, False
     columns: tuple[int, ...] | list[int] = _DEFAULT_COLUMNS
     for existing in reversed(ident.mappings):
-        cols = layout_columns(existing.raw)
+        cols = layout_columns(existing.raw, ident.dialect)
         if cols is not None and len(cols) >= 3:
             columns = cols
             break
     line = render_columns([quote_token(map_name), quote_token(system_user), quote_token(pg_user)], columns)
     eol = dominant_eol([ln.eol for ln in ident.lines])
-    text = render(ident)
-    if text and not text.endswith("\n"):
-        text += eol
-    return parse_ident(text + line + eol, ident.path), True
+    text = terminated(render(ident), eol, ident.dialect)
+    return parse_ident(text + line + eol, ident.path, major=ident.major), True

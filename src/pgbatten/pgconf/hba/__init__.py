@@ -9,7 +9,7 @@ Everything public is importable from here.
 """
 
 from pgbatten.pgconf.hba.enforce import DISABLED_MARK, GUARD_MARK, require_tls, set_client_auth
-from pgbatten.pgconf.hba.matching import covers, shadowing_rule
+from pgbatten.pgconf.hba.matching import covers, shadowing_rule, shadows
 from pgbatten.pgconf.hba.security_lint import lint
 from pgbatten.pgconf.hba.syntax import (
     AUTH_METHODS,
@@ -45,5 +45,6 @@ __all__ = [
     "require_tls",
     "set_client_auth",
     "shadowing_rule",
+    "shadows",
     "token_value",
 ]

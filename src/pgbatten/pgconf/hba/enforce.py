@@ -1,23 +1,35 @@
 """Transforms that make pg_hba.conf TLS-only and require client certificates.
 
 Each returns ``(new_file, changed)``, is idempotent, and re-renders only the lines it changes, keeping each
-changed rule's column alignment where the new text fits.
+changed rule's column alignment where the new text fits. The new file is built from the old one's lines:
+only new and edited lines are parsed, so a transform costs one pass over the file, not a second parse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from typing import Literal
 
-from pgbatten.pgconf.auth_tokens import edit_line, layout_columns, quote_token, render_columns, tokenize
+from pgbatten.pgconf._bulk import gc_paused
+from pgbatten.pgconf.auth_tokens import (
+    edit_line,
+    layout_columns,
+    logical_lines,
+    quote_token,
+    render_columns,
+    tokenize,
+)
+from pgbatten.pgconf.hba.matching import address_network
 from pgbatten.pgconf.hba.syntax import (
     PASSWORD_METHODS,
     ConnType,
     HbaComment,
     HbaFile,
     HbaInclude,
+    HbaLine,
     HbaRule,
-    parse_hba,
+    parse_lines,
 )
 from pgbatten.pgconf.lines import dominant_eol
 
@@ -41,12 +53,11 @@ def _guard_coverage(rule: HbaRule) -> set[tuple[int, str]] | None:
     if not _is_all(rule.users):
         return None
     kinds = {d for d in rule.databases if d in ("all", "replication")}
+    net = address_network(rule.address) if rule.address not in (None, "all") else None
     if rule.address == "all":
         versions = {4, 6}
-    elif rule.address == "0.0.0.0/0":
-        versions = {4}
-    elif rule.address == "::/0":
-        versions = {6}
+    elif net is not None and net[1] == 0:
+        versions = {net[0]}  # 0.0.0.0/0 or ::/0, however written
     else:
         return None
     if not kinds:
@@ -92,7 +103,7 @@ def _guard_lines(hba: HbaFile, stop: int, missing: dict[int, list[str]]) -> list
     columns: Sequence[int] = _DEFAULT_COLUMNS
     template = next((ln for ln in hba.lines[stop:] if isinstance(ln, HbaRule) and ln.is_tcp), None)
     if template is not None:
-        cols = layout_columns(template.raw)
+        cols = layout_columns(template.raw, hba.dialect)
         if cols is not None and len(cols) >= 5:
             method_col = cols[5] if template.netmask is not None else cols[4]
             columns = (*cols[:4], method_col)
@@ -103,6 +114,53 @@ def _guard_lines(hba: HbaFile, stop: int, missing: dict[int, list[str]]) -> list
     return out
 
 
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in (HbaComment, HbaInclude, HbaRule)}
+
+
+def _changed(line: HbaLine, **changes: object) -> HbaLine:
+    """``dataclasses.replace``, positionally: a transform may renumber every line of a long file."""
+    cls = type(line)
+    return cls(*[changes[f] if f in changes else getattr(line, f) for f in _FIELDS[cls]])  # type: ignore[arg-type]
+
+
+class _Rebuild:
+    """A transformed file, assembled line by line: kept lines are reused (renumbered), new text is parsed."""
+
+    def __init__(self, hba: HbaFile) -> None:
+        self.hba = hba
+        self.lines: list[HbaLine] = []
+        self.lineno = 1
+
+    def keep(self, line: HbaLine, **changes: object) -> None:
+        """``line`` at the current line number, with ``changes`` (field values) made."""
+        if line.lineno != self.lineno or changes:
+            line = _changed(line, lineno=self.lineno, **changes)
+        self.lines.append(line)
+        self.lineno += line.raw.count("\n") + 1
+
+    def add(self, text: str) -> None:
+        """Whole new lines, each with its line ending."""
+        self.lines.extend(parse_lines(text, self.lineno, self.hba.path, self.hba.dialect))
+        self.lineno += text.count("\n")
+
+    def end_last_line(self, eol: str) -> None:
+        """Make sure lines can follow: a line ending, and no continuation left open at the end of the file."""
+        if not self.lines:
+            return
+        last = self.lines.pop()
+        self.lineno = last.lineno
+        if len(logical_lines(last.raw + eol + "#", self.hba.dialect)) == 1:
+            # PostgreSQL would read the next line as part of this one (a backslash or a NUL byte at the very
+            # end of the file): an empty line ends it.
+            self.add(last.raw + eol + eol)
+        else:
+            self.keep(last, eol=last.eol or eol)
+
+    def result(self) -> HbaFile:
+        return replace(self.hba, lines=tuple(self.lines))
+
+
+@gc_paused
 def require_tls(hba: HbaFile) -> tuple[HbaFile, bool]:
     """Make plaintext TCP connections impossible; returns ``(new, changed)``, idempotent.
 
@@ -117,35 +175,37 @@ def require_tls(hba: HbaFile) -> tuple[HbaFile, bool]:
     """
     stop, missing = _guard_plan(hba)
     eol = dominant_eol([ln.eol for ln in hba.lines])
-    chunks: list[str] = []
+    rules = hba.dialect
+    out = _Rebuild(hba)
     changed = False
 
     def insert_guard() -> None:
-        chunks.extend(line + eol for line in _guard_lines(hba, stop, missing))
+        out.add("".join(line + eol for line in _guard_lines(hba, stop, missing)))
 
     for idx, ln in enumerate(hba.lines):
         if idx == stop and missing:
             insert_guard()
             changed = True
         if isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOST and not ln.is_reject:
-            chunks.append(edit_line(ln.raw, {0: ConnType.HOSTSSL.value}) + ln.eol)
+            # Only the type token changes: everything parsed from the rest of the line stays as it is.
+            raw = edit_line(ln.raw, {0: ConnType.HOSTSSL.value}, rules)
+            out.keep(ln, raw=raw, conn_type=ConnType.HOSTSSL)
             changed = True
         elif isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOSTNOSSL and not ln.is_reject:
-            chunks.append(DISABLED_MARK + eol)
-            chunks.append("#" + ln.raw.replace("\n", "\n#") + ln.eol)
+            out.add(DISABLED_MARK + eol + "#" + ln.raw.replace("\n", "\n#") + ln.eol)
             changed = True
         else:
-            chunks.append(ln.raw + ln.eol)
+            out.keep(ln)
     if stop == len(hba.lines) and missing:
-        if chunks and not chunks[-1].endswith("\n"):
-            chunks[-1] += eol
+        out.end_last_line(eol)
         insert_guard()
         changed = True
     if not changed:
         return hba, False
-    return parse_hba("".join(chunks), hba.path), True
+    return out.result(), True
 
 
+@gc_paused
 def set_client_auth(
     hba: HbaFile,
     mode: Literal["none", "verify-full", "cert"],
@@ -165,22 +225,22 @@ def set_client_auth(
         raise ValueError("map_name only applies to mode 'cert'")
     if mode == "none":
         return hba, False
-    chunks: list[str] = []
+    out = _Rebuild(hba)
     changed = False
     for ln in hba.lines:
         if not (
             isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOSTSSL and ln.method in PASSWORD_METHODS
         ):
-            chunks.append(ln.raw + ln.eol)
+            out.keep(ln)
             continue
-        toks = tokenize(ln.raw, ln.lineno, hba.path).tokens
+        toks = tokenize(ln.raw, ln.lineno, hba.path, hba.dialect).tokens
         method_idx = next(i for i, t in enumerate(toks) if t.field == (5 if ln.netmask is not None else 4))
         cert_idx = [i for i, t in enumerate(toks) if i > method_idx and t.value.startswith("clientcert=")]
         edits: dict[int, str | None] = {}
         append: list[str] = []
         if mode == "verify-full":
             if ln.option("clientcert") == "verify-full":
-                chunks.append(ln.raw + ln.eol)
+                out.keep(ln)
                 continue
             if cert_idx:
                 edits = {i: None for i in cert_idx[:-1]}
@@ -191,8 +251,9 @@ def set_client_auth(
             edits = {method_idx: "cert", **{i: None for i in cert_idx}}
             if map_name is not None:
                 append.append(f"map={quote_token(map_name)}")
-        chunks.append(edit_line(ln.raw, edits, append) + ln.eol)
+        text = edit_line(ln.raw, edits, hba.dialect, append) + ln.eol
+        out.add(text)
         changed = True
     if not changed:
         return hba, False
-    return parse_hba("".join(chunks), hba.path), True
+    return out.result(), True

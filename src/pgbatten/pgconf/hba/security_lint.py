@@ -1,15 +1,19 @@
 """The security lint of one pg_hba.conf: each rule judged where first-match lets it act.
 
 A dead rule (see ``matching``) gets one finding saying what shadows it and nothing else; a live rule is
-judged by its type, method and address. Included files and ``@file`` lists are not read.
+judged by its type, method and address. Included files and ``@file`` lists are not read. One pass over the
+file after ``matching.shadows``; the texts that only depend on a rule's type and method are built once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from itertools import pairwise
 
 from pgbatten.findings import Finding, Severity, severity_rank
-from pgbatten.pgconf.hba.matching import TRANSPORTS, is_open_address, name_key, shadowing_rule
+from pgbatten.pgconf._bulk import gc_paused
+from pgbatten.pgconf.hba.matching import TRANSPORTS, is_open_address, name_key, shadows
 from pgbatten.pgconf.hba.syntax import ConnType, HbaFile, HbaInclude, HbaRule
 
 __all__ = ["lint"]
@@ -19,13 +23,16 @@ def _lint_finding(id_: str, severity: Severity, lineno: int, title: str, detail:
     return Finding(id_, severity, title, detail, lineno=lineno)
 
 
-def lint(hba: HbaFile) -> list[Finding]:
+@gc_paused
+def lint(hba: HbaFile, *, dead: Sequence[HbaRule | None] | None = None) -> list[Finding]:
     """Security findings for one pg_hba.conf, ordered by line then severity.
 
-    Included files and ``@file`` lists are not read; an ``info`` finding says so.
+    Included files and ``@file`` lists are not read; an ``info`` finding says so. ``dead`` is
+    ``matching.shadows(hba.rules)`` if the caller has it already.
     """
     findings: list[Finding] = []
     rules = hba.rules
+    shadow_of = iter(shadows(rules) if dead is None else dead)
     for ln in hba.lines:
         if isinstance(ln, HbaInclude):
             findings.append(
@@ -39,15 +46,22 @@ def lint(hba: HbaFile) -> list[Finding]:
             )
         if not isinstance(ln, HbaRule):
             continue
-        findings.extend(_rule_findings(rules, ln))
-    findings.sort(key=lambda f: (f.lineno or 0, severity_rank(f.severity), f.id))
+        found = _rule_findings(ln, next(shadow_of))
+        if len(found) > 1:
+            found.sort(key=_order)
+        findings.extend(found)
+    if any(_order(a) > _order(b) for a, b in pairwise(findings)):
+        findings.sort(key=_order)  # lines out of file order (hand-built input)
     return findings
 
 
-def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[Finding]:
+def _order(f: Finding) -> tuple[int, int, str]:
+    return (f.lineno or 0, severity_rank(f.severity), f.id)
+
+
+def _rule_findings(rule: HbaRule, shadow: HbaRule | None) -> list[Finding]:
     out: list[Finding] = []
     n = rule.lineno
-    shadow = shadowing_rule(rules, rule)
     if shadow is not None:
         if shadow.conn_type is ConnType.HOST and not shadow.is_reject and rule.conn_type is ConnType.HOSTSSL:
             out.append(
@@ -75,7 +89,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[Finding]:
                 )
             )
         return out  # the rule's own weaknesses do not matter while it is dead
-    files = [t for t in (*rule.databases, *rule.users) if name_key(t)[0] == "file"]
+    files = [t for t in (*rule.databases, *rule.users) if t[:1] == "@" and name_key(t)[0] == "file"]
     if files:
         out.append(
             _lint_finding(
@@ -93,16 +107,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[Finding]:
     accepts = not rule.is_reject
     if accepts and "plain" in TRANSPORTS[rule.conn_type]:
         out.append(
-            _lint_finding(
-                "hba-plaintext-accepted",
-                "high",
-                n,
-                f"{rule.conn_type.value} rule accepts TCP connections without TLS",
-                f"A {rule.conn_type.value} rule matches unencrypted connections, so everything after the "
-                f"handshake, including the {rule.method} exchange and all query traffic, can be read and "
-                "altered on the network. Use hostssl (pgbatten secure rewrites host rules and adds a "
-                "hostnossl … reject guard).",
-            )
+            _lint_finding("hba-plaintext-accepted", "high", n, *_plaintext_texts(rule.conn_type, rule.method))
         )
     if rule.conn_type is ConnType.HOSTGSSENC and accepts:
         out.append(
@@ -152,13 +157,7 @@ def _rule_findings(rules: Sequence[HbaRule], rule: HbaRule) -> list[Finding]:
     if accepts and is_open_address(rule.address):
         strong = rule.method == "cert" or rule.option("clientcert") == "verify-full"
         out.append(
-            _lint_finding(
-                "hba-open-address",
-                "info" if strong else "low",
-                n,
-                f"accepts connections from any address ({rule.address})",
-                "Narrow the address to the networks clients really come from.",
-            )
+            _lint_finding("hba-open-address", "info" if strong else "low", n, *_open_texts(rule.address))
         )
     return out
 
@@ -171,4 +170,23 @@ def _md5(lineno: int) -> Finding:
         "md5 authentication: prefer scram-sha-256",
         "An MD5 hash stored on the server is enough to log in, and the exchange is weaker than SCRAM. "
         "Set password_encryption = scram-sha-256, reset passwords, then switch the method.",
+    )
+
+
+@cache
+def _plaintext_texts(conn: ConnType, method: str) -> tuple[str, str]:
+    return (
+        f"{conn.value} rule accepts TCP connections without TLS",
+        f"A {conn.value} rule matches unencrypted connections, so everything after the "
+        f"handshake, including the {method} exchange and all query traffic, can be read and "
+        "altered on the network. Use hostssl (pgbatten secure rewrites host rules and adds a "
+        "hostnossl … reject guard).",
+    )
+
+
+@cache
+def _open_texts(address: str | None) -> tuple[str, str]:
+    return (
+        f"accepts connections from any address ({address})",
+        "Narrow the address to the networks clients really come from.",
     )

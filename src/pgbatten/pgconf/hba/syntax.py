@@ -1,21 +1,26 @@
 """pg_hba.conf as a typed, line-preserving model: parse, render, load.
 
-Parsing follows PostgreSQL's ``hba.c`` (the tokenizer shared with pg_ident.conf is in ``auth_tokens``) and
-rejects what PostgreSQL would reject when loading the file (unknown connection type or method, missing
-fields, bad CIDR or netmask, options not in ``name=value`` form, ``clientcert`` outside ``hostssl``...),
-because a file PostgreSQL refuses is silently ignored on reload and the old rules stay in force.
+Parsing follows PostgreSQL's ``hba.c`` for the cluster's major version (the tokenizer shared with
+pg_ident.conf is in ``auth_tokens``). It rejects what PostgreSQL would reject when loading the file (unknown
+connection type or method, missing fields, bad CIDR or netmask, options not in ``name=value`` form,
+``clientcert`` outside ``hostssl``, include directives before PostgreSQL 16...), because a file PostgreSQL
+refuses is silently ignored on reload and the old rules stay in force; and it accepts what PostgreSQL
+accepts: addresses are read with the C library's numeric ``getaddrinfo`` as PostgreSQL reads them, so
+``0/0``, ``127.1/32`` and ``010.0.0.1`` (octal: 8.0.0.1) mean what they mean to the server.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from pgbatten.errors import ParseError
-from pgbatten.pgconf.auth_tokens import Token, logical_lines, tokenize
+from pgbatten.pgconf._bulk import gc_paused
+from pgbatten.pgconf.auth_tokens import Dialect, Token, dialect, iter_logical_lines, tokenize
 from pgbatten.pgconf.lines import read_text
 from pgbatten.pgconf.postgresql_conf import IncludeKind
 
@@ -29,7 +34,9 @@ __all__ = [
     "HbaLine",
     "HbaRule",
     "load_hba",
+    "numeric_address",
     "parse_hba",
+    "parse_lines",
     "render",
     "token_value",
 ]
@@ -97,12 +104,14 @@ class HbaInclude:
 
 @dataclass(frozen=True, slots=True)
 class HbaRule:
-    """One rule; may span several physical lines joined with a trailing backslash (PostgreSQL 16+).
+    """One rule; may span several physical lines joined with a trailing backslash (PostgreSQL 14+).
 
     ``databases`` and ``users`` hold tokens as written, quotes included, so ``all`` (the keyword) and
     ``"all"`` (a database named all) stay distinct; ``@file`` references are kept as-is (see ``token_value``).
     ``address`` is ``None`` for ``local``; an address with a separate netmask column is normalised to
-    ``addr/prefix`` here, the netmask token itself kept in ``netmask``.
+    ``addr/prefix`` here, the netmask token itself kept in ``netmask``. A numeric address PostgreSQL reads
+    in a form other than the usual one (``127.1``, ``0``, octal ``010.0.0.1``) is given in the usual form
+    (``127.0.0.1/32``, ``0.0.0.0/0``, ``8.0.0.1/32``).
     """
 
     lineno: int
@@ -145,6 +154,13 @@ class HbaFile:
 
     lines: tuple[HbaLine, ...]
     path: Path | None = None
+    major: int | None = None
+    """The PostgreSQL major version whose rules the file was read with (None: the newest)."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """How PostgreSQL ``major`` tokenizes the file."""
+        return dialect(self.major)
 
     @property
     def rules(self) -> tuple[HbaRule, ...]:
@@ -154,6 +170,8 @@ class HbaFile:
 
 def token_value(token: str) -> str:
     """The name a token stands for: quotes removed and ``""`` turned into ``"``."""
+    if '"' not in token:
+        return token
     out: list[str] = []
     in_quote = was_quote = False
     for c in token:
@@ -176,77 +194,143 @@ class _Fail:
         return ParseError(self.path, self.lineno, self.raw, reason)
 
 
-def _one(fields: Sequence[Sequence[Token]], i: int, what: str, fail: _Fail) -> Token:
+def _one(fields: Sequence[Sequence[Token]], i: int, what: str, many: str, fail: _Fail) -> Token:
     if i >= len(fields):
         raise fail(f"end-of-line before {what}")
     if len(fields[i]) != 1:
-        raise fail(f"multiple values specified for {what}")
+        raise fail(f"multiple values specified for {many}")
     return fields[i][0]
+
+
+def numeric_address(text: str) -> tuple[int, str] | None:
+    """``(4 or 6, usual spelling)`` when PostgreSQL reads ``text`` as a numeric address, None for a host name.
+
+    PostgreSQL asks ``getaddrinfo`` with ``AI_NUMERICHOST``; so do we, after a fast path for the usual
+    spellings. ``ValueError`` when the C library refuses it for another reason than "not numeric".
+    """
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+        return 4, text
+    except OSError:
+        pass
+    if ":" in text and "%" not in text:
+        try:
+            socket.inet_pton(socket.AF_INET6, text)
+            return 6, text
+        except OSError:
+            pass
+    if not text or "\0" in text:
+        return None
+    try:
+        # Bytes, so that Python hands the C library the name as written instead of IDNA-encoding it first.
+        found = socket.getaddrinfo(text.encode("utf-8", "surrogateescape"), None, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_NONAME:
+            return None
+        raise ValueError(exc.strerror) from None
+    family, _, _, _, sockaddr = found[0]
+    return (4 if family == socket.AF_INET else 6), str(sockaddr[0])
+
+
+# strtol(numbits, &end, 10) must consume it all: optional leading white space and sign, then digits.
+_CIDR_BITS = re.compile(r"[ \t\n\v\f\r]*([-+]?[0-9]+)")
+
+
+def _cidr_bits(text: str, version: int) -> int | None:
+    if text.isdigit() and text.isascii():
+        bits = int(text)
+    else:
+        m = _CIDR_BITS.fullmatch(text)
+        if m is None or not text.isascii():
+            return None
+        bits = int(m.group(1))
+    return bits if 0 <= bits <= (32 if version == 4 else 128) else None
+
+
+def _prefix_of(mask: str, version: int) -> int | None:
+    """The prefix length of a netmask, None if its one bits are not contiguous."""
+    packed = socket.inet_pton(socket.AF_INET if version == 4 else socket.AF_INET6, mask)
+    size = len(packed) * 8
+    value = int.from_bytes(packed, "big")
+    ones = size - (~value & ((1 << size) - 1)).bit_length()
+    return ones if value == ((1 << size) - 1) ^ ((1 << (size - ones)) - 1) else None
 
 
 def _parse_address(fields: Sequence[Sequence[Token]], fail: _Fail) -> tuple[str, str | None, int]:
     """Address (normalised), raw netmask and the index of the next field."""
-    tok = _one(fields, 3, "IP address specification", fail)
+    tok = _one(fields, 3, "IP address specification", "host address", fail)
     value = tok.value
     if not tok.quoted and value in _ADDRESS_KEYWORDS:
         return value, None, 4
-    if "/" in value:
-        host, _, prefix = value.partition("/")
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
-            raise fail(f"invalid IP address {host!r} in {value!r}") from None
-        if not prefix.isascii() or not prefix.isdigit() or int(prefix) > addr.max_prefixlen:
-            raise fail(f"invalid CIDR mask in address {value!r}")
-        return value, None, 4
+    host, slash, prefix = value.partition("/")
     try:
-        addr = ipaddress.ip_address(value)
-    except ValueError:
+        found = numeric_address(host)
+    except ValueError as exc:
+        raise fail(f"invalid IP address {host!r}: {exc}") from None
+    if found is None:
+        if slash:
+            raise fail(f"invalid IP address {host!r} in {value!r}: a host name cannot have a CIDR mask")
         return value, None, 4  # a host name, or a ".domain" suffix; PostgreSQL resolves it per connection
-    mask_tok = _one(fields, 4, "netmask specification", fail)
+    version, usual = found
+    if slash:
+        bits = _cidr_bits(prefix, version)
+        if bits is None:
+            raise fail(f"invalid CIDR mask in address {value!r}")
+        return (value if usual == host and prefix == str(bits) else f"{usual}/{bits}"), None, 4
+    mask_tok = _one(fields, 4, "netmask specification", "netmask", fail)
     try:
-        mask = ipaddress.ip_address(mask_tok.value)
+        mask = numeric_address(mask_tok.value)
     except ValueError:
-        raise fail(f"invalid IP mask {mask_tok.value!r}") from None
-    if mask.version != addr.version:
+        mask = None
+    if mask is None:
+        raise fail(f"invalid IP mask {mask_tok.value!r}")
+    if mask[0] != version:
         raise fail("IP address and mask do not match")
-    bits = format(int(mask), f"0{mask.max_prefixlen}b")
-    if "01" in bits:
-        return f"{value}/{mask_tok.value}", mask_tok.text, 5  # legal but not a prefix: kept, never "covered"
-    return f"{value}/{bits.count('1')}", mask_tok.text, 5
+    bits = _prefix_of(mask[1], version)
+    if bits is None:
+        return f"{usual}/{mask[1]}", mask_tok.text, 5  # legal but not a prefix: kept, never "covered"
+    return f"{usual}/{bits}", mask_tok.text, 5
 
 
-def _parse_rule(raw: str, eol: str, lineno: int, path: Path | None) -> HbaLine:
+def _parse_line(
+    raw: str, eol: str, lineno: int, path: Path | None, rules: Dialect, shared: dict[str, str] | None = None
+) -> HbaLine:
+    """One logical line; ``shared`` maps names already seen to one string object each (memory)."""
     fail = _Fail(path, lineno, raw)
-    tok = tokenize(raw, lineno, path)
+    share = (lambda x: x) if shared is None else (lambda x: shared.setdefault(x, x))
+    tok = tokenize(raw, lineno, path, rules)
     fields = tok.fields
     if not fields:
         return HbaComment(lineno, raw, eol)
     first = fields[0][0]
-    if not first.quoted and first.value in _INCLUDE_NAMES and len(fields[0]) == 1:
+    if rules.includes and not first.quoted and first.value in _INCLUDE_NAMES and len(fields[0]) == 1:
         if len(fields) != 2 or len(fields[1]) != 1:
             raise fail(f"{first.value} needs exactly one file name")
         return HbaInclude(lineno, raw, eol, IncludeKind(first.value), fields[1][0].value)
     if len(fields[0]) != 1:
         raise fail("multiple values specified for connection type")
-    try:
-        conn = ConnType(first.value)
-    except ValueError:
-        raise fail(f"invalid connection type {first.value!r}") from None
+    conn = _CONN_TYPES.get(first.value)
+    if conn is None:
+        hint = ""
+        if first.value in _INCLUDE_NAMES:
+            hint = f" (include directives need PostgreSQL 16 or later; this is PostgreSQL {rules.major})"
+        raise fail(f"invalid connection type {first.value!r}{hint}")
     if len(fields) < 2:
         raise fail("end-of-line before database specification")
     if len(fields) < 3:
         raise fail("end-of-line before role specification")
-    databases = tuple(t.text for t in fields[1])
-    users = tuple(t.text for t in fields[2])
+    databases = tuple([share(t.text) for t in fields[1]])
+    users = tuple([share(t.text) for t in fields[2]])
     address: str | None = None
     netmask: str | None = None
     nxt = 3
     if conn is not ConnType.LOCAL:
         address, netmask, nxt = _parse_address(fields, fail)
-    method = _one(fields, nxt, "authentication method", fail).value
-    if method not in AUTH_METHODS:
-        raise fail(f"invalid authentication method {method!r}")
+    method = _METHOD_NAMES.get(_one(fields, nxt, "authentication method", "authentication type", fail).value)
+    if method is None:
+        raise fail(f"invalid authentication method {fields[nxt][0].value!r}")
+    if address is not None:
+        address = share(address)
     options: list[tuple[str, str]] = []
     for fld in fields[nxt + 1 :]:
         for t in fld:
@@ -259,6 +343,10 @@ def _parse_rule(raw: str, eol: str, lineno: int, path: Path | None) -> HbaLine:
     return HbaRule(
         lineno, raw, eol, conn, databases, users, address, method, tuple(options), netmask, comment
     )
+
+
+_CONN_TYPES = {c.value: c for c in ConnType}
+_METHOD_NAMES = {m: m for m in AUTH_METHODS}
 
 
 def _validate(conn: ConnType, method: str, options: Sequence[tuple[str, str]], fail: _Fail) -> None:
@@ -280,17 +368,29 @@ def _validate(conn: ConnType, method: str, options: Sequence[tuple[str, str]], f
             raise fail('clientcert only accepts "verify-full" when using "cert" authentication')
 
 
-def parse_hba(text: str, path: Path | None = None) -> HbaFile:
-    """Parse pg_hba.conf text; ``ParseError`` (file, line, reason) on anything PostgreSQL would reject."""
-    lines = tuple(_parse_rule(ll.raw, ll.eol, ll.index + 1, path) for ll in logical_lines(text))
-    return HbaFile(lines, path)
+def parse_lines(text: str, first_lineno: int, path: Path | None, rules: Dialect) -> list[HbaLine]:
+    """Parse a stretch of pg_hba.conf text whose first line is line ``first_lineno`` of its file."""
+    shared: dict[str, str] = {}
+    return [
+        _parse_line(raw, eol, index + first_lineno, path, rules, shared)
+        for index, raw, eol in iter_logical_lines(text, rules, path)
+    ]
+
+
+@gc_paused
+def parse_hba(text: str, path: Path | None = None, *, major: int | None = None) -> HbaFile:
+    """Parse pg_hba.conf text the way PostgreSQL ``major`` reads it (None: the newest rules).
+
+    ``ParseError`` (file, line, reason) on anything PostgreSQL would reject.
+    """
+    return HbaFile(tuple(parse_lines(text, 1, path, dialect(major))), path, major)
 
 
 def render(hba: HbaFile) -> str:
     """The file's text; byte-for-byte what was parsed for lines no transform touched."""
-    return "".join(ln.raw + ln.eol for ln in hba.lines)
+    return "".join([ln.raw + ln.eol for ln in hba.lines])
 
 
-def load_hba(path: Path) -> HbaFile:
+def load_hba(path: Path, *, major: int | None = None) -> HbaFile:
     """Read and parse a pg_hba.conf (``FileProblem`` if unreadable). ``include`` lines are not followed."""
-    return parse_hba(read_text(Path(path)), Path(path))
+    return parse_hba(read_text(Path(path)), Path(path), major=major)

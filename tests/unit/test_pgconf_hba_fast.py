@@ -1,0 +1,133 @@
+"""The indexed first-match analysis and lint against the straightforward quadratic reference (hba_oracle)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgbatten.pgconf.hba import (
+    ConnType,
+    HbaFile,
+    HbaRule,
+    covers,
+    lint,
+    parse_hba,
+    render,
+    require_tls,
+    set_client_auth,
+    shadowing_rule,
+    shadows,
+)
+from tests.unit import hba_oracle
+from tests.unit.test_pgconf_hba import hba_texts
+
+# Few distinct values, so that rules often cover each other, in every way the model knows.
+DATABASES = ["all", "replication", "sameuser", "samerole", "samegroup", "db1", "db2", '"all"', "@dbs", "/^d"]
+USERS = ["all", "alice", "bob", "+admins", '"all"', "@users", "/^r"]
+ADDRESSES = [
+    "all",
+    "samehost",
+    "samenet",
+    "0.0.0.0/0",
+    "0/0",
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "10.1.2.0/24",
+    "10.1.2.3/24",
+    "10.1.2.3/32",
+    "127.1/32",
+    "010.0.0.1/32",
+    "10.0.0.0/+8",
+    "::/0",
+    "fd00::/8",
+    "fd00:1::/32",
+    "fd00:1::1/128",
+    "::ffff:10.1.2.3/128",
+    "db.example.com",
+    ".example.com",
+    "192.168.0.0 255.255.0.0",
+    "10.1.0.0 255.255.0.0",
+    "10.0.0.1 255.0.255.0",
+    "10.1.2.3 255.255.255.255",
+    "fd00:: ffff::",
+]
+
+
+@st.composite
+def rule_line(draw: st.DrawFn) -> str:
+    conn = draw(st.sampled_from(list(ConnType)))
+    dbs = ",".join(draw(st.lists(st.sampled_from(DATABASES), min_size=1, max_size=3)))
+    users = ",".join(draw(st.lists(st.sampled_from(USERS), min_size=1, max_size=3)))
+    if conn is ConnType.LOCAL:
+        method = draw(st.sampled_from(["trust", "reject", "peer", "md5", "scram-sha-256"]))
+        return f"local {dbs} {users} {method}"
+    methods = ["trust", "reject", "md5", "scram-sha-256", "password", "ident", "pam"]
+    if conn is ConnType.HOSTSSL:
+        methods += ["cert", "scram-sha-256 clientcert=verify-full", "md5 clientcert=verify-ca"]
+    method = draw(st.sampled_from(methods))
+    return f"{conn.value} {dbs} {users} {draw(st.sampled_from(ADDRESSES))} {method}"
+
+
+hba_files = st.lists(
+    st.one_of(rule_line(), rule_line(), rule_line(), st.sampled_from(["# note", "", "include_dir conf.d"])),
+    max_size=40,
+).map(lambda lines: parse_hba("\n".join(lines) + "\n"))
+
+
+def _reference_shadows(rules: tuple[HbaRule, ...]) -> list[HbaRule | None]:
+    return [hba_oracle.shadowing_rule(rules, r) for r in rules]
+
+
+@settings(max_examples=300)
+@given(hba_files)
+def test_fast_lint_gives_exactly_the_reference_findings(hba: HbaFile) -> None:
+    assert shadows(hba.rules) == _reference_shadows(hba.rules)
+    assert lint(hba) == hba_oracle.lint(hba)
+    secured, _ = require_tls(hba)
+    assert lint(secured) == hba_oracle.lint(secured)
+    with_certs, _ = set_client_auth(secured, "verify-full")
+    assert lint(with_certs) == hba_oracle.lint(with_certs)
+
+
+@settings(max_examples=200)
+@given(st.lists(rule_line(), min_size=2, max_size=2))
+def test_covers_agrees_with_the_reference(lines: list[str]) -> None:
+    a, b = parse_hba("\n".join(lines)).rules
+    assert covers(a, b) == hba_oracle.covers(a, b)
+    assert covers(b, a) == hba_oracle.covers(b, a)
+    assert shadowing_rule((a, b), b) == hba_oracle.shadowing_rule((a, b), b)
+
+
+@settings(max_examples=50)
+@given(hba_files, st.randoms(use_true_random=False))
+def test_rules_out_of_file_order_still_get_the_reference_answer(hba: HbaFile, rnd: object) -> None:
+    # The audit builds rules from pg_hba_file_rules; hand-built lists need not be in line order.
+    rules = list(hba.rules)
+    rnd.shuffle(rules)  # type: ignore[attr-defined]
+    rules = [replace(r, databases=()) if i == 0 else r for i, r in enumerate(rules)]
+    assert shadows(rules) == [hba_oracle.shadowing_rule(rules, r) for r in rules]
+
+
+def test_many_rules_sharing_keys_are_answered_without_comparing_every_pair() -> None:
+    # A generated file: one network, a rule per user, then per-user rules that the first ones shadow.
+    n = 3000
+    lines = [f"hostssl app user{i} 10.0.0.0/8 scram-sha-256" for i in range(n)]
+    lines += [f"hostssl app user{i} 10.{i % 256}.0.0/16 cert" for i in range(n)]
+    hba = parse_hba("\n".join(lines) + "\n")
+    dead = shadows(hba.rules)
+    assert dead[:n] == [None] * n
+    assert [d.lineno if d else None for d in dead[n:]] == list(range(1, n + 1))
+
+
+@settings(max_examples=150)
+@given(hba_texts(), st.sampled_from(["none", "verify-full", "cert"]))
+def test_transforms_build_what_parsing_their_output_gives(text: str, mode: str) -> None:
+    # require_tls and set_client_auth reuse the lines they keep instead of parsing their output again; the
+    # result must be exactly what a parse of that output gives, line numbers and all.
+    hba = parse_hba(text)
+    secured, _ = require_tls(hba)
+    assert secured == parse_hba(render(secured))
+    certs, _ = set_client_auth(secured, mode, "m" if mode == "cert" else None)  # type: ignore[arg-type]
+    assert certs == parse_hba(render(certs))
