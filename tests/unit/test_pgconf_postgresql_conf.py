@@ -332,3 +332,21 @@ def test_setting_model_is_frozen() -> None:
     assert isinstance(setting, Setting)
     with pytest.raises(AttributeError):
         setting.value = "2"  # type: ignore[misc]
+
+
+def test_identifier_classes_are_flex_letters_on_decoded_text() -> None:
+    # guc-file.l: LETTER [A-Za-z_\200-\377] on bytes, i.e. every non-ASCII character of the decoded text
+    # (surrogate escapes included). The negated ASCII classes that compile fast must say exactly that.
+    import re
+
+    from pgbatten.pgconf import postgresql_conf as pc
+
+    reference = {
+        "L": re.compile("[A-Za-z_\u0080-\U0010ffff]"),
+        "LD": re.compile("[A-Za-z_0-9\u0080-\U0010ffff]"),
+        "UNQ": re.compile("[A-Za-z_0-9\u0080-\U0010ffff]|[-._:/]"),
+    }
+    fast = {"L": re.compile(pc._L), "LD": re.compile(pc._LD), "UNQ": re.compile(pc._UNQUOTED_TAIL)}
+    chars = [chr(c) for c in range(0x100)] + ["\udc80", "\udcff", "é", "ß", "中", "\U0001f600", "\U0010ffff"]
+    for name, ref in reference.items():
+        assert [c for c in chars if ref.fullmatch(c)] == [c for c in chars if fast[name].fullmatch(c)], name

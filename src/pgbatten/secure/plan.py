@@ -156,15 +156,17 @@ def plan_secure(
     )
     changes.extend(_conf_changes(state.conf_files, settings, notes))
 
+    # Each pg_hba.conf is linted once, before its text is rendered, so the lint's index and the file's text
+    # are never in memory together (a file of 100,000 rules is big).
+    lint_before = tuple(hba_mod.lint(state.hba))
     hba_new, _ = hba_mod.require_tls(state.hba)
     hba_new, _ = hba_mod.set_client_auth(hba_new, request.client_auth, request.cert_map)
-    old_hba_text = hba_mod.render(state.hba)
-    new_hba_text = hba_mod.render(hba_new)
-    if new_hba_text != old_hba_text:
+    lint_after = tuple(hba_mod.lint(hba_new)) if hba_new is not state.hba else lint_before
+    old_hba = _encode(hba_mod.render(state.hba))
+    new_hba = _encode(hba_mod.render(hba_new))
+    if new_hba != old_hba:
         assert state.hba.path is not None
-        changes.append(
-            FileChange(state.hba.path, _encode(old_hba_text), _encode(new_hba_text), 0o640, purpose="pg_hba")
-        )
+        changes.append(FileChange(state.hba.path, old_hba, new_hba, 0o640, purpose="pg_hba"))
     if request.cert_map is not None and state.ident is not None:
         # Start the map as the identity (CN = role) so that cert logins keep working; the administrator adds
         # the mappings for certificate names that differ from role names below it.
@@ -197,8 +199,8 @@ def plan_secure(
         issued=issued,
         hosts=certificate_names(certificate) or hosts,
         notes=tuple(notes),
-        lint_before=tuple(hba_mod.lint(state.hba)),
-        lint_after=tuple(hba_mod.lint(hba_new)),
+        lint_before=lint_before,
+        lint_after=lint_after,
     )
 
 
