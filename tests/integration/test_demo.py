@@ -22,7 +22,7 @@ def _console() -> tuple[Console, io.StringIO]:
 
 
 def _relay_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("relay-")]
+    return [t for t in threading.enumerate() if t.name.startswith(("relay-", "mitm-"))]
 
 
 @pytest.mark.usefixtures("pg_binaries")
@@ -50,6 +50,16 @@ def test_demo_shows_the_card_before_and_only_tls_after() -> None:
     assert not outcome.refused.decode().of_kind("PasswordMessage")
     assert outcome.before_check is not None and outcome.before_check.plaintext_accepted is True
     assert outcome.after_check is not None and outcome.after_check.plaintext_accepted is False
+    # The man in the middle: the require client is read though encrypted, verify-full refuses him.
+    assert outcome.require_read and outcome.verify_full_refused
+    fooled = outcome.mitm_require
+    assert fooled is not None and fooled.verdict == "read" and fooled.client_tls and fooled.password
+    assert fooled.queries == [QUERY]
+    read = [e.values("value") for e in fooled.events if e.kind == "DataRow"]
+    assert read == [list(row) for row in CARDS]
+    strict = outcome.mitm_verify_full
+    assert strict is not None and not strict.startup and strict.password is None
+    assert strict.refusal is not None and "alert" in strict.refusal
     assert outcome.exit_code == 0
 
     text = out.getvalue()
@@ -64,8 +74,9 @@ def test_run_demo_exit_code_and_output() -> None:
     console, out = _console()
     assert run_demo(console) == 0
     text = out.getvalue()
-    for heading in ("1. ", "2. ", "3. ", "4. ", "5. "):
+    for heading in ("1. ", "2. ", "3. ", "4. ", "5. ", "6. ", "7. "):
         assert heading in text
+    assert 'a client told to "Require SSL"' in text
     assert CARD_NUMBER in text  # the eavesdropper's decoded DataRow, before
     assert "no encryption" in text
     assert "\x1b[" not in text  # no escape codes when writing to a file

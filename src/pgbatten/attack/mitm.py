@@ -46,6 +46,9 @@ from pgbatten.probe.wire import (
     is_ip_literal,
 )
 
+MAX_KEPT_EVENTS = 10_000
+"""Decoded messages kept per connection (all are reported to the sink as they pass)."""
+
 
 class Verdict:
     """What the attack achieved on one connection, from the client's behaviour."""
@@ -270,7 +273,8 @@ class Mitm(TcpService):
 
     def _events(self, conn: MitmConnection, events: list[WireEvent]) -> None:
         for event in events:
-            conn.events.append(event)
+            if len(conn.events) < MAX_KEPT_EVENTS:
+                conn.events.append(event)
             self._observe(conn, event)
             with self._sink_lock:
                 self.sink.event(conn, event)

@@ -52,7 +52,7 @@ def reveal(event: WireEvent) -> str:
     return "" if event.summary == kind else event.summary
 
 
-def tls_detail(event: WireEvent) -> str:
+def tls_detail(event: WireEvent, *, with_size: bool = True) -> str:
     """A TLS record as an eavesdropper reads it: its type, and what its cleartext handshake says."""
     details = [d for d in (event.get("handshake"), event.get("negotiated"), event.get("cipher")) if d]
     if event.get("server_name"):
@@ -65,8 +65,8 @@ def tls_detail(event: WireEvent) -> str:
         details.append(f"client certificate {event.get('client_certificate')}")
     if event.get("alert"):
         details.append(f"{event.get('alert_level')} alert {event.get('alert')}")
-    what = f"TLS {event.get('content_type')}"
-    return what + (f" ({', '.join(details)})" if details else "") + f", {event.size} bytes"
+    what = f"TLS {event.get('content_type')}" + (f" ({', '.join(details)})" if details else "")
+    return what + (f", {event.size} bytes" if with_size else "")
 
 
 def event_line(conn_id: int, event: WireEvent, *, when: float | None = None) -> Text:

@@ -20,6 +20,9 @@ from pgbatten.attack.leaks import ConnectionSummary, summarize
 from pgbatten.attack.relay import Relay, wait_until_stopped
 from pgbatten.probe.wire import Target
 
+MAX_KEPT_EVENTS = 10_000
+"""Decoded messages kept per connection for its summary."""
+
 
 class TapSink(Protocol):
     """Where the wiretap reports; called from the relay's threads, one call at a time."""
@@ -95,8 +98,15 @@ class Wiretap:
                 tapped.cut_short = True
             self.captured += len(data)
             for event in self._decoders[conn_id].feed(direction, data):
-                tapped.events.append(event)
+                self._keep(tapped, event)
                 self.sink.event(conn_id, event)
+
+    @staticmethod
+    def _keep(tapped: TappedConnection, event: WireEvent) -> None:
+        # The summary reads the kept events; a connection that runs for hours keeps only its beginning
+        # (where the login and the TLS handshake are), and every event still reaches the sink.
+        if len(tapped.events) < MAX_KEPT_EVENTS:
+            tapped.events.append(event)
 
     def stop_decoding(self) -> None:
         """Connections still open from here on are cut short: their tails are not decoded."""
@@ -112,7 +122,7 @@ class Wiretap:
             decoder = self._decoders.pop(conn_id)
             if not tapped.cut_short:
                 for event in decoder.finish():
-                    tapped.events.append(event)
+                    self._keep(tapped, event)
                     self.sink.event(conn_id, event)
             tapped.error = error
             tapped.summary = summarize(tapped.events)

@@ -1,13 +1,14 @@
 """``pgbatten demo``: a throwaway server set up the way most self-hosted ones are, an eavesdropper reading a
-card number off the wire, ``pgbatten secure``, and the same eavesdropper left with nothing but TLS records.
+card number off the wire, ``pgbatten secure``, the same eavesdropper left with nothing but TLS records, and
+then a man in the middle: a client told to "Require SSL" (``sslmode=require``) is read anyway, and the
+``verify-full`` client refuses the forged certificate.
 
-Everything it makes (a cluster in a temp dir, a demo CA in another, a relay thread) is removed on the way
+Everything it makes (a cluster in a temp dir, a demo CA in another, relay threads) is removed on the way
 out, also on an error or Ctrl-C. Nothing touches the user's real CA or any existing server.
 """
 
 from __future__ import annotations
 
-import difflib
 import io
 import os
 import secrets
@@ -15,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,15 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from pgbatten.attack.events import Direction, WireEvent
+from pgbatten import libpq
+from pgbatten.attack.forge import Attack
+from pgbatten.attack.mitm import Mitm, MitmConnection, MitmOptions, Verdict
 from pgbatten.attack.relay import Capture, Relay
 from pgbatten.cluster.temp import TempCluster
+from pgbatten.demo import views
 from pgbatten.errors import ClusterError, ProbeError
 from pgbatten.probe.check import CheckResult, check_target
+from pgbatten.probe.wire import Target
 
 ROLE = "app"
 DATABASE = "shop"
@@ -52,16 +57,6 @@ DEMO_SETTINGS = {"ssl": "off", "password_encryption": "md5"}
 CONNECT_TIMEOUT = 10
 CHECK_TIMEOUT = 5.0
 
-_SENSITIVE = {"StartupMessage", "PasswordMessage", "SASLInitialResponse", "Query", "Parse", "Bind", "DataRow"}
-_LEARNS = {
-    "StartupMessage": "who logs in, to which database",
-    "PasswordMessage": "the password's md5 hash: with the salt, enough for offline guessing",
-    "AuthenticationMD5Password": "the salt for that hash",
-    "Query": "the SQL text",
-    "Parse": "the SQL text",
-    "DataRow": "the data itself",
-}
-
 
 @dataclass(frozen=True)
 class DemoOutcome:
@@ -77,6 +72,14 @@ class DemoOutcome:
     refusal: str
     before_check: CheckResult | None
     after_check: CheckResult | None
+    mitm_require: MitmConnection | None = None
+    """The man in the middle's account of the ``sslmode=require`` client."""
+    mitm_verify_full: MitmConnection | None = None
+    """... and of the ``verify-full`` client."""
+    require_read: bool = False
+    """The require client got its rows through the man in the middle, who read the card number."""
+    verify_full_refused: bool = False
+    """The verify-full client refused the forged certificate and sent him nothing."""
     workdirs: tuple[Path, ...] = ()
     """The temp dirs the demo made: removed when it returns, unless ``keep``."""
 
@@ -88,119 +91,13 @@ class DemoOutcome:
             and not self.leaks_after
             and self.tls_only_after
             and self.plaintext_refused
+            and self.require_read
+            and self.verify_full_refused
         )
 
     @property
     def exit_code(self) -> int:
         return 0 if self.proven else 1
-
-
-# -------------------------------------------------------------------------------------------- output
-
-
-def _section(console: Console, number: int, title: str) -> None:
-    console.print()
-    console.rule(Text(f"{number}. {title}", style="bold"), align="left")
-
-
-def _ok(flag: bool) -> Text:
-    return Text("yes", style="green") if flag else Text("no", style="red")
-
-
-def _group_parameter_status(events: Sequence[WireEvent]) -> Iterator[tuple[WireEvent, int]]:
-    """Fold runs of ParameterStatus into one row: a dozen server settings are noise here."""
-    i = 0
-    while i < len(events):
-        j = i
-        if events[i].kind == "ParameterStatus":
-            while j + 1 < len(events) and events[j + 1].kind == "ParameterStatus":
-                j += 1
-        yield events[i], j - i + 1
-        i = j + 1
-
-
-def _reveal(event: WireEvent) -> str:
-    """The part of an event worth showing next to its name: the values, not the name again."""
-    kind = event.kind
-    if kind == "StartupMessage":
-        return " ".join(f"{k}={v}" for k, v in event.fields if k != "protocol")
-    if kind in ("Query", "Parse"):
-        return event.get("query") or ""
-    if kind in ("DataRow", "Bind"):
-        return " | ".join(event.values("value"))
-    if kind == "RowDescription":
-        return ", ".join(event.values("column"))
-    if kind == "PasswordMessage":
-        return event.get("hash") or event.get("password") or ""
-    if kind == "AuthenticationMD5Password":
-        return f"salt {event.get('salt')}"
-    if kind == "SSLRequest":
-        return "may we switch to TLS?"
-    return "" if event.summary == kind else event.summary
-
-
-def _eavesdropper_table(title: str, events: Sequence[WireEvent]) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("from", no_wrap=True)
-    table.add_column("message", no_wrap=True)
-    table.add_column("what the eavesdropper reads", overflow="fold")
-    for event, count in _group_parameter_status(events):
-        sender = "client" if event.direction == Direction.FRONTEND else "server"
-        if count > 1:
-            table.add_row(sender, f"ParameterStatus x{count}", Text("server version, encoding, time zone..."))
-            continue
-        cell = Text(_reveal(event), style="bold red" if event.kind in _SENSITIVE else "")
-        if _LEARNS.get(event.kind):
-            cell.append(f"\n{_LEARNS[event.kind]}", style="dim")
-        table.add_row(sender, event.kind, cell)
-    return table
-
-
-def _tls_table(title: str, events: Sequence[WireEvent], limit: int = 24) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("from", no_wrap=True)
-    table.add_column("what the eavesdropper reads")
-    table.add_column("bytes", justify="right")
-    shown = list(events)
-    for event in shown[:limit]:
-        sender = "client" if event.direction == Direction.FRONTEND else "server"
-        if event.kind == "TLSRecord":
-            details = [d for d in (event.get("handshake"), event.get("negotiated")) if d]
-            if event.get("server_name"):
-                details.append(f"server name {event.get('server_name')!r}")
-            what = f"TLS record: {event.get('content_type')}" + (
-                f" ({', '.join(details)})" if details else ""
-            )
-            size = str(event.size)
-        else:
-            what, size = event.summary, str(event.size)
-        table.add_row(sender, Text(what), size)
-    if len(shown) > limit:
-        table.add_row("", Text(f"... {len(shown) - limit} more records"), "")
-    return table
-
-
-def _check_table(result: CheckResult, target: str) -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="dim")
-    table.add_column()
-    grade_style = "green bold" if result.grade.startswith("A") else "red bold"
-    table.add_row("target", target)
-    table.add_row("grade", Text(result.grade, style=grade_style))
-    accepted = result.plaintext_accepted
-    table.add_row(
-        "plaintext login",
-        Text("accepted", style="red")
-        if accepted
-        else Text("refused", style="green")
-        if accepted is False
-        else Text("unknown"),
-    )
-    table.add_row("TLS versions", ", ".join(result.protocols) or Text("none", style="red"))
-    for finding in result.findings:
-        if finding.severity in ("critical", "high", "medium"):
-            table.add_row(finding.severity, Text(finding.title))
-    return table
 
 
 # ---------------------------------------------------------------------------------------------- steps
@@ -240,32 +137,47 @@ def _remove_cluster(cluster: TempCluster) -> None:
     cluster.cleanup()
 
 
-def _client_query(**params: Any) -> list[tuple[Any, ...]]:
-    """Connect with libpq ``params``, run the query, return its rows."""
-    with psycopg.connect(
-        # Autocommit: no BEGIN/COMMIT around the query, so the eavesdropper's view stays short.
-        autocommit=True,
-        dbname=DATABASE,
+def _client(
+    port: int,
+    password: str,
+    sslmode: libpq.SslMode,
+    *,
+    host: str = "127.0.0.1",
+    hostaddr: str | None = None,
+    sslrootcert: Path | None = None,
+) -> dict[str, str]:
+    """The demo client's libpq parameters, pinned against the environment like every connection of ours."""
+    return libpq.params(
+        host=host,
+        hostaddr=hostaddr,
+        port=port,
         user=ROLE,
+        dbname=DATABASE,
+        password=password,
+        sslmode=sslmode,
+        sslrootcert=sslrootcert,
         connect_timeout=CONNECT_TIMEOUT,
-        # A Kerberos ticket on the machine would make libpq try GSSAPI encryption first; keep it out.
-        gssencmode="disable",
         application_name="pgbatten-demo",
-        **params,
-    ) as conn:
+    )
+
+
+def _client_query(params: dict[str, str]) -> list[tuple[Any, ...]]:
+    """Connect with libpq ``params``, run the query, return its rows."""
+    # Autocommit: no BEGIN/COMMIT around the query, so the eavesdropper's view stays short.
+    with psycopg.connect(libpq.conninfo(params), autocommit=True) as conn:
         return conn.execute(QUERY).fetchall()
 
 
-def _must_query(port: int, **params: Any) -> list[tuple[Any, ...]]:
+def _must_query(params: dict[str, str]) -> list[tuple[Any, ...]]:
     """:func:`_client_query` for a step that must work: a failure ends the demo with a one-line error."""
     try:
-        return _client_query(port=port, **params)
+        return _client_query(params)
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()
         raise ProbeError(
-            str(params.get("host", "127.0.0.1")),
-            port,
-            f"the demo client could not run its query ({params.get('sslmode')}): "
+            params["host"],
+            int(params["port"]),
+            f"the demo client could not run its query ({params['sslmode']}): "
             + (reason[-1] if reason else type(exc).__name__),
         ) from exc
 
@@ -317,7 +229,7 @@ def _run_secure(console: Console, cluster: TempCluster, ca_dir: Path) -> tuple[P
     )
     for change in plan.changes:
         if change.purpose == "pg_hba":
-            console.print(_hba_diff(change.old or b"", change.new))
+            console.print(views.hba_diff(change.old or b"", change.new))
     proofs = result.proofs
     passed = sum(1 for p in proofs if p.ok)
     console.print(
@@ -329,24 +241,9 @@ def _run_secure(console: Console, cluster: TempCluster, ca_dir: Path) -> tuple[P
     return result.ca_cert_path, result.conninfo
 
 
-def _hba_diff(old: bytes, new: bytes) -> Table:
-    """pg_hba.conf lines removed and added: the heart of the change."""
-    table = Table(title="pg_hba.conf", title_justify="left", show_header=False, box=None, padding=(0, 1))
-    table.add_column(no_wrap=True)
-    table.add_column(no_wrap=True)
-    old_lines = old.decode("utf-8", errors="replace").splitlines()
-    new_lines = new.decode("utf-8", errors="replace").splitlines()
-    for line in difflib.unified_diff(old_lines, new_lines, lineterm="", n=0):
-        if line.startswith(("---", "+++", "@@")):
-            continue
-        style = "green" if line.startswith("+") else "red"
-        table.add_row(Text(line[:1], style=style), Text(line[1:], style=style))
-    return table
-
-
 def _check(console: Console, target: str, ca: Sequence[x509.Certificate] | None = None) -> CheckResult:
     result = check_target(target, ca=ca, timeout=CHECK_TIMEOUT)
-    console.print(_check_table(result, f"pgbatten check {target}" + (" --ca ca.crt" if ca else "")))
+    console.print(views.check_table(result, f"pgbatten check {target}" + (" --ca ca.crt" if ca else "")))
     return result
 
 
@@ -361,7 +258,7 @@ def demonstrate(console: Console, *, keep: bool = False) -> DemoOutcome:
     succeeded = False
     try:
         password = secrets.token_urlsafe(12)
-        _section(console, 1, "A typical self-hosted PostgreSQL")
+        views.section(console, 1, "A typical self-hosted PostgreSQL")
         cluster = _make_cluster(password)
         console.print(
             f"PostgreSQL {cluster.bin.major} on 127.0.0.1:{cluster.port}: [bold]ssl = off[/], md5 passwords "
@@ -373,11 +270,12 @@ def demonstrate(console: Console, *, keep: bool = False) -> DemoOutcome:
                 _flow(console, cluster, relay, password, root / "ca"), workdirs=(cluster.root, root)
             )
         succeeded = True
-        _section(console, 6, "Verdict")
+        views.section(console, 7, "Verdict")
         if outcome.proven:
             console.print(
                 "[green bold]Proven:[/] before, the eavesdropper read the card number; after, it saw only "
-                "TLS records, and the server refused a plaintext login."
+                "TLS records, and the server refused a plaintext login. A man in the middle still read a "
+                "client on sslmode=require; the verify-full client refused him."
             )
         else:
             console.print("[red bold]Not proven[/]: see the red items above.")
@@ -401,15 +299,19 @@ def demonstrate(console: Console, *, keep: bool = False) -> DemoOutcome:
 
 
 def _flow(console: Console, cluster: TempCluster, relay: Relay, password: str, ca_dir: Path) -> DemoOutcome:
-    _section(console, 2, f"An eavesdropper on 127.0.0.1:{relay.port}, and a client with default settings")
+    views.section(
+        console, 2, f"An eavesdropper on 127.0.0.1:{relay.port}, and a client with default settings"
+    )
     console.print(
         f"The client connects through the eavesdropper (a relay that forwards to port {cluster.port} and "
         "records every byte) with libpq's default [bold]sslmode=prefer[/] and runs:"
     )
     console.print(Text(f"    {QUERY}", style="cyan"))
-    rows = _must_query(relay.port, host="127.0.0.1", password=password, sslmode="prefer")
+    rows = _must_query(_client(relay.port, password, "prefer"))
     before = _last_capture(relay)
-    console.print(_eavesdropper_table("What the eavesdropper decoded (sslmode=prefer)", before.timeline()))
+    console.print(
+        views.eavesdropper_table("What the eavesdropper decoded (sslmode=prefer)", before.timeline())
+    )
     card_seen = before.contains(CARD_NUMBER.encode())
     console.print(
         Panel(
@@ -429,25 +331,22 @@ def _flow(console: Console, cluster: TempCluster, relay: Relay, password: str, c
     )
     before_check = _check(console, f"127.0.0.1:{cluster.port}")
 
-    _section(console, 3, "pgbatten secure")
+    views.section(console, 3, "pgbatten secure")
     ca_cert, conninfo = _run_secure(console, cluster, ca_dir)
     console.print(Text(f"What secure tells clients to use: {conninfo}", style="dim"))
 
-    _section(console, 4, "The same query through the same eavesdropper, sslmode=verify-full")
+    views.section(console, 4, "The same query through the same eavesdropper, sslmode=verify-full")
     # The relay is plain TCP: the client still checks the certificate against the name "localhost", while
     # hostaddr pins the address so that libpq does not try ::1 around the relay.
     rows = _must_query(
-        relay.port,
-        host="localhost",
-        hostaddr="127.0.0.1",
-        password=password,
-        sslmode="verify-full",
-        sslrootcert=str(ca_cert),
+        _client(
+            relay.port, password, "verify-full", host="localhost", hostaddr="127.0.0.1", sslrootcert=ca_cert
+        )
     )
     after = _last_capture(relay)
     timeline = after.timeline()
     protocol = next((v for e in timeline if (v := e.get("negotiated"))), "no TLS")
-    console.print(_tls_table(f"What the eavesdropper saw ({protocol})", timeline))
+    console.print(views.tls_table(f"What the eavesdropper saw ({protocol})", timeline))
     counts = Counter(e.get("content_type") for e in timeline if e.kind == "TLSRecord")
     leaks = tuple(name for name, needle in _secrets().items() if after.contains(needle))
     tls_only = all(e.kind in ("SSLRequest", "SSLAnswer", "TLSRecord") for e in timeline) and bool(counts)
@@ -455,21 +354,21 @@ def _flow(console: Console, cluster: TempCluster, relay: Relay, password: str, c
     lines.add_row(
         "TLS records", Text(", ".join(f"{name} x{n}" for name, n in counts.items() if name) or "none")
     )
-    lines.add_row("only SSLRequest, 'S' and TLS records", _ok(tls_only))
-    lines.add_row(f"client got its {len(rows)} rows", _ok(len(rows) == len(CARDS)))
+    lines.add_row("only SSLRequest, 'S' and TLS records", views.ok(tls_only))
+    lines.add_row(f"client got its {len(rows)} rows", views.ok(len(rows) == len(CARDS)))
     lines.add_row(
-        f"card number {CARD_NUMBER} in the capture", _absent([n for n in leaks if n.startswith("card")])
+        f"card number {CARD_NUMBER} in the capture", views.absent([n for n in leaks if n.startswith("card")])
     )
     lines.add_row(
         "query text, table name, holders in the capture",
-        _absent([n for n in leaks if not n.startswith("card")]),
+        views.absent([n for n in leaks if not n.startswith("card")]),
     )
     console.print(lines)
 
     console.print("\nA client that will not encrypt ([bold]sslmode=disable[/]):")
     refusal = ""
     try:
-        _client_query(host="127.0.0.1", port=relay.port, password=password, sslmode="disable")
+        _client_query(_client(relay.port, password, "disable"))
     except psycopg.OperationalError as exc:
         refusal = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     refused = _last_capture(relay)
@@ -480,9 +379,13 @@ def _flow(console: Console, cluster: TempCluster, relay: Relay, password: str, c
         bool(errors) and "no encryption" in (errors[0].get("message") or "") and not sent_password
     )
     console.print(Text(f"  server: {errors[0].summary if errors else refusal or 'connected!'}"))
-    console.print("  refused before any password was sent: ", _ok(plaintext_refused))
+    console.print("  refused before any password was sent: ", views.ok(plaintext_refused))
 
-    _section(console, 5, "pgbatten check, after")
+    mitm_require, mitm_verify_full, require_read, verify_full_refused = _mitm_scene(
+        console, cluster, password, ca_cert
+    )
+
+    views.section(console, 6, "pgbatten check, after")
     ca = x509.load_pem_x509_certificates(ca_cert.read_bytes())
     after_check = _check(console, f"localhost:{cluster.port}", ca)
     return DemoOutcome(
@@ -496,13 +399,85 @@ def _flow(console: Console, cluster: TempCluster, relay: Relay, password: str, c
         refusal=refusal,
         before_check=before_check,
         after_check=after_check,
+        mitm_require=mitm_require,
+        mitm_verify_full=mitm_verify_full,
+        require_read=require_read,
+        verify_full_refused=verify_full_refused,
     )
 
 
-def _absent(leaks: Sequence[str]) -> Text:
-    return (
-        Text("absent", style="green") if not leaks else Text("FOUND: " + ", ".join(leaks), style="red bold")
+def _mitm_scene(
+    console: Console, cluster: TempCluster, password: str, ca_cert: Path
+) -> tuple[MitmConnection | None, MitmConnection | None, bool, bool]:
+    """A man in the middle against a client on ``sslmode=require``, then against the verify-full client."""
+    options = MitmOptions(
+        listen=Target("127.0.0.1", 0),
+        upstream=Target("127.0.0.1", cluster.port),
+        attack=Attack.DOWNGRADE_AUTH,
+        timeout=CONNECT_TIMEOUT,
     )
+    with Mitm(options) as mitm:
+        views.section(
+            console, 5, f'A man in the middle on 127.0.0.1:{mitm.port}, and a client told to "Require SSL"'
+        )
+        forged = mitm.forgery.info if mitm.forgery is not None else None
+        console.print(
+            'Most connection guides say: tick "Require SSL" ([bold]sslmode=require[/]). The client below '
+            "does exactly that and connects to the same server through a man in the middle, who answers "
+            f"with a certificate he made a moment ago ([bold]{forged.subject if forged else '?'}[/], signed "
+            "by himself) and then asks for the password in cleartext."
+        )
+        params = _client(mitm.port, password, "require", host="localhost", hostaddr="127.0.0.1")
+        try:
+            rows = _client_query(params)
+        except psycopg.Error:
+            rows = None
+        mitm.wait_connections(CONNECT_TIMEOUT)
+        require = mitm.connections[-1] if mitm.connections else None
+        read_rows = [e for e in (require.events if require else []) if e.kind == "DataRow"]
+        card_read = any(CARD_NUMBER in e.values("value") for e in read_rows)
+        if require is not None:
+            console.print(views.mitm_table(require, read_rows))
+        require_read = (
+            rows is not None and card_read and require is not None and require.verdict == Verdict.READ
+        )
+        console.print(
+            Panel(
+                Text.assemble(
+                    "The traffic was encrypted, twice: client to attacker, attacker to server. ",
+                    ("require", "bold"),
+                    " checks no certificate, so the client accepted his, and libpq sends a cleartext "
+                    "password when asked unless channel_binding=require or require_auth says otherwise. He "
+                    "logged in with it and relayed the session.\n",
+                    (f"Card number {CARD_NUMBER} read by the man in the middle: ", "bold"),
+                    ("yes" if card_read else "no", "red bold" if card_read else "green"),
+                    f"  (the client got {len(rows or [])} rows and noticed nothing)",
+                ),
+                title="What this means",
+                title_align="left",
+            )
+        )
+        console.print("\nThe verify-full client of step 4 (the CA secure handed out), through him:")
+        strict = _client(
+            mitm.port, password, "verify-full", host="localhost", hostaddr="127.0.0.1", sslrootcert=ca_cert
+        )
+        refusal = ""
+        try:
+            _client_query(strict)
+        except psycopg.OperationalError as exc:
+            refusal = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        mitm.wait_connections(CONNECT_TIMEOUT)
+        verify_full = mitm.connections[-1] if len(mitm.connections) > 1 else None
+    refused = (
+        bool(refusal) and verify_full is not None and not verify_full.startup and verify_full.password is None
+    )
+    console.print(Text(f"  client: {refusal or 'connected!'}"))
+    if verify_full is not None:
+        console.print(
+            Text(f"  man in the middle: {verify_full.refusal or verify_full.error or verify_full.verdict}")
+        )
+    console.print("  refused the forged certificate, sent him nothing: ", views.ok(refused))
+    return require, verify_full, require_read, refused
 
 
 def run_demo(console: Console, *, keep: bool = False) -> int:
