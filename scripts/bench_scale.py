@@ -6,6 +6,7 @@ Each section is independent (``--only NAME`` runs one; every section is a functi
   certificates in the inventory: time and size.
 - ``inventory``: with 0 to 100,000 certificates already issued, the time to issue one more client bundle
   (``pgbatten cert client``, in process) and to list them all (``pgbatten cert list``, a real process).
+- ``startup``: ``pgbatten --help`` against Python's and click's own start-up.
 - ``pg-crl``: what the CRL costs PostgreSQL itself: a throwaway cluster verifying client certificates,
   pgbench opening a new TLS connection per transaction with a client certificate, and a CRL of 1, 10,000
   or 100,000 entries written in random order (as CRLs used to be) and sorted by serial (as pgbatten writes
@@ -14,7 +15,7 @@ Each section is independent (``--only NAME`` runs one; every section is a functi
 A benchmark, not a test: figures vary with the machine and its load. ``--small`` runs every section at
 small sizes (the smoke test does).
 
-    python scripts/bench_scale.py [--small] [--only crl|inventory|pg-crl] [--seconds 3] [--clients 2]
+    python scripts/bench_scale.py [--small] [--only startup|crl|inventory|pg-crl] [--seconds 3] [--clients 2]
 """
 
 from __future__ import annotations
@@ -345,7 +346,32 @@ def section_pg_crl(options: Options) -> None:
     )
 
 
+# -- section: start-up -------------------------------------------------------------------------------------
+
+
+def section_startup(options: Options) -> None:
+    runs = 5 if options.small else 30
+    python = sys.executable
+    pgbatten = str(Path(python).with_name("pgbatten"))
+    rows = []
+    for label, argv in (
+        ("python -c pass", [python, "-c", "pass"]),
+        ("python -c 'import click'", [python, "-c", "import click"]),
+        ("pgbatten --help", [pgbatten, "--help"]),
+        ("pgbatten cert --help", [pgbatten, "cert", "--help"]),
+    ):
+        walls = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+            walls.append(time.perf_counter() - start)
+        # The best run: what the command costs when it does not wait for a core (the machine is shared).
+        rows.append([label, f"{min(walls) * 1000:.0f} ms", f"{statistics.median(walls) * 1000:.0f} ms"])
+    table(f"Start-up ({runs} runs each)", ["command", "best", "median"], rows)
+
+
 SECTIONS: dict[str, Callable[[Options], None]] = {
+    "startup": section_startup,
     "crl": section_crl,
     "inventory": section_inventory,
     "pg-crl": section_pg_crl,

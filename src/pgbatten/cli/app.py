@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -38,7 +39,42 @@ def make_console(*, stderr: bool = False) -> Console:
 
 
 class PgBattenGroup(click.Group):
-    """Turns every expected failure into one line on stderr; tracebacks only with --debug."""
+    """Turns every expected failure into one line on stderr; tracebacks only with --debug.
+
+    Commands are imported when they are run, not when ``pgbatten`` starts: ``lazy`` maps each command name
+    to the modules that define it and its one-line help (filled in by ``pgbatten.cli``), so ``pgbatten
+    --help`` imports no command module at all and ``pgbatten cert list`` only the one it needs.
+    """
+
+    lazy: dict[str, tuple[tuple[str, ...], str]] = {}  # noqa: RUF012 - filled once, by pgbatten.cli
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            for module in self.lazy[cmd_name][0]:
+                importlib.import_module(module)
+        elif cmd_name in self.lazy and len(self.lazy[cmd_name][0]) > 1:
+            # A group extended by several modules (ca init, ca rotate): load them all.
+            for module in self.lazy[cmd_name][0]:
+                importlib.import_module(module)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max((len(name) for name in self.list_commands(ctx)), default=0)
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is not None:
+                rows.append((name, command.get_short_help_str(limit)))
+            else:
+                # Shortened exactly as click shortens a loaded command's help.
+                stand_in = click.Command(name, help=self.lazy[name][1])
+                rows.append((name, stand_in.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -8,12 +8,15 @@ import signal
 import socket
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from pgbatten.errors import UsageError
-from pgbatten.probe.wire import Target, parse_target
+
+if TYPE_CHECKING:
+    # pgbatten.probe imports every probe module: only the commands that parse a target pay for it.
+    from pgbatten.probe.wire import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,6 +25,8 @@ LOOPBACK = "127.0.0.1"
 
 def parse_listen(text: str) -> Target:
     """``HOST:PORT``, ``HOST`` (a free port) or ``PORT`` (on 127.0.0.1); port 0 is not accepted."""
+    from pgbatten.probe.wire import parse_target
+
     if text.isascii() and text.isdigit():
         return parse_target(f"{LOOPBACK}:{text}")
     return parse_target(text, default_port=0)
@@ -29,6 +34,8 @@ def parse_listen(text: str) -> Target:
 
 def parse_upstream(text: str) -> Target:
     """``HOST[:PORT]`` of the real server (port 5432 when left out)."""
+    from pgbatten.probe.wire import parse_target
+
     return parse_target(text)
 
 

@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from pgbatten.cli.app import main, make_console, passphrase_option, read_secret_file
 from pgbatten.cli.attack_options import parse_listen, parse_upstream, stop_on_sigterm, warning
 from pgbatten.errors import UsageError
 
 if TYPE_CHECKING:
+    # rich is imported where output is made: `pgbatten --help` must not pay for it.
+    from rich.table import Table
+    from rich.text import Text
+
     from pgbatten.attack.mitm import MitmConnection
     from pgbatten.pki import CertificateAuthority
 
@@ -52,6 +54,8 @@ def _load_ca(
 
 
 def _captured(conn: MitmConnection) -> Text:
+    from rich.text import Text
+
     text = Text()
     if conn.startup:
         text.append(f"user {conn.startup.get('user')}, database {conn.startup.get('database')}")
@@ -74,10 +78,14 @@ _VERDICT_STYLE = {"read": "bold red", "fooled": "red", "refused": "green"}
 
 
 def _verdict(conn: MitmConnection) -> Text:
+    from rich.text import Text
+
     return Text(conn.verdict, style=_VERDICT_STYLE.get(conn.verdict, ""))
 
 
 def _table(connections: list[MitmConnection], attack: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"What the man in the middle got ({attack})", title_justify="left", show_lines=True)
     for name in ("#", "client", "verdict", "what the client did", "captured", "upstream login"):
         table.add_column(name, overflow="fold")
@@ -230,6 +238,8 @@ def mitm_cmd(
                     detail = (
                         conn.refusal or conn.error or f"upstream login {conn.upstream_login or 'not tried'}"
                     )
+                    from rich.text import Text
+
                     line = Text(f"{time.strftime('%H:%M:%S')} #{conn.conn_id} closed: ", style="dim")
                     line.append_text(_verdict(conn))
                     line.append(f": {detail}")

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.markup import escape
 
 from pgbatten.cli.app import (
     ca_dir_option,
@@ -168,6 +167,8 @@ def failure_line(outcome: ClusterOutcome) -> str:
 def print_result(out: Console, result: RenewResult, ca_dir: Path, *, refs_option: list[str]) -> None:
     """What was renewed, the proofs, and what is left to the operator."""
     import shlex
+
+    from rich.markup import escape
 
     if result.nothing_due:
         out.print("Nothing is due: nothing was written.")
