@@ -458,3 +458,45 @@ def test_crl_is_sorted_by_serial_and_drops_certificates_that_have_ended(ca: Cert
     assert set(serials) == {3, 6, 17, 41, 900, 2**150}
     assert crl.get_revoked_certificate_by_serial_number(5) is None
     assert crl.is_signature_valid(ca.key.public_key())
+
+
+# -- CA rotation: the next CA, vouched for by the old one ------------------------------------------------
+
+
+def test_next_ca_leaves_verify_against_the_old_root_the_new_root_and_both(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)  # real handshakes check validity against the real clock
+    old = CertificateAuthority.create(common_name="Ops CA", days=100, now=now - dt.timedelta(days=1))
+    new = old.next_ca(days=3650, now=now)
+    [cross] = new.chain
+    assert cross.subject == new.certificate.subject == old.certificate.subject
+    assert cross.issuer == old.certificate.subject
+    cross.verify_directly_issued_by(old.certificate)
+    assert cross.not_valid_after_utc == old.not_after  # never outlives either CA
+    assert cross.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert cross.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    same_ski = new.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert cross.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value == same_ski
+    assert key_type_of(new.key) is key_type_of(old.key)
+
+    server = new.issue_server(["db.example.com"], now=now)
+    assert server.chain == (cross,)
+    assert x509.load_pem_x509_certificates(server.cert_pem()) == [server.certificate, cross]
+    server_ctx = _server_ctx(*_write_pair(tmp_path, server, "server"))
+    for roots in ([old.certificate], [new.certificate], [new.certificate, old.certificate]):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(
+            cadata="".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in roots)
+        )
+        _handshake(server_ctx, ctx, "db.example.com")
+    # The new CA's own leaves never outlive it, whatever is asked.
+    assert new.issue_client("alice", days=36500, now=now).not_after == new.not_after
+
+
+def test_cross_certificate_must_certify_this_ca() -> None:
+    old, other = CertificateAuthority.create(), CertificateAuthority.create()
+    new = old.next_ca()
+    with pytest.raises(PKIError, match="does not certify this CA"):
+        other.with_cross(new.chain[0])
+    ended = CertificateAuthority.create(days=1, now=NOW - dt.timedelta(days=5))
+    with pytest.raises(PKIError, match="no overlap left"):
+        ended.cross_sign(new.certificate, now=NOW)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +22,7 @@ from pgbatten.pki.keys import (
     KeyType,
     PrivateKey,
     generate_key,
+    key_type_of,
     pkcs12_bundle,
     private_key_pem,
     private_key_pk8_der,
@@ -92,6 +93,7 @@ def _build_certificate(
     extended_usage: x509.ObjectIdentifier | None = None,
     san: x509.SubjectAlternativeName | None = None,
     authority_key_id: x509.AuthorityKeyIdentifier | None = None,
+    subject_key_id: x509.SubjectKeyIdentifier | None = None,
 ) -> x509.Certificate:
     """The one certificate builder: roots, cross certificates, leaves and revocation stand-ins.
 
@@ -127,7 +129,8 @@ def _build_certificate(
     )
     if extended_usage is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage([extended_usage]), critical=False)
-    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    ski = subject_key_id or x509.SubjectKeyIdentifier.from_public_key(public_key)
+    builder = builder.add_extension(ski, critical=False)
     if authority_key_id is not None:
         builder = builder.add_extension(authority_key_id, critical=False)
     if san is not None:
@@ -332,6 +335,64 @@ class CertificateAuthority:
             serial=serial,
         )
 
+    # -- CA rotation ---------------------------------------------------------------------------------------
+
+    def cross_sign(self, subject: x509.Certificate, *, now: dt.datetime | None = None) -> x509.Certificate:
+        """``subject``'s name and key (another CA) certified by this CA: the cross certificate of a rotation.
+
+        A client that trusts only this CA builds leaf -> cross certificate -> this root; one that trusts the
+        other root stops there, since the cross certificate carries the same name, key and key identifier.
+        It never outlives either CA.
+        """
+        now = utc_now(now)
+        try:
+            subject_ski = subject.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        except x509.ExtensionNotFound:
+            subject_ski = x509.SubjectKeyIdentifier.from_public_key(subject.public_key())
+        not_after = min(self.not_after, subject.not_valid_after_utc)
+        if not_after <= now:
+            raise PKIError("one of the two CAs has ended: there is no overlap left to bridge")
+        return _build_certificate(
+            subject=subject.subject,
+            public_key=subject.public_key(),
+            issuer=self.certificate.subject,
+            signing_key=self.key,
+            serial=x509.random_serial_number(),
+            not_before=max(now - CLOCK_SKEW, self.certificate.not_valid_before_utc),
+            not_after=not_after,
+            is_ca=True,
+            authority_key_id=self._authority_key_identifier(),
+            subject_key_id=subject_ski,
+        )
+
+    def next_ca(
+        self,
+        *,
+        common_name: str | None = None,
+        key_type: KeyType | None = None,
+        days: int = 3650,
+        now: dt.datetime | None = None,
+    ) -> CertificateAuthority:
+        """A new root to rotate to, vouched for by this one: its ``chain`` holds the cross certificate.
+
+        Same name and key type as this CA unless given. Every leaf the new CA issues carries the cross
+        certificate after it (``IssuedCertificate.chain``), so a server serving it stays verifiable by
+        clients that hold only this (old) root, through the whole overlap.
+        """
+        name = common_name
+        if name is None:
+            found = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            name = str(found[0].value) if found else "pgbatten CA"
+        kind = key_type if key_type is not None else key_type_of(self.key)
+        successor = CertificateAuthority.create(common_name=name, key_type=kind, days=days, now=now)
+        return successor.with_cross(self.cross_sign(successor.certificate, now=now))
+
+    def with_cross(self, cross: x509.Certificate) -> CertificateAuthority:
+        """This CA, with ``cross`` (a certificate of this CA's name and key by another CA) as its chain."""
+        if cross.subject != self.certificate.subject or not _same_key(cross, self.certificate):
+            raise PKIError("the cross certificate does not certify this CA's name and key")
+        return replace(self, chain=(cross,))
+
     def _until(self, days: int, not_after: dt.datetime | None, now: dt.datetime | None) -> dt.datetime:
         if not_after is not None:
             return utc_now(not_after)
@@ -442,6 +503,11 @@ class CertificateAuthority:
             revoked_certificates=entries,
         )
         return builder.sign(self.key, _SIGNATURE_HASH())
+
+
+def _same_key(a: x509.Certificate, b: x509.Certificate) -> bool:
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return a.public_key().public_bytes(*spki) == b.public_key().public_bytes(*spki)
 
 
 def check_role_name(user: str) -> None:
