@@ -246,9 +246,30 @@ def test_client_certificates_renewed_into_fresh_bundles_and_crl_kept_current(
 
     items = load_replacements(store)
     save_replacements(store, [replace(r, revoke_after=dt.datetime.now(dt.UTC)) for r in items])
+    old_bundle = tmp_path / "alice"
+    old_session = psycopg.connect(
+        libpq.conninfo(
+            libpq.params(
+                host="localhost",
+                port=cluster.port,
+                user="alice",
+                sslmode="verify-full",
+                sslrootcert=old_bundle / "root.crt",
+                client_certificate=libpq.ClientCertificate(
+                    old_bundle / "postgresql.crt", old_bundle / "postgresql.key"
+                ),
+            )
+        ),
+        autocommit=True,
+    )
     result = renew(ca_dir, options, log=lambda _msg: None)
     assert [r.old_serial for r in result.revoked] == [old.serial]
     assert not result.failed
+    # The session still running on the replaced certificate ends with its revocation.
+    assert result.clusters[0].sessions_ended == 1
+    with pytest.raises(psycopg.OperationalError):
+        old_session.execute("SELECT 1")
+    old_session.close()
     assert next(e for e in CAStore(ca_dir).entries() if e.serial == old.serial).revoked
     crl_proofs = [p.what for c in result.clusters for p in c.proofs]
     assert crl_proofs, result

@@ -248,6 +248,11 @@ def _write(out: Console, lines: list[str]) -> None:
     is_flag=True,
     help="Revoke a server certificate even though a cluster serves it (a leaked key); re-issue it after.",
 )
+@click.option(
+    "--keep-sessions",
+    is_flag=True,
+    help="Leave open the sessions that authenticated with the revoked certificate (default: end them).",
+)
 @json_option
 def cert_revoke(
     target: str,
@@ -258,6 +263,7 @@ def cert_revoke(
     crl_days: int,
     timeout: float,
     allow_served: bool,
+    keep_sessions: bool,
     as_json: bool,
 ) -> None:
     """Revoke USER's certificates (or one by SERIAL), write the CRL, and install it on a cluster."""
@@ -314,6 +320,18 @@ def cert_revoke(
             after="revoked",
             quiet=as_json,
         )
+        # The CRL is in force now, so a client whose session is ended cannot come back with the certificate.
+        from pgbatten.lifecycle.sessions import end_sessions, report_line
+
+        sessions = end_sessions(
+            cluster.sql(),
+            [(e.serial, authority.certificate.subject) for e in result.revoked],
+            keep=keep_sessions,
+        )
+        if installed is not None:
+            installed["sessions"] = sessions.to_json()
+        if not as_json:
+            lines.append(report_line(sessions))
     if as_json:
         _print_json(
             {

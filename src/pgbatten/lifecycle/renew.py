@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cryptography import x509
+
 from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import PgBattenError, UsageError
 from pgbatten.fsutil import atomic_write, read_bytes_or_none
@@ -38,6 +40,7 @@ from pgbatten.lifecycle.clients import (
 from pgbatten.lifecycle.facts import ClusterRef, ask_server
 from pgbatten.lifecycle.renew_plan import RenewPlan, RenewRequest, ServerFiles, plan_server_renewal
 from pgbatten.lifecycle.rotation import load_rotation, trust_for
+from pgbatten.lifecycle.sessions import end_sessions, report_line
 from pgbatten.lifecycle.timeline import Validity, crl_resign_due
 from pgbatten.lifecycle.trust import Trust
 from pgbatten.pki import CAStore, KeyType
@@ -86,6 +89,8 @@ class ClusterOutcome:
     error: str | None = None
     rolled_back: bool = True
     """After an error: whether the old files were restored (False when only a reload was done)."""
+    sessions_ended: int = 0
+    """Sessions ended because they authenticated with a certificate revoked by this run."""
 
 
 @dataclass(frozen=True)
@@ -361,6 +366,10 @@ def _apply(
         return ClusterOutcome(plan.label, plan, error=str(exc))
 
 
+def _subject(store: CAStore) -> x509.Name:
+    return x509.load_pem_x509_certificate(store.ca_cert_path.read_bytes()).subject
+
+
 def _idle(label: str) -> RenewPlan:
     return RenewPlan(label=label, changes=(), settings={}, certificate=None)
 
@@ -501,7 +510,18 @@ def renew(
         if not plan.due or plan.skipped is not None:
             outcomes.append(ClusterOutcome(plan.label, plan))
             continue
-        outcomes.append(_apply(cluster, files, plan, trust, store, options, log))
+        outcome = _apply(cluster, files, plan, trust, store, options, log)
+        if grace_over and outcome.error is None and any(c.purpose == "CRL" for c in plan.changes):
+            # The CRL with the replaced certificates is in force here: their sessions end too.
+            issuers = {e.serial: s for s in stores for e in s.entries()}
+            revoked = [
+                (r.old_serial, _subject(issuers[r.old_serial])) for r in grace_over if r.old_serial in issuers
+            ]
+            ended = end_sessions(cluster.sql(), revoked)
+            if ended.count:
+                log(f"{plan.label}: {report_line(ended)}")
+            outcome = replace(outcome, sessions_ended=ended.count)
+        outcomes.append(outcome)
     revoked_after = {e.serial for s in stores for e in s.entries() if e.revoked}
     return RenewResult(
         clusters=(*stopped, *outcomes),

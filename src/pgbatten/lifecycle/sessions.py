@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -62,6 +63,29 @@ class SessionsEnded:
     @property
     def count(self) -> int:
         return len(self.ended)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "found": [
+                {"pid": x.pid, "user": x.user, "client": x.client_addr, "serial": f"{x.serial:#x}"}
+                for x in self.found
+            ],
+            "ended": list(self.ended),
+            "kept": self.kept,
+        }
+
+
+def report_line(result: SessionsEnded) -> str:
+    """One line for people: how many sessions of the revoked certificates were ended (or kept)."""
+    if not result.found:
+        return "No open session had authenticated with the revoked certificate(s)."
+    if result.kept:
+        return (
+            f"{len(result.found)} session(s) that authenticated with the revoked certificate(s) stay open"
+            " (--keep-sessions); they end when their clients disconnect"
+        )
+    users = ", ".join(sorted({s.user for s in result.found}))
+    return f"Ended {result.count} session(s) that authenticated with the revoked certificate(s) ({users})."
 
 
 def certificate_sessions(sql: OwnerSQL) -> list[CertificateSession]:
