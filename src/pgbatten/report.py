@@ -66,6 +66,14 @@ def print_check(console: Console, result: CheckResult) -> None:
         )
     for verdict in result.verify_full:
         console.print(f"  {_mark(verdict.ok)} verify-full for {escape(verdict.host)}: {escape(verdict.why)}")
+        if verdict.old_client_name_ok is not None:
+            console.print(
+                f"      {_mark(verdict.old_client_ok)} with libpq before 15: "
+                f"{escape(verdict.old_client_name_reason)}"
+            )
+    if result.buffered_plaintext_processed is not None:
+        refused = not result.buffered_plaintext_processed
+        console.print(f"  {_mark(refused)} plaintext sent before the TLS handshake refused (CVE-2021-23214)")
     for finding in result.findings:
         style = _SEVERITY_STYLE.get(finding.severity, "")
         console.print(f"  [{style}]{finding.severity:>8}[/] {escape(finding.title)}")

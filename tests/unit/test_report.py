@@ -67,3 +67,18 @@ def test_summary_shows_dynamic_text_literally_and_survives_hostile_bytes() -> No
     assert "refused [errno 111]" in text
     assert "title with [brackets]" in text
     assert "[::2]:5432" in text
+
+
+def test_older_clients_and_the_buffered_plaintext_probe_are_shown() -> None:
+    old = VerifyFull(
+        "127.0.0.1",
+        True,
+        "IP SAN 127.0.0.1 matches",
+        True,
+        "chain ok",
+        old_client_name_ok=False,
+        old_client_name_reason="libpq before 15 ignores the IP SANs (127.0.0.1)",
+    )
+    text = render(result(verify_full=(old,), buffered_plaintext_processed=True))
+    assert "with libpq before 15: libpq before 15 ignores the IP SANs (127.0.0.1)" in text
+    assert "✗ plaintext sent before the TLS handshake refused (CVE-2021-23214)" in text

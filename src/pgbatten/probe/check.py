@@ -236,21 +236,14 @@ def aggregate(
 # ------------------------------------------------------------------------------------- I/O entry point
 
 
-class _Budget:
-    """The per-target deadline, and the first step it cut short."""
-
-    def __init__(self, timeout: float, total: float) -> None:
-        self.timeout = timeout
-        self.deadline = Deadline(total)
-        self.exhausted: str | None = None
-
-    def step(self, what: str) -> float | None:
-        """Seconds for the next step (at most ``timeout``), or None (remembering why) once it has passed."""
-        left = self.deadline.left()
-        if left <= 0.05:
-            self.exhausted = self.exhausted or f"deadline reached before {what}"
-            return None
-        return min(self.timeout, left)
+def _step(budget: Deadline, timeout: float, what: str, missed: list[str]) -> float | None:
+    """Seconds for the next step (at most ``timeout``), or None (noting ``what`` was cut) once ``budget``
+    has passed."""
+    left = budget.left()
+    if left <= 0.05:
+        missed.append(f"deadline reached before {what}")
+        return None
+    return min(timeout, left)
 
 
 def check_target(
@@ -308,7 +301,8 @@ def _check_target(
     direct_ssl: bool,
 ) -> CheckResult:
     started = time.monotonic()
-    budget = _Budget(timeout, deadline if deadline is not None else DEADLINE_FACTOR * timeout)
+    budget = Deadline(deadline if deadline is not None else DEADLINE_FACTOR * timeout)
+    missed: list[str] = []
     # Connect to the address (libpq's hostaddr), present and verify the name (host).
     host, port, name = target.address, target.port, target.host
     enumeration: TlsEnumeration | None = None
@@ -328,22 +322,22 @@ def _check_target(
     tls_ok = is_pg and resp is not None and resp.answer is wire.SslAnswer.ACCEPTED
     go_on = tls_ok and not scan.stalled and not scan.extra_after_s
     if full and go_on:
-        step = budget.step("the cipher-suite enumeration")
+        step = _step(budget, timeout, "the cipher-suite enumeration", missed)
         if step is not None:
             # Leave room for the two single connections that follow.
             enumeration = enumerate_tls(
                 host,
                 port,
                 timeout=step,
-                deadline=max(budget.deadline.left() - 2 * step, step),
+                deadline=max(budget.left() - 2 * step, step),
                 server_name=name,
             )
     if is_pg:
-        step = budget.step("the plaintext probe")
+        step = _step(budget, timeout, "the plaintext probe", missed)
         if step is not None:
             plaintext = probe_plaintext(host, port, step)
     if full and direct_ssl and go_on:
-        step = budget.step("the direct-SSL probe")
+        step = _step(budget, timeout, "the direct-SSL probe", missed)
         if step is not None:
             direct = direct_ssl_probe(
                 host, port, timeout=step, version=_direct_version(enumeration, scan), server_name=name
@@ -357,7 +351,7 @@ def _check_target(
         now=when,
         enumeration=enumeration,
         direct=direct,
-        deadline_hit=budget.exhausted,
+        deadline_hit=missed[0] if missed else None,
         elapsed=time.monotonic() - started,
     )
 

@@ -33,7 +33,7 @@ from pgbatten.probe.enumeration_plan import (
     run_enumeration,
 )
 from pgbatten.probe.tlsraw import ServerAnswer, TlsDecodeError, parse_server_response
-from pgbatten.probe.transport import Deadline, NotTls, Unreachable, open_channel, recv_some
+from pgbatten.probe.transport import Deadline, NoAnswer, NotTls, Unreachable, open_channel, recv_some
 from pgbatten.probe.versions import ALPN_POSTGRESQL, TlsVersion
 
 # --------------------------------------------------------------------------------------------- I/O
@@ -85,11 +85,11 @@ class _Connector:
             answer, closed = self._converse(hello, conn_deadline)
         except TlsDecodeError as exc:
             return self._abort(exc.at(self.host, self.port))
+        except NoAnswer:
+            return self._abort(
+                self._error(f"no answer within {self.timeout:g}s (connection {self.connections})")
+            )
         except Unreachable as exc:
-            if self.connections and "no answer" in exc.reason:
-                return self._abort(
-                    self._error(f"no answer within {self.timeout:g}s (connection {self.connections})")
-                )
             return self._abort(self._error(f"connection failed: {exc.reason}"))
         except NotTls as exc:
             return self._abort(self._error(exc.reason))

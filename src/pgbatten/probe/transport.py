@@ -72,6 +72,10 @@ class Unreachable(ProbeError):
     """TCP connection impossible (DNS failure, refused, unroutable, timed out) or no answer in time."""
 
 
+class NoAnswer(Unreachable):
+    """The TCP connection exists, but the peer said nothing before the deadline."""
+
+
 class NotTls(ProbeError):
     """The answer to SSLRequest rules out TLS on this connection (``N``, ``E``, not PostgreSQL, or bytes
     after ``S`` where the caller refuses them)."""
@@ -107,9 +111,19 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def connect(host: str, port: int, deadline: Deadline) -> socket.socket:
-    """Open a TCP connection within ``deadline``, or raise :class:`Unreachable`."""
+    """Open a TCP connection within ``deadline``, or raise :class:`Unreachable`.
+
+    A host that has not answered the SYN within :data:`pacing.GRACE` (a firewall that drops it) is waited
+    for outside the fleet's concurrency bound, like a silent peer.
+    """
     try:
-        sock = connect_tcp(host, port, deadline.remaining())
+        try:
+            sock = connect_tcp(host, port, min(pacing.GRACE, deadline.remaining()))
+        except TimeoutError:
+            if deadline.left() <= 0:
+                raise
+            with pacing.waiting():
+                sock = connect_tcp(host, port, deadline.remaining())
     except OSError as exc:
         raise Unreachable(host, port, describe_os_error(exc)) from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -233,7 +247,7 @@ def open_channel(
         try:
             response = request_tls(sock, deadline, extra_wait=extra_wait, trailing=trailing)
         except TimeoutError as exc:
-            raise Unreachable(host, port, "no answer to SSLRequest before the timeout") from exc
+            raise NoAnswer(host, port, "no answer to SSLRequest before the timeout") from exc
         except OSError as exc:
             raise Unreachable(host, port, f"SSLRequest failed: {describe_os_error(exc)}") from exc
         if on_response is not None:
@@ -258,6 +272,7 @@ __all__ = [
     "EXTRA_BYTES_WAIT",
     "Deadline",
     "HandshakeFailed",
+    "NoAnswer",
     "NotTls",
     "Unreachable",
     "connect",
