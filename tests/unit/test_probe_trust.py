@@ -202,3 +202,17 @@ def test_judging_openssl_output_is_total() -> None:
     odd = trust.judge_openssl_output(2, "something unexpected", store)
     assert odd.trusted is False and "something unexpected" in odd.reason
     assert verify_chain([], store, NOW).trusted is False
+
+
+def test_without_the_openssl_command_cryptography_judges_and_says_so(
+    pki: tuple[Issuer, Issuer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, server_ca = pki
+    monkeypatch.setattr(trust, "openssl_command", lambda: None)
+    leaf = make_leaf(server_ca)
+    ok = verify_chain([leaf, server_ca.cert], TrustStore((root.cert,)), NOW)
+    assert ok.trusted is True and "openssl command is not installed" in ok.reason
+    other = verify_chain([leaf, server_ca.cert], TrustStore((make_ca("other").cert,)), NOW)
+    assert other.trusted is False
+    # Revocation is OpenSSL's to judge: no verdict rather than a wrong one.
+    assert verify_chain([leaf], TrustStore((root.cert,), crls=(make_crl(root, []),)), NOW).trusted is None

@@ -119,6 +119,10 @@ def open_pg_tls(
         tls = ssl_context.wrap_socket(
             sock, server_hostname=None if wire.is_ip_literal(name) else name, do_handshake_on_connect=False
         )
+    except OSError as exc:
+        # wrap_socket reads from a socket the peer has already reset (ECONNRESET): a refusal too.
+        sock.close()
+        raise HandshakeFailed(host, port, f"TLS handshake failed: {describe_os_error(exc)}") from exc
     except BaseException:
         sock.close()
         raise

@@ -10,7 +10,10 @@ certificates, refuses an intermediate alone as anchor, enforces the server purpo
 keyUsage), validity and revocation exactly as libpq's OpenSSL does. Host names stay with
 :mod:`probe.hostname`, which follows libpq's own code.
 
-No network I/O: a short-lived subprocess on files in a private temporary directory.
+No network I/O: a short-lived subprocess on files in a private temporary directory. Where the ``openssl``
+command is missing, the verdict falls back to :mod:`cryptography`'s verifier and says so: right for
+pgbatten's own certificates (X.509 v3, server purpose), stricter than libpq for X.509 v1 certificates,
+and blind to the purpose, so ``check`` names the command to install.
 """
 
 from __future__ import annotations
@@ -121,7 +124,7 @@ def verify_chain(
         return TrustVerdict(False, "no CA certificates given")
     binary = openssl or openssl_command()
     if binary is None:
-        return TrustVerdict(None, "chain not judged: the openssl command is not installed")
+        return _verify_without_openssl(chain, store, now)
     with tempfile.TemporaryDirectory(prefix="pgbatten-verify-") as tmp:
         work = Path(tmp)
         args = [binary, "verify", "-purpose", "sslserver", "-attime", str(int(now.timestamp()))]
@@ -152,6 +155,34 @@ def verify_chain(
         except (OSError, subprocess.TimeoutExpired) as exc:
             return TrustVerdict(None, f"chain not judged: openssl verify failed to run ({exc})")
     return judge_openssl_output(run.returncode, run.stdout + run.stderr, store)
+
+
+def _verify_without_openssl(
+    chain: Sequence[x509.Certificate], store: TrustStore, now: dt.datetime
+) -> TrustVerdict:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.x509 import verification
+
+    caveat = "the openssl command is not installed (apt-get install openssl): judged by cryptography instead"
+    if store.system or store.checks_crls:
+        return TrustVerdict(None, f"chain not judged: {caveat.split(':')[0]}")
+    ca_policy = verification.ExtensionPolicy.permit_all().require_present(
+        x509.BasicConstraints, verification.Criticality.AGNOSTIC, None
+    )
+    try:
+        verifier = (
+            verification.PolicyBuilder()
+            .store(verification.Store(list(store.certificates)))
+            .time(now)
+            .extension_policies(ca_policy=ca_policy, ee_policy=verification.ExtensionPolicy.permit_all())
+            .build_client_verifier()
+        )
+        verifier.verify(chain[0], list(chain[1:]))
+    except (verification.VerificationError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        return TrustVerdict(
+            False, f"certificate chain does not verify against the CA given: {exc} ({caveat})"
+        )
+    return TrustVerdict(True, f"chain verifies against the CA given ({caveat})")
 
 
 def judge_openssl_output(returncode: int, output: str, store: TrustStore) -> TrustVerdict:
