@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -216,3 +216,22 @@ def test_without_the_openssl_command_cryptography_judges_and_says_so(
     assert other.trusted is False
     # Revocation is OpenSSL's to judge: no verdict rather than a wrong one.
     assert verify_chain([leaf], TrustStore((root.cert,), crls=(make_crl(root, []),)), NOW).trusted is None
+
+
+def test_a_crl_directory_works_like_sslcrldir(pki: tuple[Issuer, Issuer], tmp_path: Path) -> None:
+    """sslcrldir is an OpenSSL hash directory (``openssl rehash`` names: HASH.r0)."""
+    root, server_ca = pki
+    leaf = make_leaf(server_ca, serial=777)
+    for issuer, revoked in ((root, []), (server_ca, [777])):
+        pem = make_crl(issuer, revoked).public_bytes(serialization.Encoding.PEM)
+        (tmp_path / "x.crl").write_bytes(pem)
+        name = subprocess.run(
+            ["openssl", "crl", "-hash", "-noout", "-in", str(tmp_path / "x.crl")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        (tmp_path / f"{name}.r0").write_bytes(pem)
+    (tmp_path / "x.crl").unlink()
+    verdict = verify_chain([leaf, server_ca.cert], TrustStore((root.cert,), crl_dir=tmp_path), NOW)
+    assert verdict.trusted is False and verdict.revoked
