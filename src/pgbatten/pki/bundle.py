@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from pgbatten import libpq
 from pgbatten.errors import FileProblem, PKIError, UsageError
 from pgbatten.fsutil import atomic_write
 from pgbatten.pki.authority import IssuedCertificate, check_role_name
@@ -179,23 +180,23 @@ def render_install_md(user: str, server_host: str, port: int = 5432, dbname: str
     is_ip = not isinstance(host, str)
     url_host = f"[{host_text}]" if isinstance(host, ipaddress.IPv6Address) else host_text
 
-    conninfo = " ".join(
-        f"{k}={_conninfo_value(v)}"
-        for k, v in [
-            ("host", host_text),
-            ("port", str(port)),
-            ("dbname", dbname),
-            ("user", user),
-            ("sslmode", "verify-full"),
-        ]
-    )
-    explicit = " ".join(
-        [
-            conninfo,
-            f"sslrootcert={_UNIX_DIR}/{ROOT_FILE}",
-            f"sslcert={_UNIX_DIR}/{CERT_FILE}",
-            f"sslkey={_UNIX_DIR}/{KEY_FILE}",
-        ]
+    # Escaped by libpq's rules (pgbatten.libpq, psycopg's make_conninfo), never by hand: a role or database
+    # name with a space or a quote must paste as it is.
+    settings = {
+        "host": host_text,
+        "port": str(port),
+        "dbname": dbname,
+        "user": user,
+        "sslmode": "verify-full",
+    }
+    conninfo = libpq.conninfo(settings)
+    explicit = libpq.conninfo(
+        {
+            **settings,
+            "sslrootcert": f"{_UNIX_DIR}/{ROOT_FILE}",
+            "sslcert": f"{_UNIX_DIR}/{CERT_FILE}",
+            "sslkey": f"{_UNIX_DIR}/{KEY_FILE}",
+        }
     )
     jdbc_base = (
         f"jdbc:postgresql://{url_host}:{port}/{quote(dbname, safe='')}"
@@ -359,14 +360,6 @@ conn = psycopg.connect(
 )
 ```
 """
-
-
-def _conninfo_value(value: str) -> str:
-    # libpq keyword/value syntax: quote with single quotes when needed, escaping ' and \.
-    if value and re.fullmatch(r"[A-Za-z0-9_.:/@+-]+", value):
-        return value
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
 
 
 def _npgsql_value(value: str) -> str:

@@ -367,11 +367,6 @@ class Inventory:
                 found.append(CrlInstall(ref, Path(crl_file), parse_iso(installed_at)))
         return found
 
-    def crl_number(self) -> int:
-        """The number of the last CRL signed (0 before the first)."""
-        rows = self._query("SELECT value FROM meta WHERE key = 'crl_number'")
-        return int(rows[0][0]) if rows else 0
-
     # -- writing -----------------------------------------------------------------------------------------
 
     def add(self, entry: InventoryEntry) -> None:
