@@ -360,3 +360,30 @@ def test_installation_and_crl_installs_are_remembered(store: CAStore) -> None:
     store.note_crl_install(ref, Path("/etc/postgresql/15/main/pgbatten-ca.crl"), now=NOW)
     [install] = store.inventory.crl_installs()
     assert (install.cluster, install.installed_at) == (ref, NOW)
+
+
+def test_crl_refresh_of_a_directory_still_holding_inventory_json(store: CAStore) -> None:
+    # The first command after an upgrade may be crl refresh: it migrates under the lock it already holds.
+    ca = store.init(now=NOW)
+    bob = ca.issue_client("bob", now=NOW)
+    store.inventory_path.unlink()
+    store.legacy_inventory_path.write_text(
+        json.dumps(
+            {
+                "crl_number": 3,
+                "certificates": [
+                    {
+                        "kind": "client",
+                        "name": "bob",
+                        "serial": str(bob.serial),
+                        "not_after": bob.not_after.isoformat(),
+                        "fingerprint_sha256": bob.fingerprint_sha256,
+                        "revoked_at": NOW.isoformat(),
+                    }
+                ],
+            }
+        )
+    )
+    crl = store.write_crl(ca, now=NOW)
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 4
+    assert [r.serial_number for r in crl] == [bob.serial]

@@ -281,8 +281,11 @@ class CAStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         # Creating the CA or its inventory and writing the CRL are each done by one pgbatten run at a time;
-        # the inventory's own updates are SQLite transactions.
-        if fcntl is None or not self.path.is_dir():  # pragma: no cover
+        # the inventory's own updates are SQLite transactions. Re-entrant within this process: flock on a
+        # second descriptor of the same file would wait for ourselves (writing the CRL of a CA directory
+        # whose inventory.json is about to be migrated takes the lock twice).
+        key = self._lock_path.absolute()
+        if fcntl is None or not self.path.is_dir() or key in _HELD:  # pragma: no cover - no fcntl
             yield
             return
         try:
@@ -291,6 +294,14 @@ class CAStore:
             raise FileProblem(self._lock_path, f"cannot open lock file: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            _HELD.add(key)
+            try:
+                yield
+            finally:
+                _HELD.discard(key)
         finally:
             os.close(fd)
+
+
+# The CA directories whose lock this process holds (see CAStore._locked).
+_HELD: set[Path] = set()
