@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from pgbatten.certfacts import fingerprint_sha256
@@ -179,36 +179,9 @@ def next_common_name(current: str) -> str:
 def cross_certificate(
     issuer: CertificateAuthority, subject: x509.Certificate, *, now: dt.datetime | None = None
 ) -> x509.Certificate:
-    """``subject``'s name and key certified by ``issuer``: the bridge from the old root to the new CA.
-
-    It never outlives either CA, carries the new CA's own key identifier (so chains built through it and
-    through the new root are the same to a verifier) and the old CA's as authority key identifier.
-    """
-    now = now or dt.datetime.now(dt.UTC)
-    ski = subject.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    try:
-        issuer_ski = issuer.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski)
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
-    usage = subject.extensions.get_extension_for_class(x509.KeyUsage).value
-    not_after = min(issuer.not_after, subject.not_valid_after_utc)
-    if not_after <= now:
-        raise PKIError("the old CA has ended: there is no overlap left to bridge; clients need the new root")
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject.subject)
-        .issuer_name(issuer.certificate.subject)
-        .public_key(subject.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(max(now - dt.timedelta(minutes=5), issuer.certificate.not_valid_before_utc))
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(ski, critical=False)
-        .add_extension(aki, critical=False)
-        .sign(issuer.key, hashes.SHA256())
-    )
+    """``subject``'s name and key certified by ``issuer``: the bridge from the old root to the new CA
+    (``CertificateAuthority.cross_sign``: never outliving either CA, with the new CA's own key identifier)."""
+    return issuer.cross_sign(subject, now=now)
 
 
 @dataclass(frozen=True)
@@ -305,12 +278,14 @@ def rotate(
             old = store.load(passphrase)
             key_type = key_type_of(old.key)
             lifetime = old.certificate.not_valid_after_utc - old.certificate.not_valid_before_utc
-            new = CertificateAuthority.create(
+            # A new name too (G2, G3…), so that no chain builder can mistake one root for the other.
+            new = old.next_ca(
                 common_name=common_name or next_common_name(_cn(old.certificate)),
                 key_type=key_type,
                 days=days or max(1, round(lifetime / dt.timedelta(days=1))),
+                now=now,
             )
-            cross = cross_certificate(old, new.certificate, now=now)
+            cross = new.chain[0]
             ensure_private_dir(base)
             staging = CAStore(base / STAGING_DIR)
             if staging.path.exists():
