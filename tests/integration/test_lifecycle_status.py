@@ -102,3 +102,32 @@ def test_status_without_a_ca_is_critical(ca_dir: Path) -> None:
     code, out = run_status("--json")
     assert code == 2
     assert json.loads(out)["findings"][0]["id"] == "ca-missing"
+
+
+def test_debian_layout_by_cluster_name(
+    make_cluster: Callable[..., TempCluster], ca_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgbatten.cluster.discover import CONF_ROOT_ENV
+
+    cluster = make_cluster(config_outside_pgdata=True)
+    root = tmp_path / "etc-postgresql"
+    (root / str(cluster.bin.major)).mkdir(parents=True)
+    (root / str(cluster.bin.major) / "main").symlink_to(cluster.conf_dir)
+    monkeypatch.setenv(CONF_ROOT_ENV, str(root))
+    name = f"{cluster.bin.major}/main"
+    result = CliRunner().invoke(main, ["secure", "--cluster", name, "--yes"])
+    assert result.exit_code == 0, result.output
+    code, out = run_status("--cluster", name, "--json", "--before", "400d")
+    assert code == 0, out
+    view = json.loads(out)["clusters"][0]
+    assert view["label"] == name and view["server_certificate"]["served"] is True
+    assert view["server_certificate"]["renew_due"] is True
+    renew_cmd = f"pgbatten renew --cluster {name} --ca-dir {ca_dir}"
+    assert renew_cmd in [a["command"] for a in json.loads(out)["actions"]]
+    before = view["server_certificate"]["serial"]
+    result = CliRunner().invoke(main, ["renew", "--cluster", name, "--before", "400d", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert (cluster.conf_dir / "pgbatten-server.crt").exists()  # renewed where the server reads it
+    assert not (cluster.data_dir / "pgbatten-server.crt").exists()
+    code, out = run_status("--cluster", name, "--json")
+    assert code == 0 and json.loads(out)["clusters"][0]["server_certificate"]["serial"] != before
