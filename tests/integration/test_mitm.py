@@ -171,3 +171,18 @@ def test_cli_errors(server: TlsServer, tmp_path: Path) -> None:
     args = ["mitm", "--upstream", upstream, "--attack", "expired", "--ca-cert", str(tmp_path / "ca.crt")]
     result = runner.invoke(main, args)
     assert result.exit_code == 2 and "--ca-cert and --ca-key go together" in result.output
+
+
+def test_direct_tls_client_through_the_man_in_the_middle(server: TlsServer) -> None:
+    # libpq 17+ can skip SSLRequest (sslnegotiation=direct, ALPN postgresql): the man in the middle answers
+    # the ClientHello himself and still reaches a server too old for direct TLS by SSLRequest.
+    if not libpq.libpq_knows("sslnegotiation"):
+        pytest.skip("this libpq has no sslnegotiation")
+    conn, rows, _ = _attack(
+        server, Attack.SELF_SIGNED, "require", sslnegotiation="direct", channel_binding="disable"
+    )
+    assert rows == [("card 4111 1111 1111 1111",)]
+    assert conn.asked == "direct TLS" and conn.verdict == Verdict.READ
+    conn, rows, _ = _attack(server, Attack.STRIP, "require", sslnegotiation="direct")
+    assert rows is None and conn.verdict == Verdict.REFUSED
+    assert conn.refusal == "the client started TLS directly: there is no SSLRequest to strip"
