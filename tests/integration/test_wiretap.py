@@ -112,7 +112,7 @@ def test_tls12_leaks_and_a_cancel_request_in_the_clear(templated: dict[str, Any]
 def test_tls13_hides_the_certificate_and_max_bytes_stops(templated: dict[str, Any]) -> None:
     with (
         tls_server(password=PASSWORD, **templated) as env,
-        run_tool("wiretap", "--upstream", f"127.0.0.1:{env.port}", "--max-bytes", "4000") as tap,
+        run_tool("wiretap", "--upstream", f"127.0.0.1:{env.port}", "--max-bytes", "20000") as tap,
     ):
         params = libpq.params(
             host="localhost",
@@ -124,8 +124,7 @@ def test_tls13_hides_the_certificate_and_max_bytes_stops(templated: dict[str, An
         )
         with psycopg.connect(libpq.conninfo(params), autocommit=True) as conn:
             assert conn.execute("SELECT 1").fetchall() == [(1,)]
-            # Enough traffic to pass the limit: the wiretap stops and closes by itself. Bounded by time, not
-            # by a count of queries: on a loaded machine a fixed count can finish before the relay closes.
+            # Traffic until the limit is passed: the wiretap stops and closes the connection by itself.
             deadline = time.monotonic() + 30
             with pytest.raises(psycopg.OperationalError):
                 while time.monotonic() < deadline:

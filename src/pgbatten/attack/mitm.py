@@ -312,7 +312,9 @@ class Mitm(TcpService):
         try:
             self._attack(conn, client)
         except auth.PeerClosed as exc:
-            if conn.refusal is None and conn.upstream_login is None:
+            if self.stopping:
+                conn.error = conn.error or "the man in the middle stopped before the client was done"
+            elif conn.refusal is None and conn.upstream_login is None:
                 conn.refusal = f"the client closed the connection {self._stage(conn)} ({exc})"
         except ProbeError as exc:
             conn.error = exc.reason or str(exc)
@@ -333,6 +335,15 @@ class Mitm(TcpService):
         return "before sending anything"
 
     def _attack(self, conn: MitmConnection, client: socket.socket) -> None:
+        opened: list[socket.socket] = []
+        try:
+            self._attack_steps(conn, client, opened)
+        finally:
+            for sock in opened:
+                self.untrack(sock)
+                close_quietly(sock)
+
+    def _attack_steps(self, conn: MitmConnection, client: socket.socket, opened: list[socket.socket]) -> None:
         attack = self.options.attack
         stream: socket.socket = client
         front = FrontendStream()
@@ -346,7 +357,7 @@ class Mitm(TcpService):
                     if attack == Attack.STRIP:
                         conn.refusal = "the client started TLS directly: there is no SSLRequest to strip"
                         return
-                    tls = self._accept_tls(conn, client)
+                    tls = self._accept_tls(conn, client, opened)
                     if tls is None:
                         return
                     stream = tls
@@ -364,7 +375,7 @@ class Mitm(TcpService):
                     continue
                 conn.asked = "SSLRequest"
                 stream.sendall(b"S")
-                tls = self._accept_tls(conn, client)
+                tls = self._accept_tls(conn, client, opened)
                 if tls is None:
                     return
                 stream = tls
@@ -404,8 +415,6 @@ class Mitm(TcpService):
             pump(stream, upstream, seen, stop=self._stop, idle_timeout=None, half_close=False)
         finally:
             close_quietly(upstream)
-            if stream is not client:
-                close_quietly(stream)
         if conn.upstream_login is None and conn.refusal is None:
             conn.refusal = f"the client closed the connection {self._stage(conn)}"
 
@@ -464,11 +473,23 @@ class Mitm(TcpService):
             11: "the SCRAM challenge",
         }.get(code or -1, f"authentication request {code}")
 
-    def _accept_tls(self, conn: MitmConnection, client: socket.socket) -> ssl.SSLSocket | None:
+    def _accept_tls(
+        self, conn: MitmConnection, client: socket.socket, opened: list[socket.socket]
+    ) -> ssl.SSLSocket | None:
         assert self._context is not None
         try:
-            tls = self._context.wrap_socket(client, server_side=True)
+            tls = self._context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         except (ssl.SSLError, OSError) as exc:
+            conn.error = f"cannot start TLS: {exc}"
+            return None
+        self.track(client, tls)
+        opened.append(tls)
+        try:
+            tls.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            if self.stopping:
+                conn.error = "the man in the middle stopped during the handshake"
+                return None
             conn.refusal = _describe_tls_failure(exc)
             self._step(conn, f"client refused the forged certificate: {conn.refusal}")
             return None

@@ -54,7 +54,8 @@ def wait_until_stopped(
         while not stop.is_set() and not (also is not None and also.is_set()):
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            stop.wait(0.1)
+            # Woken at once by the bound (``also``); ``stop`` and the clock are looked at every 0.1 s.
+            (also or stop).wait(0.1)
     except KeyboardInterrupt:
         return
 
@@ -78,6 +79,7 @@ class TcpService:
         self._threads: list[threading.Thread] = []
         self._connection_threads: list[threading.Thread] = []
         self._accepted = 0
+        self._clients: set[socket.socket] = set()
 
     def handle(self, conn_id: int, client: socket.socket, peer: tuple[str, int]) -> None:
         """Serve one accepted connection; the caller closes ``client`` afterwards."""
@@ -122,10 +124,24 @@ class TcpService:
             close_quietly(listener)
 
     def _serve(self, conn_id: int, client: socket.socket, peer: tuple[str, int]) -> None:
+        with self._lock:
+            self._clients.add(client)
         try:
             self.handle(conn_id, client, (str(peer[0]), int(peer[1])))
         finally:
+            with self._lock:
+                self._clients.discard(client)
             close_quietly(client)
+
+    def track(self, old: socket.socket, new: socket.socket) -> None:
+        """``new`` now carries ``old``'s connection (TLS wraps and detaches it): close() must reach it."""
+        with self._lock:
+            self._clients.discard(old)
+            self._clients.add(new)
+
+    def untrack(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._clients.discard(sock)
 
     def wait_connections(self, timeout: float) -> bool:
         """Wait until every connection accepted so far has ended; False on timeout.
@@ -143,6 +159,13 @@ class TcpService:
     def close(self) -> None:
         """Stop accepting, end every connection, and wait for every thread."""
         self._stop.set()
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
+            # Wakes a thread blocked reading from its client (mid-handshake, awaiting a password): closing
+            # is immediate, not a read timeout later.
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
         limit = SEND_TIMEOUT + 6.0
         while True:
             with self._lock:
