@@ -7,15 +7,18 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from pgbatten import libpq
+from pgbatten.attack.drivers import DRIVERS, Endpoint, Setting
 from pgbatten.attack.matrix import tls_server
 from pgbatten.cluster.binaries import PgBinaries
 from pgbatten.cluster.temp import ClusterTemplate, TempCluster
+from tests.conftest import REAL_HOME
 from tests.integration.attack_helpers import PASSWORD, psql, psql_command, run_tool
 
 pytestmark = pytest.mark.integration
@@ -136,3 +139,32 @@ def test_tls13_hides_the_certificate_and_max_bytes_stops(templated: dict[str, An
     (tls,) = summary["connections"]
     assert tls["transport"] == "TLS" and tls["tls_version"] == "TLS 1.3" and tls["cut_short"]
     assert "server certificate" not in {leak["what"] for leak in tls["leaks"]}
+
+
+@pytest.mark.parametrize("key", ["jdbc", "node"])
+def test_pgjdbc_and_node_postgres_through_the_wiretap(
+    key: str, templated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jars = sorted((REAL_HOME / ".m2/repository/org/postgresql/postgresql").glob("42.*/postgresql-42.*.jar"))
+    if jars:
+        monkeypatch.setenv("PGBATTEN_PGJDBC_JAR", str(jars[-1]))
+    driver = DRIVERS[key](tmp_path)
+    assert driver.unavailable() is None, driver.unavailable()
+    with (
+        tls_server(password=PASSWORD, **templated) as env,
+        run_tool("wiretap", "--upstream", f"127.0.0.1:{env.port}") as tap,
+    ):
+        driver.start()
+        try:
+            endpoint = Endpoint(port=tap.port, user="app", password=PASSWORD, ca_file=env.ca_file)
+            outcome = driver.run(endpoint, Setting("verify-full"), "SELECT 'card 4111'")
+        finally:
+            driver.stop()
+        assert outcome.value == "card 4111", outcome.error  # relayed unchanged
+        closed = tap.wait_for("closed")
+        lines = tap.stop()
+    assert closed["transport"] == "TLS" and closed["negotiation"] == "SSLRequest"
+    leaks = {leak["what"] for leak in closed["leaks"]}
+    assert {"encryption request", "TLS version", "record sizes"} <= leaks
+    assert not {"user", "SQL", "rows"} & leaks
+    assert all("card 4111" not in str(line) for line in lines)
