@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pgbatten.keyshare import SERVER_CURVE_UP_TO_17, SERVER_GROUPS_18
+
 TlsMin = Literal["1.2", "1.3"]
 
 # Mozilla's "intermediate" list: forward-secret AEAD suites only. It governs TLS 1.2; TLS 1.3 suites are
@@ -23,10 +25,12 @@ INTERMEDIATE_CIPHERS = ":".join(
     ]
 )
 
-# Through PostgreSQL 17 ssl_ecdh_curve names a single EC curve (X25519 is refused there, since it is not
-# an EC curve to OpenSSL's SSL_CTX_set_tmp_ecdh); PostgreSQL 18 replaced it by ssl_groups, a list.
-ECDH_CURVE = "prime256v1"
-GROUPS_18 = "X25519:prime256v1"
+# Through PostgreSQL 17 ssl_ecdh_curve names a single EC curve: 'X25519' stops the server ("ECDH: could not
+# create key", measured on 15 and 17), so it is P-256, and the HelloRetryRequest that OpenSSL clients' X25519
+# key share causes is saved on the client side. PostgreSQL 18's ssl_groups takes a list, X25519 first, so the
+# clients' default share is taken as it is. The reasons, and the client half, live in pgbatten.keyshare.
+ECDH_CURVE = SERVER_CURVE_UP_TO_17
+GROUPS_18 = SERVER_GROUPS_18
 
 
 def tls_settings(
