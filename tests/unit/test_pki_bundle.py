@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pgbatten.errors import FileProblem, UsageError
 from pgbatten.fsutil import atomic_write
+from pgbatten.keyshare import client_openssl_conf
 from pgbatten.pki import (
     CertificateAuthority,
     IssuedCertificate,
@@ -30,6 +31,7 @@ BUNDLE_FILES = {
     "postgresql.pk8": 0o600,
     "postgresql.p12": 0o600,
     "INSTALL.md": 0o644,
+    "pgbatten-openssl.cnf": 0o644,
 }
 
 
@@ -86,6 +88,8 @@ def test_bundle_files_modes_and_contents(
     install = bundle.install_md_path.read_text()
     assert install == render_install_md("alice", "db.example.com", 5432, "app")
     assert "pw-123" not in install  # the password travels separately
+    assert bundle.openssl_conf_path.read_text() == client_openssl_conf()
+    assert "OPENSSL_CONF=~/.postgresql/pgbatten-openssl.cnf psql" in install
 
 
 def test_bundle_refuses_non_empty_directory(

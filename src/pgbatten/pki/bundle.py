@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 from pgbatten import libpq
 from pgbatten.errors import FileProblem, PKIError, UsageError
 from pgbatten.fsutil import atomic_write
+from pgbatten.keyshare import OPENSSL_CONF_NAME, client_openssl_conf
 from pgbatten.pki.authority import IssuedCertificate, check_role_name
 from pgbatten.pki.names import classify_host
 
@@ -34,6 +35,7 @@ ROOT_FILE = "root.crt"
 PK8_FILE = "postgresql.pk8"
 P12_FILE = "postgresql.p12"
 INSTALL_FILE = "INSTALL.md"
+OPENSSL_CONF_FILE = OPENSSL_CONF_NAME
 
 # Placeholder for the absolute folder in driver settings: drivers, unlike libpq's defaults, do not expand ~.
 _UNIX_DIR = "/home/you/.postgresql"
@@ -71,6 +73,11 @@ class ClientBundle:
     def p12_path(self) -> Path:
         """Key, certificate and CA as password-protected PKCS#12, 0600."""
         return self.directory / P12_FILE
+
+    @property
+    def openssl_conf_path(self) -> Path:
+        """The opt-in client OpenSSL configuration (P-256 key share first), for ``OPENSSL_CONF``."""
+        return self.directory / OPENSSL_CONF_FILE
 
     @property
     def install_md_path(self) -> Path:
@@ -119,6 +126,7 @@ def write_client_bundle(
         atomic_write(staging / ROOT_FILE, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         atomic_write(staging / PK8_FILE, issued.key_pk8_der(), mode=0o600)
         atomic_write(staging / P12_FILE, issued.pkcs12(p12_password, ca_cert), mode=0o600)
+        atomic_write(staging / OPENSSL_CONF_FILE, client_openssl_conf().encode(), mode=0o644)
         atomic_write(staging / INSTALL_FILE, install_md.encode("utf-8"), mode=0o644)
         _swap_into_place(staging, out_dir)
     except BaseException:
@@ -240,6 +248,7 @@ connection is encrypted, the server's certificate must be signed by this CA, and
 | `{ROOT_FILE}` | the CA certificate the server's certificate is checked against |
 | `{PK8_FILE}` | your private key as PKCS#8 DER, for Java (PgJDBC) |
 | `{P12_FILE}` | key, certificate and CA as PKCS#12 for Java, .NET, Windows (password given separately) |
+| `{OPENSSL_CONF_FILE}` | optional: OpenSSL settings that save a round trip per connection (see the end) |
 
 ## Where the files go
 
@@ -359,6 +368,30 @@ conn = psycopg.connect(
     sslkey={js(f"{_UNIX_DIR}/{KEY_FILE}")},
 )
 ```
+
+## One round trip fewer per connection (optional)
+
+A PostgreSQL server up to version 17 takes one key-exchange group, P-256, while OpenSSL-based clients
+(psql, libpq, psycopg, node-postgres) send their TLS 1.3 key share for X25519 first: the server then asks
+again (a HelloRetryRequest), and every new connection waits one more network round trip. From PostgreSQL
+18 on the server takes X25519 and nothing here is needed.
+
+- libpq, psql, psycopg and other OpenSSL-based programs: start them with `OPENSSL_CONF` naming
+  `{OPENSSL_CONF_FILE}` from this bundle, which puts P-256 first:
+
+  ```sh
+  cp {OPENSSL_CONF_FILE} ~/.postgresql/
+  OPENSSL_CONF=~/.postgresql/{OPENSSL_CONF_FILE} psql {shlex.quote(conninfo)}
+  ```
+
+  For a service, set it in that service's environment (systemd: `Environment=OPENSSL_CONF=...`). The file
+  becomes the whole OpenSSL configuration of that program: every TLS connection it makes, not only to
+  PostgreSQL, offers P-256 first, and the system's own OpenSSL configuration is not read for it (it keeps
+  TLS 1.2 as the lowest version and security level 2, as Debian's does). So set it per program, never in a
+  login shell's profile.
+- node-postgres: add `ecdhCurve: "P-256:X25519",` to the `ssl` object above; it changes only this
+  connection.
+- Java (PgJDBC) needs nothing: it sends key shares for both X25519 and P-256.
 """
 
 
