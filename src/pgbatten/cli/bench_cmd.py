@@ -6,6 +6,8 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -14,6 +16,10 @@ from rich.table import Table
 
 from pgbatten.bench.server import PHASES, BenchOptions, BenchReport, ModeResult, run_bench
 from pgbatten.cli.app import main, make_console
+
+if TYPE_CHECKING:
+    from pgbatten.cluster.discover import Cluster
+    from pgbatten.secure.plan import ClientAuth
 
 NO_HRR_HINT = (
     "HRR: the server asked again for the key share (HelloRetryRequest): up to PostgreSQL 17 it takes only"
@@ -166,6 +172,43 @@ def print_tax(console: Console, before: BenchReport, after: BenchReport) -> None
         elif m.mode.value == "plaintext" and not m.allowed:
             table.add_row("after: plaintext", "[green]refused[/green]")
     console.print(table)
+
+
+def bench_for_secure(
+    cluster: Cluster,
+    *,
+    ca_dir: Path | None,
+    ca_passphrase: bytes | None,
+    client_auth: ClientAuth,
+    when: str,
+    console: Console,
+) -> BenchReport | None:
+    """``secure --bench``: measure ``cluster`` before applying or after proving; never stops ``secure``.
+
+    After, TLS ways verify the server with the CA (``verify-full``), as clients will; before, they only
+    require TLS, since whatever certificate the server had is not what is measured.
+    """
+    from pgbatten.bench.cluster import bench_cluster
+    from pgbatten.errors import PgBattenError
+    from pgbatten.pki import CAStore, default_ca_dir
+
+    store = CAStore(ca_dir or default_ca_dir())
+    try:
+        ca = store.load(ca_passphrase) if store.exists() else None
+        ca_path = store.ca_cert_path if when == "after" and ca is not None else None
+        with bench_progress(len(BenchOptions().modes) * PHASES, enabled=sys.stderr.isatty()) as step:
+            report = bench_cluster(
+                cluster, SECURE_BENCH, ca=ca, ca_path=ca_path, client_auth=client_auth, progress=step
+            )
+    except PgBattenError as exc:
+        console.print(f"[yellow]bench {when}:[/] {escape(str(exc))}")
+        return None
+    print_report(console, report, title=f"bench {when}: {report.target}")
+    return report
+
+
+SECURE_BENCH = BenchOptions(connections=10, seconds=1.0)
+"""What ``secure --bench`` measures each time: a few seconds per way of connecting."""
 
 
 def report_json(report: BenchReport) -> str:
