@@ -48,6 +48,7 @@ def _confirm(question: str) -> bool:
 )
 @click.option("--dry-run", is_flag=True, help="Show the plan and exit without touching anything.")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
+@click.option("--bench", is_flag=True, help="Measure connection cost before and after; print the TLS tax.")
 def secure_cmd(
     pgdata: Path | None,
     cluster_name: str | None,
@@ -61,6 +62,7 @@ def secure_cmd(
     days: int,
     dry_run: bool,
     yes: bool,
+    bench: bool,
 ) -> None:
     """Make a running cluster TLS-only, by reload, and prove it from outside."""
     from pgbatten.cluster.discover import discover
@@ -81,4 +83,25 @@ def secure_cmd(
     )
     options.request()  # reject bad --host values before looking at the cluster
     cluster = discover(pgdata=pgdata, cluster=cluster_name)
-    secure(cluster, options, console=make_console(), confirm=_confirm)
+    console = make_console()
+    if not bench:
+        secure(cluster, options, console=console, confirm=_confirm)
+        return
+    from pgbatten.bench.server import BenchReport
+    from pgbatten.cli.bench_cmd import bench_for_secure, print_tax
+
+    def measure(when: str) -> BenchReport | None:
+        return bench_for_secure(
+            cluster,
+            ca_dir=ca_dir,
+            ca_passphrase=options.ca_passphrase,
+            client_auth=options.client_auth,
+            when=when,
+            console=console,
+        )
+
+    before = measure("before")
+    result = secure(cluster, options, console=console, confirm=_confirm)
+    after = measure("after") if result.applied else None
+    if before is not None and after is not None:
+        print_tax(console, before, after)
