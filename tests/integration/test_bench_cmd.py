@@ -151,3 +151,24 @@ def test_bad_input_is_one_line_and_exit_2(open_server: tuple[TempCluster, Path],
         and down.output[-1] == "\n"
         and down.output.count("\n") == 1
     )
+
+
+def test_secure_bench_prints_before_after_and_the_tax(seed_cluster: TempCluster, ca_dir: Path) -> None:
+    """The seed: plaintext open, TLS off before; after secure, TLS only, plaintext refused."""
+    args = ["secure", "--pgdata", str(seed_cluster.data_dir), "--yes", "--bench"]
+    result = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    before, _, after = out.partition("bench after:")
+    assert "bench before:" in before
+    assert "TLS 1.3: not allowed" in before  # ssl = off before
+    assert "plaintext: +" not in before
+    report_after, _, tax = after.partition("the TLS tax: after against plaintext before")
+    assert "plaintext: not allowed" in report_after and "no encryption" in report_after
+    assert "before: plaintext" in tax and "after: plaintext" in tax and "refused" in tax
+    # Seed on 15: TLS 1.3 costs 3 round trips more than plaintext did, 2 with the P-256 key share first.
+    if seed_cluster.bin.major <= 17:
+        assert "8 (+3), P-256 first 7 (+2)" in tax
+    # The throwaway bench role is gone again.
+    left = seed_cluster.sql().query("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgbatten_verify_%'")
+    assert left == [("0",)]

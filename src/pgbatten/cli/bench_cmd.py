@@ -157,7 +157,10 @@ def print_tax(console: Console, before: BenchReport, after: BenchReport) -> None
             _rate(m.bulk_mib_per_second, 1),
         ]
         if baseline is not None and baseline is not m and baseline.round_trips and baseline.connect:
-            cells[0] += f" ({m.round_trips.count - baseline.round_trips.count:+d})"
+            base = baseline.round_trips.count
+            cells[0] += f" ({m.round_trips.count - base:+d})"
+            if m.round_trips_p256 is not None:
+                cells[0] += f", P-256 first {m.round_trips_p256.count} ({m.round_trips_p256.count - base:+d})"
             cells[1] += f" ({(m.connect.median - baseline.connect.median) * 1000:+.1f})"
         table.add_row(escape(label), *cells)
 
