@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pgbatten import libpq
@@ -222,12 +223,12 @@ def render(results: list[VersionResult], delay: float, console: Console) -> None
             extra_rt = case.round_trips.count - base.round_trips.count
             counts = str(case.round_trips.count) if case.consistent else "/".join(map(str, case.counts))
             table.add_row(
-                case.label,
+                escape(case.label),
                 f"{case.timing.median * 1000:.0f}",
                 "" if case is base else f"+{extra_ms / rtt:.1f} R",
                 counts,
                 "" if case is base else f"+{extra_rt}",
-                case.round_trips.compact,
+                escape(case.round_trips.compact),
             )
         console.print(table)
     console.print(FOOTNOTE)

@@ -74,6 +74,7 @@ def test_plaintext_scram_and_select_1(server: tuple[TempCluster, Psql], workdir:
 
 
 def test_tls13_after_ssl_request_is_two_more(server: tuple[TempCluster, Psql], workdir: Path) -> None:
+    """The floor before 17 (no direct SSL): what pgbatten hands out costs two round trips more."""
     cluster, psql = server
     count, steps, retry = _first_row(psql, cluster, workdir, "verify-full", p256=True)
     assert count == 7
@@ -116,15 +117,20 @@ def test_delay_is_paid_once_per_round_trip(server: tuple[TempCluster, Psql], wor
     assert case.timing.minimum >= 5 * 2 * delay
 
 
-def test_direct_ssl_drops_the_ssl_request(workdir: Path) -> None:
+def test_direct_ssl_drops_the_ssl_request(
+    workdir: Path, cluster_templates: Callable[[PgBinaries], ClusterTemplate]
+) -> None:
+    """The floor on 17 with libpq 17: what pgbatten hands out costs one round trip more than plaintext."""
     binaries = newest_with(17)
     psql = Psql.at(binaries.path("psql"))
     if "sslnegotiation" not in psql.keywords:
         pytest.skip("the PostgreSQL 17 psql does not load libpq 17")
-    with tls_cluster(binaries, workdir) as cluster:
+    with tls_cluster(binaries, workdir, cluster_templates(binaries)) as cluster:
+        plaintext, _, _ = _first_row(psql, cluster, workdir, "disable", p256=False)
         direct = {"sslnegotiation": "direct"}
         count, steps, retry = _first_row(psql, cluster, workdir, "verify-full", p256=True, **direct)
         assert (count, retry) == (6, False)
+        assert count == plaintext + 1
         assert steps[1] == "TLS ClientHello (key share secp256r1)"
         count, _, retry = _first_row(psql, cluster, workdir, "verify-full", p256=False, **direct)
         assert (count, retry) == (7, True)
