@@ -63,6 +63,7 @@ def test_cert_client_writes_a_bundle_and_records_it(store: CAStore, tmp_path: Pa
     names = sorted(p.name for p in bundle.iterdir())
     assert names == [
         "INSTALL.md",
+        "pgbatten-openssl.cnf",
         "postgresql.crt",
         "postgresql.key",
         "postgresql.p12",
