@@ -47,7 +47,7 @@ def test_strip_answers_n_and_a_client_that_leaves_is_refused() -> None:
         client.close()
         assert mitm.wait_connections(10)
         (conn,) = mitm.connections
-    assert conn.stripped and conn.asked == "SSLRequest" and not conn.startup
+    assert conn.stripped and conn.asked == "SSLRequest" and not conn.startup, conn.error
     assert conn.refusal is not None and conn.refusal.startswith(
         "the client closed the connection instead of going on"
     )

@@ -95,10 +95,15 @@ class TcpService:
         self.port = listener.getsockname()[1]
         self._spawn(self._accept_loop, f"{self.thread_prefix}-accept", listener)
 
-    def _spawn(self, target: Callable[..., None], name: str, *args: object) -> threading.Thread:
+    def _spawn(
+        self, target: Callable[..., None], name: str, *args: object, connection: bool = False
+    ) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         with self._lock:
+            # Registered before it starts: wait_connections() must see a connection as soon as it exists.
             self._threads.append(thread)
+            if connection:
+                self._connection_threads.append(thread)
         thread.start()
         return thread
 
@@ -115,11 +120,14 @@ class TcpService:
                 except OSError:
                     return
                 self._accepted += 1
-                thread = self._spawn(
-                    self._serve, f"{self.thread_prefix}-conn-{self._accepted}", self._accepted, client, peer
+                self._spawn(
+                    self._serve,
+                    f"{self.thread_prefix}-conn-{self._accepted}",
+                    self._accepted,
+                    client,
+                    peer,
+                    connection=True,
                 )
-                with self._lock:
-                    self._connection_threads.append(thread)
         finally:
             close_quietly(listener)
 
