@@ -151,13 +151,10 @@ def binaries_for(major: int, running: PostmasterPid | None, pg_bindir: Path | No
 
 def _setting_from_file(conf: Path, name: str) -> str | None:
     """The last active value of ``name`` in ``conf`` (the main file only; enough to find PGDATA)."""
-    from pgbatten.pgconf.postgresql_conf import parse_conf
+    # pgconf reads the bytes as they are: a comment in Latin-1 is no reason to fail.
+    from pgbatten.pgconf.postgresql_conf import load_conf
 
-    try:
-        text = conf.read_text()
-    except OSError as exc:
-        raise FileProblem(conf, exc.strerror or "cannot read") from exc
-    setting = parse_conf(text, conf).get(name)
+    setting = load_conf(conf).get(name)
     return setting.value if setting is not None else None
 
 

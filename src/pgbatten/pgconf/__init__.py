@@ -47,6 +47,7 @@ from pgbatten.pgconf.postgresql_conf import (
     overridden_settings,
     parse_conf,
     quote_value,
+    same_setting_value,
     set_values,
     unquote_value,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "render_hba",
     "render_ident",
     "require_tls",
+    "same_setting_value",
     "set_client_auth",
     "set_values",
     "shadowing_rule",

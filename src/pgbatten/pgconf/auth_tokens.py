@@ -9,9 +9,10 @@ the line. Trailing ``\\r`` and ``\\n`` are stripped either way.
 
 **Fields and tokens.** A field is a comma list of tokens: ``a,b`` and ``a, b`` are one field (the blanks
 after a comma are skipped) while ``a ,b`` is two. Double quotes protect blanks, commas and ``#``; ``""``
-inside quotes is a literal quote; a token whose first character is a quote keeps the name from being a
-keyword (``"all"`` is a database called all). An unquoted ``#`` starts a comment anywhere, even in the middle
-of a token. A token longer than PostgreSQL's buffer is an error.
+inside quotes is a literal quote, and a quote left open ends with the line; a token whose first character
+is a quote keeps the name from being a keyword (``"all"`` is a database called all). An unquoted ``#``
+starts a comment anywhere, even in the middle of a token. A token longer than PostgreSQL's buffer is an
+error.
 
 Offsets returned here refer to the logical line's ``raw`` text, so edits can splice the file as written.
 """
@@ -100,6 +101,9 @@ class Tokenized:
 
     fields: tuple[tuple[Token, ...], ...]
     comment_at: int | None
+    open_quote: bool = False
+    """A quote was still open at the end of the line. PostgreSQL does not mind (the token simply ends
+    there), but when the line is refused for something else this is usually why."""
 
     @property
     def tokens(self) -> tuple[Token, ...]:
@@ -295,6 +299,7 @@ def _tokenize_quoted(
     n = len(content)
     fields: list[tuple[Token, ...]] = []
     comment_at: int | None = None
+    open_quote = False
     i = 0
     while i < n:
         field: list[Token] = []
@@ -325,8 +330,7 @@ def _tokenize_quoted(
                     if not buf:
                         initial_quote = True
                 i += 1
-            if in_quote:
-                raise ParseError(path, lineno, raw, "unterminated quoted string")
+            open_quote = open_quote or in_quote
             end = i
             if comment_at is not None:
                 i = n
@@ -343,7 +347,7 @@ def _tokenize_quoted(
         if not field:
             break
         fields.append(tuple(field))
-    return Tokenized(tuple(fields), comment_at)
+    return Tokenized(tuple(fields), comment_at, open_quote)
 
 
 KEEP = object()

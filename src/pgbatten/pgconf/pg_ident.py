@@ -102,7 +102,8 @@ class IdentFile:
 
 
 def _parse_line(raw: str, eol: str, lineno: int, path: Path | None, rules: Dialect) -> IdentLine:
-    fields = tokenize(raw, lineno, path, rules).fields
+    tok = tokenize(raw, lineno, path, rules)
+    fields = tok.fields
     if not fields:
         return IdentComment(lineno, raw, eol)
     first = fields[0][0]
@@ -110,10 +111,11 @@ def _parse_line(raw: str, eol: str, lineno: int, path: Path | None, rules: Diale
         if len(fields) != 2 or len(fields[1]) != 1:
             raise ParseError(path, lineno, raw, f"{first.value} needs exactly one file name")
         return IdentInclude(lineno, raw, eol, IncludeKind(first.value), fields[1][0].value)
+    hint = " (after an unterminated quoted string)" if tok.open_quote else ""
     if len(fields) < 3:
-        raise ParseError(path, lineno, raw, "missing entry at end of line")
+        raise ParseError(path, lineno, raw, "missing entry at end of line" + hint)
     if any(len(f) != 1 for f in fields[:3]):
-        raise ParseError(path, lineno, raw, "multiple values in ident field")
+        raise ParseError(path, lineno, raw, "multiple values in ident field" + hint)
     # PostgreSQL ignores anything after the third field; so do we (it stays in ``raw``).
     return IdentMapping(lineno, raw, eol, fields[0][0].value, fields[1][0].value, fields[2][0].value)
 

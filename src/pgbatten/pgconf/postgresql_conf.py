@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pgbatten.errors import ParseError
+from pgbatten.pgconf.guc_values import same_setting_value, setting_key
 from pgbatten.pgconf.lines import dominant_eol, fit_gap, read_text, split_lines, visual_col
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "parse_conf",
     "quote_value",
     "render",
+    "same_setting_value",
     "set_values",
     "unquote_value",
 ]
@@ -67,10 +69,8 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 _VALUE_KINDS = frozenset({"ID", "STRING", "INTEGER", "REAL", "UNQUOTED"})
 _PLAIN_VALUE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?|(?i:on|off|true|false|yes|no)")
-_BOOL_WORDS = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
 _NAME = re.compile(f"{_ID}(?:\\.{_ID})?")
 _COMMENTED = re.compile(r"[ \t]*#[ \t]*")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class IncludeKind(StrEnum):
@@ -181,7 +181,7 @@ class _Tok:
 
 
 def _lower(name: str) -> str:
-    return name.translate(_ASCII_LOWER)
+    return setting_key(name)
 
 
 def _lex(text: str) -> list[_Tok]:
@@ -352,13 +352,6 @@ def overridden_settings(conf: ConfFile) -> list[Setting]:
     return [s for s in conf.settings if last[s.name] != s.index]
 
 
-def _same_value(current: str, new: str) -> bool:
-    if current == new:
-        return True
-    a, b = _BOOL_WORDS.get(current.lower()), _BOOL_WORDS.get(new.lower())
-    return a is not None and a == b
-
-
 def _replace_value(text: str, setting: Setting, new_raw: str, *, strip_prefix: int = 0) -> str:
     """Swap the value token, keeping indentation and the trailing comment's column when possible."""
     # Uncommenting drops the "#" and the blanks after it but keeps the line's indentation.
@@ -385,7 +378,7 @@ def set_values(conf: ConfFile, values: Mapping[str, str | int | float | bool]) -
     untouched (``overridden_settings`` lists the earlier duplicates); otherwise the last commented default
     ``#name = ...`` is uncommented in place with the new value, even if it shows the same value, because the
     commented value is only documentation; otherwise ``name = value`` is appended under ``ADDED_BY_COMMENT``.
-    A value equal to the current one (booleans compared by meaning: ``on`` == ``true``) changes nothing.
+    A value PostgreSQL reads as the current one (``same_setting_value``: ``on`` is ``TRUE``) changes nothing.
     """
     lines = list(conf.lines)
     to_append: list[tuple[str, str]] = []
@@ -401,7 +394,7 @@ def set_values(conf: ConfFile, values: Mapping[str, str | int | float | bool]) -
         active = [ln.item for ln in lines if isinstance(ln.item, Setting) and ln.item.active]
         target = next((s for s in reversed(active) if s.name == name), None)
         if target is not None:
-            if _same_value(target.value, new_value):
+            if same_setting_value(name, target.value, new_value):
                 continue
             old = lines[target.index]
             text = _replace_value(old.text, target, new_raw)

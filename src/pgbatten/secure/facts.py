@@ -25,8 +25,11 @@ def read_state(
     if cluster.auto_conf_file.exists():
         # PostgreSQL reads postgresql.auto.conf last: ALTER SYSTEM values beat every file we edit.
         conf_files.append(conf_mod.load_conf(cluster.auto_conf_file))
-    hba = hba_mod.load_hba(cluster.hba_file)
-    ident = pg_ident.load_ident(cluster.ident_file) if cluster.ident_file.exists() else None
+    # Read as this major version reads them (continuations from 14, include directives from 16).
+    hba = hba_mod.load_hba(cluster.hba_file, major=cluster.major)
+    ident = (
+        pg_ident.load_ident(cluster.ident_file, major=cluster.major) if cluster.ident_file.exists() else None
+    )
     listen = _listen_addresses(cluster, conf_files)
     cert_dir = cluster.config_file.parent
     existing: dict[Path, bytes] = {}

@@ -189,8 +189,11 @@ def token_value(token: str) -> str:
 class _Fail:
     def __init__(self, path: Path | None, lineno: int, raw: str) -> None:
         self.path, self.lineno, self.raw = path, lineno, raw
+        self.open_quote = False
 
     def __call__(self, reason: str) -> ParseError:
+        if self.open_quote:
+            reason += " (after an unterminated quoted string)"
         return ParseError(self.path, self.lineno, self.raw, reason)
 
 
@@ -299,6 +302,7 @@ def _parse_line(
     fail = _Fail(path, lineno, raw)
     share = (lambda x: x) if shared is None else (lambda x: shared.setdefault(x, x))
     tok = tokenize(raw, lineno, path, rules)
+    fail.open_quote = tok.open_quote
     fields = tok.fields
     if not fields:
         return HbaComment(lineno, raw, eol)
