@@ -35,12 +35,14 @@ class PgBinaries:
     def psql(self) -> Path:
         """The psql beside these binaries, else the one on PATH (Debian ships it in another package)."""
         beside = self.path("psql")
-        if os.access(beside, os.X_OK):
-            return beside
-        found = shutil.which("psql")
-        if found is None:
-            raise ClusterError("psql not found; install the PostgreSQL client")
-        return Path(found)
+        return beside if os.access(beside, os.X_OK) else psql_on_path()
+
+
+def psql_on_path() -> Path:
+    found = shutil.which("psql")
+    if found is None:
+        raise ClusterError("psql not found; install the PostgreSQL client")
+    return Path(found)
 
 
 @cache
@@ -122,20 +124,32 @@ def find_all_binaries(first: Sequence[Path] = ()) -> list[PgBinaries]:
     return found
 
 
+def search_binaries(major: int | None = None, *, first: Sequence[Path] = ()) -> PgBinaries | None:
+    """Like :func:`find_binaries`, None when there are none."""
+    for bindir in candidate_dirs(first):
+        binaries = binaries_in(bindir)
+        if binaries is not None and (major is None or binaries.major == major):
+            return binaries
+    return None
+
+
+def not_found(major: int | None, first: Sequence[Path] = ()) -> ClusterError:
+    wanted = f"PostgreSQL {major}" if major is not None else "PostgreSQL 12 to 18"
+    looked = "".join(f"{d}, " for d in first)
+    return ClusterError(
+        f"no {wanted} server binaries found"
+        f" (looked in {looked}on PATH, pg_config --bindir and {DEBIAN_ROOT}/*/bin; name the directory"
+        " with --pg-bindir DIR)"
+    )
+
+
 def find_binaries(major: int | None = None, *, first: Sequence[Path] = ()) -> PgBinaries:
     """Find server binaries: in ``first`` (a running server's own directory, ``--pg-bindir``), on PATH, via
     ``pg_config --bindir``, or in /usr/lib/postgresql/*/bin.
 
     With ``major``, only that version is accepted (a cluster must be driven by its own version's tools).
     """
-    for bindir in candidate_dirs(first):
-        binaries = binaries_in(bindir)
-        if binaries is not None and (major is None or binaries.major == major):
-            return binaries
-    wanted = f"PostgreSQL {major}" if major is not None else "PostgreSQL 12 to 18"
-    looked = "".join(f"{d}, " for d in first)
-    raise ClusterError(
-        f"no {wanted} server binaries found"
-        f" (looked in {looked}on PATH, pg_config --bindir and {DEBIAN_ROOT}/*/bin; name the directory"
-        " with --pg-bindir DIR)"
-    )
+    found = search_binaries(major, first=first)
+    if found is None:
+        raise not_found(major, first)
+    return found

@@ -12,7 +12,14 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pgbatten.cluster.binaries import SUPPORTED_MAJORS, PgBinaries, binaries_in, find_binaries
+from pgbatten.cluster.binaries import (
+    SUPPORTED_MAJORS,
+    PgBinaries,
+    binaries_in,
+    not_found,
+    psql_on_path,
+    search_binaries,
+)
 from pgbatten.cluster.osuser import OsUser
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.errors import ClusterError, FileProblem, UsageError
@@ -57,12 +64,18 @@ class Cluster:
     ident_file: Path
     major: int
     owner: OsUser
-    binaries: PgBinaries
+    binaries: PgBinaries | None
+    """This major's server binaries; None when none were found (a stopped cluster needs none)."""
     running: PostmasterPid | None
 
     @property
     def auto_conf_file(self) -> Path:
         return self.data_dir / "postgresql.auto.conf"
+
+    def require_binaries(self) -> PgBinaries:
+        if self.binaries is None:
+            raise not_found(self.major)
+        return self.binaries
 
     def sql(self) -> OwnerSQL:
         """SQL as the owner over the socket; the cluster must be running with a Unix socket."""
@@ -71,7 +84,7 @@ class Cluster:
         if self.running.socket_dir is None:
             raise ClusterError(f"cluster {self.label} has no Unix socket (unix_socket_directories is empty)")
         return OwnerSQL(
-            psql=self.binaries.psql(),
+            psql=self.binaries.psql() if self.binaries is not None else psql_on_path(),
             socket_dir=self.running.socket_dir,
             port=self.running.port,
             owner=self.owner,
@@ -127,8 +140,10 @@ def read_major(data_dir: Path) -> int:
     return major
 
 
-def binaries_for(major: int, running: PostmasterPid | None, pg_bindir: Path | None = None) -> PgBinaries:
-    """The binaries to drive a cluster of ``major`` with.
+def binaries_for(
+    major: int, running: PostmasterPid | None, pg_bindir: Path | None = None
+) -> PgBinaries | None:
+    """The binaries to drive a cluster of ``major`` with; None when there are none.
 
     ``pg_bindir`` (the user's word) must hold that major. Otherwise the running postmaster's own directory
     comes first (the one answer that is right for a server started from a tarball, a wheel or a custom
@@ -146,7 +161,7 @@ def binaries_for(major: int, running: PostmasterPid | None, pg_bindir: Path | No
             )
         return given
     exe = running.executable() if running is not None else None
-    return find_binaries(major, first=[exe.parent] if exe is not None else [])
+    return search_binaries(major, first=[exe.parent] if exe is not None else [])
 
 
 def _setting_from_file(conf: Path, name: str) -> str | None:
