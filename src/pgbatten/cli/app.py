@@ -148,6 +148,13 @@ def read_secret_file(path: Path | None) -> bytes | None:
 
 def cluster_options(func: F) -> F:
     func = click.option(
+        "--pg-bindir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="The cluster's PostgreSQL binaries (default: the running server's own, then PATH, pg_config"
+        " and /usr/lib/postgresql/VERSION/bin).",
+    )(func)
+    func = click.option(
         "--cluster",
         "cluster_name",
         metavar="VERSION/NAME",

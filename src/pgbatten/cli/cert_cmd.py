@@ -63,12 +63,12 @@ def _hex(serial: int) -> str:
     return f"{serial:#x}"
 
 
-def _cluster(pgdata: Path | None, cluster_name: str | None) -> Cluster | None:
+def _cluster(pgdata: Path | None, cluster_name: str | None, pg_bindir: Path | None) -> Cluster | None:
     if pgdata is None and cluster_name is None:
         return None
     from pgbatten.cluster.discover import discover
 
-    return discover(pgdata=pgdata, cluster=cluster_name)
+    return discover(pgdata=pgdata, cluster=cluster_name, pg_bindir=pg_bindir)
 
 
 @main.group()
@@ -131,6 +131,7 @@ def cert_client(
     p12_password_file: Path | None,
     pgdata: Path | None,
     cluster_name: str | None,
+    pg_bindir: Path | None,
     server_host: str | None,
     port: int | None,
     dbname: str,
@@ -142,7 +143,7 @@ def cert_client(
     from pgbatten.pki.operations import issue_client_bundle, prepare_client_bundle
 
     store = _store(ca_dir)
-    cluster = _cluster(pgdata, cluster_name)
+    cluster = _cluster(pgdata, cluster_name, pg_bindir)
     view = _view(cluster, store)
     request = prepare_client_bundle(
         store,
@@ -260,6 +261,7 @@ def cert_revoke(
     ca_passphrase_file: Path | None,
     pgdata: Path | None,
     cluster_name: str | None,
+    pg_bindir: Path | None,
     crl_days: int,
     timeout: float,
     allow_served: bool,
@@ -271,7 +273,7 @@ def cert_revoke(
     from pgbatten.pki.served import served_certificates
 
     store = _store(ca_dir)
-    cluster = _cluster(pgdata, cluster_name)
+    cluster = _cluster(pgdata, cluster_name, pg_bindir)
     view = _view(cluster, store)
     served = served_certificates(store, view)
     operations.select_revocation(
@@ -517,6 +519,7 @@ def crl_refresh(
     ca_passphrase_file: Path | None,
     pgdata: Path | None,
     cluster_name: str | None,
+    pg_bindir: Path | None,
     crl_days: int,
     timeout: float,
     as_json: bool,
@@ -526,7 +529,7 @@ def crl_refresh(
 
     store = _store(ca_dir)
     authority = store.load(read_secret_file(ca_passphrase_file))
-    cluster = _cluster(pgdata, cluster_name)
+    cluster = _cluster(pgdata, cluster_name, pg_bindir)
     view = _view(cluster, store)
     if cluster is not None:
         from pgbatten.secure.crl import preflight

@@ -52,6 +52,7 @@ def _confirm(question: str) -> bool:
 def secure_cmd(
     pgdata: Path | None,
     cluster_name: str | None,
+    pg_bindir: Path | None,
     hosts: tuple[str, ...],
     ca_dir: Path | None,
     ca_passphrase_file: Path | None,
@@ -82,7 +83,7 @@ def secure_cmd(
         ca_passphrase=read_secret_file(ca_passphrase_file),
     )
     options.request()  # reject bad --host values before looking at the cluster
-    cluster = discover(pgdata=pgdata, cluster=cluster_name)
+    cluster = discover(pgdata=pgdata, cluster=cluster_name, pg_bindir=pg_bindir)
     console = make_console()
     if not bench:
         secure(cluster, options, console=console, confirm=_confirm)
