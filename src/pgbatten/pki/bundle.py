@@ -100,6 +100,7 @@ def write_client_bundle(
     server_port: int = 5432,
     dbname: str = "postgres",
     force: bool = False,
+    direct_ssl: bool = False,
 ) -> ClientBundle:
     """Write a complete bundle into ``out_dir`` (mode 0700), all at once or not at all.
 
@@ -108,7 +109,7 @@ def write_client_bundle(
     ``force``; with ``force`` it is replaced whole.
     """
     user = _client_user(issued.certificate)
-    install_md = render_install_md(user, server_host, server_port, dbname)
+    install_md = render_install_md(user, server_host, server_port, dbname, direct_ssl=direct_ssl)
     if not p12_password:
         raise UsageError("the PKCS#12 password must not be empty")
     out_dir = Path(out_dir)
@@ -176,8 +177,14 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
 # -- INSTALL.md -------------------------------------------------------------------------------------------
 
 
-def render_install_md(user: str, server_host: str, port: int = 5432, dbname: str = "postgres") -> str:
-    """The bundle's INSTALL.md: where the files go and ready ``sslmode=verify-full`` settings per driver."""
+def render_install_md(
+    user: str, server_host: str, port: int = 5432, dbname: str = "postgres", *, direct_ssl: bool = False
+) -> str:
+    """The bundle's INSTALL.md: where the files go and ready ``sslmode=verify-full`` settings per driver.
+
+    ``direct_ssl``: the server is PostgreSQL 17 or later, so a libpq 17+ client may add
+    ``sslnegotiation=direct``.
+    """
     check_role_name(user)
     host = classify_host(server_host)
     if not 1 <= port <= 65535:
@@ -290,7 +297,7 @@ or with explicit paths:
 ```
 {explicit}
 ```
-
+{_direct_ssl_section(conninfo) if direct_ssl else ""}
 ## ~/.pg_service.conf
 
 On Windows this file is `{_WINDOWS_DIR}\\.pg_service.conf`.
@@ -401,3 +408,17 @@ def _npgsql_value(value: str) -> str:
         return value
     escaped = value.replace('"', '""')
     return f'"{escaped}"'
+
+
+def _direct_ssl_section(conninfo: str) -> str:
+    return f"""
+The server is PostgreSQL 17 or later: with libpq 17 or newer on this side (`psql --version` says 17 or
+more; psycopg's binary package brings its own) it can start TLS at once, without the plaintext
+SSLRequest round trip first:
+
+```
+{conninfo} sslnegotiation=direct
+```
+
+libpq 16 and older refuse `sslnegotiation` as an unknown option: leave it out there.
+"""

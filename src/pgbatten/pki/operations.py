@@ -72,6 +72,8 @@ class BundleRequest:
     p12_password: bytes | None = None
     # What the named server will not do with this certificate (see ClusterView.client_certificate_warnings).
     warnings: tuple[str, ...] = ()
+    direct_ssl: bool = False
+    """Whether INSTALL.md offers ``sslnegotiation=direct``: the named cluster is PostgreSQL 17 or later."""
 
 
 def default_out_dir(user: str) -> Path:
@@ -161,6 +163,8 @@ def prepare_client_bundle(
         force=force,
         p12_password=p12_password,
         warnings=tuple(warnings),
+        # Known only for a named cluster: offering it for a server older than 17 would break the client.
+        direct_ssl=cluster is not None and cluster.major is not None and cluster.major >= 17,
     )
 
 
@@ -235,6 +239,7 @@ def issue_client_bundle(
             server_port=request.port,
             dbname=request.dbname,
             force=request.force,
+            direct_ssl=request.direct_ssl,
         )
     except BaseException:
         # Nobody holds this certificate's key: drop it from the inventory again.

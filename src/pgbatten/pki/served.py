@@ -64,6 +64,8 @@ class ClusterView:
     ca_file: Path | None
     trusts_ca: bool
     cert_rules: tuple[CertRule, ...]
+    major: int | None = None
+    """The server's PostgreSQL major: 17 and later take direct SSL (``sslnegotiation=direct``)."""
 
     @property
     def served_serial(self) -> int | None:
@@ -139,6 +141,7 @@ def inspect_cluster(cluster: Cluster, ca_certificate: x509.Certificate | None) -
         ca_file=ca_file,
         trusts_ca=ca_file is not None and ca_certificate is not None and _holds(ca_file, ca_certificate),
         cert_rules=_cert_rules(cluster.hba_file),
+        major=cluster.major,
     )
 
 
