@@ -60,6 +60,8 @@ class SecureResult:
     outcome: ApplyResult | None
     ca_cert_path: Path
     conninfo: str
+    direct_conninfo: str | None = None
+    """``conninfo`` with ``sslnegotiation=direct``, when the server is PostgreSQL 17+ (needs libpq 17+)."""
 
     @property
     def proofs(self) -> tuple[Proof, ...]:
@@ -141,7 +143,11 @@ def secure(
     console.print("[bold]For clients[/]: hand out the CA certificate and connect with verify-full:")
     console.print(f"  sslrootcert: {store.ca_cert_path}", markup=False)
     console.print(f"  psql '{conninfo}'", markup=False)
-    return SecureResult(plan, True, outcome, store.ca_cert_path, conninfo)
+    direct = f"{conninfo} sslnegotiation=direct" if cluster.major >= 17 else None
+    if direct is not None:
+        console.print("With libpq 17 or newer on the client, TLS can start at once (one round trip less):")
+        console.print(f"  psql '{direct}'", markup=False)
+    return SecureResult(plan, True, outcome, store.ca_cert_path, conninfo, direct)
 
 
 def client_conninfo(hosts: tuple[str, ...], port: int, ca_path: Path) -> str:

@@ -135,9 +135,16 @@ def prove_login(
     password: str,
     cert_dir: Path | None,
     timeout: float,
+    direct: bool = False,
 ) -> Proof:
-    """A real libpq login with sslmode=verify-full that reads its own row of pg_stat_ssl."""
+    """A real libpq login with sslmode=verify-full that reads its own row of pg_stat_ssl.
+
+    ``direct``: with ``sslnegotiation=direct`` (libpq 17+, PostgreSQL 17+): TLS from the first byte, ALPN
+    ``postgresql``, no SSLRequest.
+    """
     what = f"verify-full login by {'address' if _is_ip(host) else 'name'} {host}"
+    if direct:
+        what += " with sslnegotiation=direct"
     # Built by pgbatten.libpq: no client certificate from the operator's ~/.postgresql, no PG* variable, can
     # change what this login proves.
     params = libpq.params(
@@ -155,6 +162,7 @@ def prove_login(
         ),
         connect_timeout=timeout,
         application_name="pgbatten-verify",
+        extra={"sslnegotiation": "direct"} if direct else None,
     )
     try:
         with psycopg.connect(libpq.conninfo(params)) as conn:
@@ -199,11 +207,15 @@ def prove_all(
     proofs = prove_outside(port, addresses, installed, ca.certificate, timeout)
     names = [h for h in hosts if not _is_ip(h)]
     address = addresses[0]
-    logins = [(names[0] if names else address, address)]
-    if names:
-        logins.append((address, address))
+    # PostgreSQL 17 also takes TLS from the first byte; prove that door too when our libpq can knock. The
+    # login by address uses it (``check`` has already proved the usual negotiation at every address), so it
+    # costs no extra backend unless there is no name to log in by.
+    direct = supports_direct_ssl(cluster.major)
+    logins = [(names[0] if names else address, address, False)]
+    if names or direct:
+        logins.append((address, address, direct))
     with probe_role(cluster.sql(), ca, client_auth) as (role, password, cert_dir):
-        for host, hostaddr in logins:
+        for host, hostaddr, direct_login in logins:
             proofs.append(
                 prove_login(
                     host=host,
@@ -214,6 +226,12 @@ def prove_all(
                     password=password,
                     cert_dir=cert_dir,
                     timeout=timeout,
+                    direct=direct_login,
                 )
             )
     return proofs
+
+
+def supports_direct_ssl(server_major: int) -> bool:
+    """Whether a ``sslnegotiation=direct`` login can be proved: PostgreSQL 17+ and a libpq that has it."""
+    return server_major >= 17 and libpq.libpq_knows("sslnegotiation")
