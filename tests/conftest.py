@@ -12,6 +12,7 @@ copy of that template.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -193,6 +194,40 @@ def make_cluster(
 def seed_cluster(make_cluster: Callable[..., TempCluster]) -> TempCluster:
     """A running cluster as the seed's reader has it: ssl off, md5 over TCP, a shadowed hostssl line."""
     return make_cluster(hba=SEED_HBA, settings={"password_encryption": "md5"})
+
+
+DOCKER_HBA_LAST = "host all all all scram-sha-256"
+
+
+@pytest.fixture
+def docker_cluster(make_cluster: Callable[..., TempCluster]) -> TempCluster:
+    """A running cluster laid out as the official Docker image's entrypoint leaves ``PGDATA``.
+
+    Everything lives in the data directory. The image edits initdb's sample so that postgresql.conf says
+    ``listen_addresses = '*'`` in place of the commented default; initdb runs without ``--auth``, so
+    pg_hba.conf holds its ``trust`` rules (local and loopback); the entrypoint appends a blank line and
+    ``host all all all scram-sha-256`` (the default password_encryption). Only the port, socket directory and
+    test knobs appended by TempCluster differ, and the owner is this machine's ``postgres`` user rather
+    than the image's uid 999.
+    """
+    cluster = make_cluster(start=False)
+    conf = cluster.config_file.read_text()
+    lines = []
+    for line in conf.splitlines():
+        if line.startswith("listen_addresses = "):
+            continue  # TempCluster's own: the image leaves '*' as the only value
+        if re.match(r"#?listen_addresses\s*=", line):
+            line = "listen_addresses = '*'"
+        lines.append(line)
+    cluster.config_file.write_text("\n".join(lines) + "\n")
+    rules = []
+    for line in cluster.hba_file.read_text().splitlines():
+        if line and not line.startswith("#"):
+            line = re.sub(r"(peer|scram-sha-256)$", "trust", line)
+        rules.append(line)
+    cluster.hba_file.write_text("\n".join(rules) + f"\n\n{DOCKER_HBA_LAST}\n")
+    cluster.start()
+    return cluster
 
 
 @pytest.fixture

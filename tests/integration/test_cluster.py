@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,11 @@ def test_a_temp_cluster_is_the_cluster_discover_finds(seed_cluster: TempCluster)
     # One description for both: what the throwaway cluster says of itself is what discovery finds.
     assert seed_cluster.cluster == discover(pgdata=seed_cluster.data_dir)
     seed_cluster.stop()
+    stopped = discover(pgdata=seed_cluster.data_dir)
     assert seed_cluster.cluster.running is None
-    assert seed_cluster.cluster == discover(pgdata=seed_cluster.data_dir)
+    # A stopped server cannot say where its binaries are: found where they are looked for, or none.
+    assert stopped.binaries in (seed_cluster.bin, None)
+    assert replace(stopped, binaries=seed_cluster.bin) == seed_cluster.cluster
 
 
 def test_clusters_copied_from_one_template_are_independent(make_cluster: Callable[..., TempCluster]) -> None:
