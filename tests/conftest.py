@@ -199,9 +199,8 @@ def seed_cluster(make_cluster: Callable[..., TempCluster]) -> TempCluster:
 DOCKER_HBA_LAST = "host all all all scram-sha-256"
 
 
-@pytest.fixture
-def docker_cluster(make_cluster: Callable[..., TempCluster]) -> TempCluster:
-    """A running cluster laid out as the official Docker image's entrypoint leaves ``PGDATA``.
+def lay_out_like_docker(cluster: TempCluster) -> None:
+    """Rewrite a fresh, stopped cluster's files as the official Docker image's entrypoint leaves ``PGDATA``.
 
     Everything lives in the data directory. The image edits initdb's sample so that postgresql.conf says
     ``listen_addresses = '*'`` in place of the commented default; initdb runs without ``--auth``, so
@@ -210,10 +209,8 @@ def docker_cluster(make_cluster: Callable[..., TempCluster]) -> TempCluster:
     test knobs appended by TempCluster differ, and the owner is this machine's ``postgres`` user rather
     than the image's uid 999.
     """
-    cluster = make_cluster(start=False)
-    conf = cluster.config_file.read_text()
     lines = []
-    for line in conf.splitlines():
+    for line in cluster.config_file.read_text().splitlines():
         if line.startswith("listen_addresses = "):
             continue  # TempCluster's own: the image leaves '*' as the only value
         if re.match(r"#?listen_addresses\s*=", line):
@@ -226,6 +223,13 @@ def docker_cluster(make_cluster: Callable[..., TempCluster]) -> TempCluster:
             line = re.sub(r"(peer|scram-sha-256)$", "trust", line)
         rules.append(line)
     cluster.hba_file.write_text("\n".join(rules) + f"\n\n{DOCKER_HBA_LAST}\n")
+
+
+@pytest.fixture
+def docker_cluster(make_cluster: Callable[..., TempCluster]) -> TempCluster:
+    """A running cluster laid out as the official Docker image leaves it (:func:`lay_out_like_docker`)."""
+    cluster = make_cluster(start=False)
+    lay_out_like_docker(cluster)
     cluster.start()
     return cluster
 

@@ -8,10 +8,14 @@ version they need and are skipped, saying why, where it cannot be had.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -26,7 +30,7 @@ from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pki import CertificateAuthority
 from pgbatten.secure.facts import read_state
 from pgbatten.secure.plan import SecureRequest, plan_secure
-from tests.conftest import DOCKER_HBA_LAST, SEED_HBA, newest_with
+from tests.conftest import DOCKER_HBA_LAST, SEED_HBA, lay_out_like_docker, newest_with
 
 pytestmark = pytest.mark.integration
 
@@ -286,3 +290,80 @@ def test_docker_layout_becomes_tls_only_with_a_guard_above_every_tcp_rule(
             host="127.0.0.1", port=cluster.port, dbname="postgres", user="postgres", sslmode="disable",
             connect_timeout=10,
         )  # fmt: skip
+
+
+@dataclass
+class Container:
+    """A cluster whose server runs in a PID namespace of its own."""
+
+    cluster: TempCluster
+    unshare: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        """``docker kill``: SIGKILL to the namespace's PID 1, which takes every backend with it.
+
+        Sent to the server itself: unshare's --kill-child does not survive the switch to the owner's uid.
+        """
+        children = Path(f"/proc/{self.unshare.pid}/task/{self.unshare.pid}/children")
+        with contextlib.suppress(OSError, ValueError):
+            for pid in children.read_text().split():
+                os.kill(int(pid), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.unshare.wait(timeout=60)
+        if self.unshare.poll() is None:
+            self.unshare.kill()
+            self.unshare.wait(timeout=60)
+
+
+@pytest.fixture
+def container(make_cluster: Callable[..., TempCluster]) -> Iterator[Container]:
+    """A Docker-layout cluster whose postmaster runs in a PID namespace of its own, as PID 1, the way a
+    container's does: seen from here, ``postmaster.pid`` names a process that is not the server."""
+    cluster = make_cluster(start=False)
+    lay_out_like_docker(cluster)
+    owner = cluster.owner
+    switch = ["setpriv", f"--reuid={owner.uid}", f"--regid={owner.gid}", "--init-groups"]
+    argv = ["unshare", "--pid", "--fork", "--"]
+    argv += [
+        *(switch if os.geteuid() == 0 else []),
+        str(cluster.bin.path("postgres")),
+        "-D",
+        str(cluster.data_dir),
+    ]
+    with cluster.log_file.open("ab") as log:
+        unshare = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd="/"
+        )
+    running = Container(cluster, unshare)
+    try:
+        deadline = time.monotonic() + 60
+        while cluster.cluster.running is None:
+            if unshare.poll() is not None or time.monotonic() > deadline:
+                pytest.skip(f"cannot start a server in a PID namespace of its own here: {cluster.log_tail()}")
+            time.sleep(0.1)
+        yield running
+    finally:
+        running.kill()
+
+
+def test_a_container_seen_from_the_host(container: Container, ca_dir: Path) -> None:
+    cluster = container.cluster
+    assert (cluster.data_dir / "postmaster.pid").read_text().splitlines()[0] == "1"  # the container's PID
+    found = discover(pgdata=cluster.data_dir)
+    assert found.running is not None and not found.running.local and found.running.pid == 1
+    assert found.running.executable() is None  # /proc/1/exe here is another program
+    assert found.sql().value("SELECT pg_backend_pid() <> 1") == "t"
+
+    out = cli("secure", "--pgdata", str(cluster.data_dir), "--yes").output
+    assert "rolled back" not in out
+    assert cluster.sql().value("SHOW ssl") == "on"
+    checked = cli("check", f"127.0.0.1:{cluster.port}", "--ca", str(ca_dir / "ca.crt"), "--quick", "--json")
+    (report,) = json.loads(checked.output)
+    assert report["plaintext_accepted"] is False
+    assert report["verify_full"]["127.0.0.1"]["ok"] is True
+
+    # A killed container leaves postmaster.pid behind: that is a stopped cluster, not one running elsewhere.
+    container.kill()
+    assert (cluster.data_dir / "postmaster.pid").exists()
+    assert discover(pgdata=cluster.data_dir).running is None
+    assert "is not running" in cli("secure", "--pgdata", str(cluster.data_dir), "--yes", code=2).output

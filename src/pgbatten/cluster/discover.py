@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,6 +40,8 @@ class PostmasterPid:
     data_dir: Path
     port: int
     socket_dir: Path | None
+    local: bool = True
+    """False for a server in another PID namespace (a container seen from the host): ``pid`` is its own."""
 
     def executable(self) -> Path | None:
         """The postmaster's own executable, when this process may see it (``/proc/PID/exe``).
@@ -45,6 +49,8 @@ class PostmasterPid:
         Only root and the server's owner may read the link; after a package upgrade in place it names the
         replaced file, whose directory holds the same major's new binaries.
         """
+        if not self.local:
+            return None
         try:
             target = str(Path(f"/proc/{self.pid}/exe").readlink())
         except OSError:
@@ -88,7 +94,14 @@ class Cluster:
             socket_dir=self.running.socket_dir,
             port=self.running.port,
             owner=self.owner,
+            role=self._role(),
         )
+
+    def _role(self) -> str | None:
+        # psql logs in as the OS user's name by default. An owner without a name here is a container's (the
+        # official image's uid 999, seen from the host): inside, that uid is called postgres, the image's
+        # superuser, and its local rules are trust or peer, so that is the role to ask for.
+        return "postgres" if self.owner.name == str(self.owner.uid) else None
 
     def require_running(self) -> PostmasterPid:
         if self.running is None:
@@ -112,14 +125,48 @@ def read_postmaster_pid(data_dir: Path) -> PostmasterPid | None:
         port = int(lines[3])
     except (IndexError, ValueError):
         return None
+    socket_dir = Path(lines[4]) if len(lines) > 4 and lines[4].strip() else None
+    if _is_postmaster(pid):
+        return PostmasterPid(pid=pid, data_dir=data_dir, port=port, socket_dir=socket_dir)
+    # No such postmaster here. Either the file is stale (a crash, a container killed), or the server runs in
+    # another PID namespace, a container whose data directory and socket are mounted here: only then does
+    # its socket answer.
+    if socket_dir is not None and _socket_answers(socket_dir / f".s.PGSQL.{port}"):
+        return PostmasterPid(pid=pid, data_dir=data_dir, port=port, socket_dir=socket_dir, local=False)
+    return None
+
+
+def _is_postmaster(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return None  # a stale file left by a crash
+        return False
     except PermissionError:
         pass  # alive, but not ours to signal
-    socket_dir = Path(lines[4]) if len(lines) > 4 and lines[4].strip() else None
-    return PostmasterPid(pid=pid, data_dir=data_dir, port=port, socket_dir=socket_dir)
+    try:
+        # The kernel's name for the process is its executable's, whatever title PostgreSQL displays.
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:
+        return False  # gone meanwhile
+    except OSError:
+        return True  # no /proc to ask: alive is all we can know
+    return name in ("postgres", "postmaster")
+
+
+def _socket_answers(path: Path) -> bool:
+    """Whether a server accepts on this Unix socket (costs one backend fork only in this rare case)."""
+    try:
+        if not stat.S_ISSOCK(path.stat().st_mode):
+            return False
+    except OSError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def read_major(data_dir: Path) -> int:

@@ -207,12 +207,14 @@ class TempCluster:
             raise ClusterError(f"test cluster did not start: {self.log_tail()}")
 
     def stop(self) -> None:
-        # A postmaster.pid on disk also counts: pg_ctl may have been interrupted after launching the server.
-        if self.started or (self.data_dir / "postmaster.pid").exists():
+        # Whatever this object believes: pg_ctl may have been interrupted after launching the server, and a
+        # file left by a killed server names a PID that may be anyone's now, not to be signalled.
+        running = read_postmaster_pid(self.data_dir)
+        if running is not None and running.local:
             run_as(
                 self.owner, [self.bin.path("pg_ctl"), "-D", self.data_dir, "-m", "immediate", "-w", "stop"]
             )
-            self.started = False
+        self.started = False
 
     def log_tail(self, lines: int = 5) -> str:
         try:
