@@ -296,6 +296,7 @@ def test_client_certificates_required(
     assert result.connections_used == seen
 
 
+@pytest.mark.pg_matrix
 def test_direct_ssl_matches_server_version(
     tls_cluster: Callable[..., tuple[TempCluster, Pki]], pg_binaries: object
 ) -> None:

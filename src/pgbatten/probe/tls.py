@@ -245,11 +245,13 @@ class _Scan:
     connections: int = 0
     first_response: wire.SslResponse | None = None
     extra: bytes = b""
+    extra_checked: bool = False
     attempts: dict[TlsVersion, VersionAttempt] = field(default_factory=dict)
 
     def connected(self) -> None:
         # Only connections the server accepted count: each one is a backend forked (or a slot taken).
         self.connections += 1
+        self.extra_checked = True
 
     def note(self, response: wire.SslResponse) -> None:
         if self.first_response is None:
@@ -266,7 +268,7 @@ class _Scan:
             ssl_context=ctx,
             server_name=self.server_name,
             # Bytes after 'S' are a property of the path, not of the version offered: look once.
-            extra_wait=EXTRA_BYTES_WAIT if self.connections == 0 else 0.0,
+            extra_wait=0.0 if self.extra_checked else EXTRA_BYTES_WAIT,
             trailing=trailing,
             on_response=self.note,
             on_connected=self.connected,
@@ -415,6 +417,9 @@ def first_handshake(
     if early is None and best is None:
         refused = next((a.detail for a in scan.attempts.values()), "handshake failed")
         scan.attempts.clear()
+        # What followed 'S' on that connection was the server's TLS answer to our own buffered bytes (a
+        # real PostgreSQL 17 sends a 7-byte alert), not an injection: the clean connection looks again.
+        scan.first_response, scan.extra, scan.extra_checked = None, b"", False
         best, early = _first(scan, TLS_VERSIONS)
         verdict = None
         if best is not None:
