@@ -75,7 +75,13 @@ _REPLICATION = "\0Kreplication"
 _FILE = "\0F"
 
 
+_KEYWORDS = _DB_KEYWORDS | {"all"}
+_MARKED_FIRST = frozenset("@+/")
+
+
 def _key(token: str) -> str:
+    if '"' not in token and token[:1] not in _MARKED_FIRST and token not in _KEYWORDS:
+        return token  # a plain name, by far the most common token: itself
     kind, value = name_key(token)
     if kind == "name":
         return token if value == token else value
@@ -83,7 +89,7 @@ def _key(token: str) -> str:
 
 
 def _keys(tokens: tuple[str, ...]) -> tuple[str, ...]:
-    keys = tuple([_key(t) for t in tokens])
+    keys = tuple(map(_key, tokens))
     return tokens if keys == tokens else keys  # share the rule's own tuple when it holds plain names
 
 
@@ -246,12 +252,16 @@ class _Index:
     def __init__(self) -> None:
         self.buckets: dict[tuple[ConnType, str, str], _Bucket] = {}
         self.prefixes: set[int] = set()  # (prefix length << 1 | IPv6) of every network indexed
+        self.dbs: set[str] = set()  # every database and user key indexed: most lookups end here
+        self.users: set[str] = set()
 
     def add(self, rule: _Rule) -> None:
         key = _address_key(rule)
         if rule.net is not None:
             self.prefixes.add(rule.net & 0x1FF)
         buckets = self.buckets
+        self.dbs.update(rule.dbs)
+        self.users.update(rule.users)
         for d in rule.dbs:
             for u in rule.users:
                 name = (rule.conn, d, u)
@@ -277,9 +287,12 @@ class _Index:
         # replication and @file keys only ever match themselves. Likewise for users, where "all" is "all".
         strict = next((k for k in rule.dbs if k == _REPLICATION or k.startswith(_FILE)), None)
         db = rule.dbs[0] if strict is None else strict
-        db_keys = (db,) if strict is not None or db == _ALL else (db, _ALL)
+        known_dbs, known_users = self.dbs, self.users
+        db_keys = [k for k in ((db,) if strict is not None or db == _ALL else (db, _ALL)) if k in known_dbs]
         user = rule.users[0]
-        user_keys = (user,) if user == _ALL else (user, _ALL)
+        user_keys = [k for k in ((user,) if user == _ALL else (user, _ALL)) if k in known_users]
+        if not db_keys or not user_keys:
+            return None
         address = rule.address
         keys: list[_AddressKey]
         if address is None:
