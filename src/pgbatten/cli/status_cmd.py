@@ -114,6 +114,12 @@ def status_cmd(
     ctx.exit(report.exit_status)
 
 
+def _iso_when(text: str) -> str:
+    import datetime as dt
+
+    return _when(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
 def _when(value: dt.datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M} UTC" if value is not None else "never"
 
@@ -198,8 +204,8 @@ def print_report(out: Console, report: StatusReport) -> None:
     if report.rotation is not None:
         r = report.rotation
         out.print(
-            f"CA rotation: stage {r.stage}; started {r.started_at}, overlap "
-            f"{'ended' if r.ended else 'ends'} {r.planned_end}",
+            f"CA rotation: stage {r.stage}; started {_iso_when(r.started_at)}, overlap "
+            f"{'ended' if r.ended else 'ends'} {_iso_when(r.planned_end)}",
             markup=False,
             soft_wrap=True,
         )

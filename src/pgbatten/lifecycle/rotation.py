@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -373,7 +374,9 @@ def retire(
         users = sorted({e.name for e in remaining})
         raise PKIError(
             f"{len(remaining)} client certificate(s) of the old CA are still valid and not revoked: "
-            f"{named}{more}; re-issue them from the new CA (pgbatten renew --client {users[0]}, or --all)"
+            f"{named}{more}; re-issue them from the new CA ("
+            + shlex.join(["pgbatten", "renew", "--client", users[0], "--ca-dir", str(ca_dir)])
+            + ", or --all)"
             " and hand out the new bundles, then retire with --revoke-replaced; or pass --force to retire"
             " anyway (their holders are then refused)"
         )
