@@ -63,6 +63,14 @@ class VerificationError(PgBattenError):
     """A check after applying a change failed; the change was rolled back."""
 
 
+class RollbackError(PgBattenError):
+    """A rollback could not restore every file; the message names each one and where its backup is."""
+
+
+class BusyError(PgBattenError):
+    """Another pgbatten run holds the lock on the same cluster or CA directory; nothing was changed."""
+
+
 class ProbeError(PgBattenError):
     """A network probe could not reach or understand a target."""
 
