@@ -81,8 +81,13 @@ def run_as(
     timeout: float = 120,
     check: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` as ``user`` (switching only when we are root), capturing text output."""
-    full_env = dict(os.environ)
+    """Run ``argv`` as ``user`` (switching only when we are root), capturing text output.
+
+    The tool never sees the operator's ``PG*`` variables (``PGHOST``, ``PGPORT``, ``PGSERVICE``,
+    ``PGSSLMODE``, ``PGOPTIONS``, ``PGCLIENTENCODING``, ``PGDATA``…): what psql or pg_ctl does for pgbatten
+    must not depend on the shell it was started from. ``env`` adds what the caller means to pass.
+    """
+    full_env = tool_environment()
     kwargs: dict[str, object] = {}
     if user is not None and needs_switch(user):
         kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
@@ -122,6 +127,12 @@ def run_as(
         last = detail[-1] if detail else f"exit status {result.returncode}"
         raise ClusterError(f"{name} failed: {last}")
     return result
+
+
+def tool_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without the variables libpq, psql and the server tools read."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if not k.startswith(("PG", "PSQL"))}
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:
