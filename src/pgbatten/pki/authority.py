@@ -256,14 +256,18 @@ class CertificateAuthority:
         days: int = 365,
         not_after: dt.datetime | None = None,
         now: dt.datetime | None = None,
+        ip_as_dns: bool = False,
     ) -> IssuedCertificate:
         """A server certificate with every host in subjectAltName (IPs typed as IPAddress).
 
         Valid for ``days``, or until ``not_after`` when given; never beyond the CA's own end.
+
+        ``ip_as_dns`` also writes each IP address as a DNS name, which libpq before 15 compares the host
+        against (it ignores IP SANs); see ``secure --legacy-ip-sans``.
         """
         if isinstance(hosts, str):
             raise TypeError("hosts must be a sequence of host names, not one string")
-        san = subject_alt_names(hosts)
+        san = subject_alt_names(hosts, ip_as_dns=ip_as_dns)
         if common_name is None:
             classified = [classify_host(h) for h in hosts]
             dns = [h for h in classified if isinstance(h, str)]

@@ -84,10 +84,17 @@ def _no_scope(address: ipaddress.IPv6Address, bad: Callable[[str], UsageError]) 
     return address
 
 
-def subject_alt_names(hosts: Iterable[str], *, allow_wildcard: bool = False) -> x509.SubjectAlternativeName:
-    """A SAN extension naming every host once, in the given order: IPs as IPAddress, names as DNSName."""
+def subject_alt_names(
+    hosts: Iterable[str], *, allow_wildcard: bool = False, ip_as_dns: bool = False
+) -> x509.SubjectAlternativeName:
+    """A SAN extension naming every host once, in the given order: IPs as IPAddress, names as DNSName.
+
+    ``ip_as_dns`` adds each IP address once more as a DNSName, after the others, for clients that only
+    compare DNS names (libpq before 15).
+    """
     seen: set[HostName] = set()
     general: list[x509.GeneralName] = []
+    legacy: list[x509.GeneralName] = []
     for host in hosts:
         value = classify_host(host, allow_wildcard=allow_wildcard)
         if value in seen:
@@ -97,6 +104,9 @@ def subject_alt_names(hosts: Iterable[str], *, allow_wildcard: bool = False) -> 
             general.append(x509.DNSName(value))
         else:
             general.append(x509.IPAddress(value))
+            if ip_as_dns:
+                legacy.append(x509.DNSName(str(value)))
+    general.extend(legacy)
     if not general:
         raise UsageError("at least one host name or IP address is needed")
     return x509.SubjectAlternativeName(general)
