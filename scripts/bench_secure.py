@@ -9,16 +9,13 @@ Starts a throwaway cluster set up like the seed (ssl off, md5 over TCP, a plaint
 
 from __future__ import annotations
 
-import io
 import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
-from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure import SecureRequest, secure
 
 SEED_HBA = """\
 local   all   all                     peer
@@ -38,12 +35,12 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="pgbatten-bench-") as tmp,
         TempCluster(hba=SEED_HBA, settings={"password_encryption": "md5"}) as cluster,
     ):
-        options = SecureOptions(hosts=("db.example.test",), ca_dir=Path(tmp) / "ca", yes=True)
+        request = SecureRequest(hosts=("db.example.test",), ca_dir=Path(tmp) / "ca")
         print(f"{'run':<8} {'seconds':>8} {'backends':>9} {'over TCP':>9} {'changed':>8} {'proofs ok':>10}")
         for run in ("first", "second"):
             before_all, before_tcp = backends(cluster.log_text())
             started = time.monotonic()
-            result = secure(discover(pgdata=cluster.data_dir), options, console=Console(file=io.StringIO()))
+            result = secure(discover(pgdata=cluster.data_dir), request)
             elapsed = time.monotonic() - started
             after_all, after_tcp = backends(cluster.log_text())
             ok = all(p.ok for p in result.proofs)

@@ -65,7 +65,8 @@ def _secure(template: ClusterTemplate, root: Path, client_auth: ClientAuth) -> t
     ca_dir = root / "ca"
     secure(
         discover(pgdata=cluster.data_dir),
-        SecureOptions(ca_dir=ca_dir, client_auth=client_auth, yes=True),
+        # Only the cluster's superuser logs in over TCP yet; it is the one being locked out on purpose.
+        SecureOptions(ca_dir=ca_dir, client_auth=client_auth, allow_lockout=True, yes=True),
         console=Console(file=io.StringIO(), width=200),
     )
     (root / "p12pw").write_text(P12_PASSWORD + "\n")
@@ -451,7 +452,8 @@ def test_revoke_on_a_debian_cluster_puts_the_crl_beside_postgresql_conf(
         monkeypatch.setenv(CONF_ROOT_ENV, str(root))
         name = f"{cluster.bin.major}/main"
         ca_dir = tmp_path / "ca"
-        _cli("secure", "--cluster", name, "--client-auth", "cert", "--ca-dir", str(ca_dir), "--yes")
+        _cli("secure", "--cluster", name, "--client-auth", "cert", "--ca-dir", str(ca_dir), "--allow-lockout",
+             "--yes")  # fmt: skip
         cluster.sql().query("CREATE ROLE alice LOGIN")
         _cli("cert", "client", "alice", "--ca-dir", str(ca_dir), "--out", str(tmp_path / "alice"),
              "--server-host", "localhost", "--cluster", name)  # fmt: skip

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import os
 import shutil
 import subprocess
@@ -15,25 +14,20 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
-from rich.console import Console
 
 from pgbatten.certfacts import load_pem_file as load_ca_file
 from pgbatten.cli import main
-from pgbatten.cluster.discover import CONF_ROOT_ENV, discover
+from pgbatten.cluster.discover import CONF_ROOT_ENV, Cluster, discover
 from pgbatten.cluster.temp import TempCluster
-from pgbatten.errors import ParseError, VerificationError
+from pgbatten.errors import ParseError, ValidationError, VerificationError
 from pgbatten.pki import CAStore, KeyType, generate_key, private_key_pem
 from pgbatten.probe import check_target
-from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure import SecureRequest, secure
 from pgbatten.secure.plan import KEY_NAME
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cret-app-pw"
-
-
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=200)
 
 
 def add_app_role(cluster: TempCluster) -> None:
@@ -91,8 +85,7 @@ def test_secure_seed_cluster_end_to_end(seed_cluster: TempCluster, ca_dir: Path)
 
     result = secure(
         discover(pgdata=seed_cluster.data_dir),
-        SecureOptions(hosts=("db.pgbatten.test",), ca_dir=ca_dir, yes=True),
-        console=quiet(),
+        SecureRequest(hosts=("db.pgbatten.test",), ca_dir=ca_dir),
     )
     assert result.applied
     assert all(p.ok for p in result.proofs), result.proofs
@@ -128,28 +121,30 @@ def test_secure_seed_cluster_end_to_end(seed_cluster: TempCluster, ca_dir: Path)
     files = snapshot(seed_cluster.data_dir)
     again = secure(
         discover(pgdata=seed_cluster.data_dir),
-        SecureOptions(hosts=("db.pgbatten.test",), ca_dir=ca_dir, yes=True),
-        console=quiet(),
+        SecureRequest(hosts=("db.pgbatten.test",), ca_dir=ca_dir),
     )
     assert not again.plan.changed
     assert snapshot(seed_cluster.data_dir) == files
 
 
-def test_rollback_when_the_new_certificate_cannot_be_loaded(seed_cluster: TempCluster, ca_dir: Path) -> None:
-    cluster = discover(pgdata=seed_cluster.data_dir)
-    files = snapshot(seed_cluster.data_dir)
-    options = SecureOptions(ca_dir=ca_dir, yes=True)
-
-    # Plan normally, then swap in a key that does not belong to the certificate: only PostgreSQL's own
-    # reload can notice, so this exercises the outside proof and the rollback.
-    from pgbatten.secure import apply as apply_mod
-    from pgbatten.secure import facts, verify
+def _plan(cluster: Cluster, ca_dir: Path) -> tuple[Any, Any]:
+    from pgbatten.secure import facts
     from pgbatten.secure import plan as plan_mod
 
-    store = CAStore(ca_dir)
-    authority = store.load_or_init()
-    state = facts.read_state(cluster)
-    plan = plan_mod.plan_secure(state, options.request(), authority)
+    authority = CAStore(ca_dir).load_or_init()
+    return plan_mod.plan_secure(facts.read_state(cluster), SecureRequest(ca_dir=ca_dir), authority), authority
+
+
+def test_a_key_that_does_not_fit_the_certificate_is_refused_before_the_reload(
+    seed_cluster: TempCluster, ca_dir: Path
+) -> None:
+    # Found by fault injection: a broken pair used to be noticed only by the reload, costing every TCP client
+    # an outage until the rollback. It is now loaded the way PostgreSQL loads it before any reload.
+    from pgbatten.secure import apply as apply_mod
+
+    cluster = discover(pgdata=seed_cluster.data_dir)
+    files = snapshot(seed_cluster.data_dir)
+    plan, _ = _plan(cluster, ca_dir)
     wrong_key = private_key_pem(generate_key(KeyType.ECDSA_P256))
     broken = dataclasses.replace(
         plan,
@@ -157,20 +152,36 @@ def test_rollback_when_the_new_certificate_cannot_be_loaded(seed_cluster: TempCl
             dataclasses.replace(c, new=wrong_key) if c.path.name == KEY_NAME else c for c in plan.changes
         ),
     )
+    loaded = seed_cluster.sql().value("SELECT pg_conf_load_time()")
 
-    def prove() -> list[verify.Proof]:
-        return verify.prove_all(
-            cluster,
-            addresses=("127.0.0.1",),
-            hosts=plan.hosts,
-            installed=plan.certificate,
-            ca=authority,
-            ca_path=plan.ca_path,
-            client_auth="none",
-        )
+    def prove() -> list[Any]:
+        raise AssertionError("never reached: the pair is checked before the reload")
+
+    with pytest.raises(ValidationError, match="cannot be loaded together"):
+        apply_mod.apply_plan(cluster, broken, prove=prove, log=lambda _m: None)
+
+    restored = {p: b for p, b in snapshot(seed_cluster.data_dir).items() if ".pgbatten-" not in p.name}
+    assert restored == files
+    assert seed_cluster.sql().value("SELECT pg_conf_load_time()") == loaded  # never reloaded
+    assert check_target(f"127.0.0.1:{seed_cluster.port}", timeout=5).plaintext_accepted is True
+    assert seed_cluster.sql().value("SELECT current_setting('ssl')") == "off"
+
+
+def test_rollback_when_a_proof_fails_after_the_reload(seed_cluster: TempCluster, ca_dir: Path) -> None:
+    from pgbatten.secure import apply as apply_mod
+    from pgbatten.secure.verify import Proof
+
+    cluster = discover(pgdata=seed_cluster.data_dir)
+    files = snapshot(seed_cluster.data_dir)
+    plan, _ = _plan(cluster, ca_dir)
+
+    def prove() -> list[Proof]:
+        # The new configuration is in effect here (the reload happened); a failed outside check must undo it.
+        assert seed_cluster.sql().value("SELECT current_setting('ssl')") == "on"
+        return [Proof("verify-full login by name db.test", False, "tlsv1 alert unknown ca")]
 
     with pytest.raises(VerificationError, match="rolled back"):
-        apply_mod.apply_plan(cluster, broken, prove=prove, log=lambda _m: None)
+        apply_mod.apply_plan(cluster, plan, prove=prove, log=lambda _m: None)
 
     restored = {p: b for p, b in snapshot(seed_cluster.data_dir).items() if ".pgbatten-" not in p.name}
     assert restored == files
@@ -184,9 +195,7 @@ def test_broken_hba_is_refused_and_nothing_changes(seed_cluster: TempCluster, ca
         hba.write("host all all 10.0.0.0/33 md5\n")
     files = snapshot(seed_cluster.data_dir)
     with pytest.raises(ParseError) as info:
-        secure(
-            discover(pgdata=seed_cluster.data_dir), SecureOptions(ca_dir=ca_dir, yes=True), console=quiet()
-        )
+        secure(discover(pgdata=seed_cluster.data_dir), SecureRequest(ca_dir=ca_dir))
     assert info.value.lineno == 8  # the line appended after the seed's seven
     assert str(seed_cluster.hba_file) in str(info.value)
     assert snapshot(seed_cluster.data_dir) == files
@@ -222,8 +231,7 @@ def test_tls13_only_and_alter_system_override(seed_cluster: TempCluster, ca_dir:
     seed_cluster.sql().query("ALTER SYSTEM SET ssl_min_protocol_version = 'TLSv1.2'")
     result = secure(
         discover(pgdata=seed_cluster.data_dir),
-        SecureOptions(ca_dir=ca_dir, tls_min="1.3", yes=True),
-        console=quiet(),
+        SecureRequest(ca_dir=ca_dir, tls_min="1.3"),
     )
     assert all(p.ok for p in result.proofs)
     assert "TLSv1.3" in (seed_cluster.data_dir / "postgresql.auto.conf").read_text()
@@ -302,14 +310,10 @@ def test_socket_only_server_is_refused_before_writing(
 
 def test_rollback_when_the_proofs_cannot_run(seed_cluster: TempCluster, ca_dir: Path) -> None:
     from pgbatten.secure import apply as apply_mod
-    from pgbatten.secure import facts
-    from pgbatten.secure import plan as plan_mod
 
     cluster = discover(pgdata=seed_cluster.data_dir)
     files = snapshot(seed_cluster.data_dir)
-    plan = plan_mod.plan_secure(
-        facts.read_state(cluster), SecureOptions().request(), CAStore(ca_dir).load_or_init()
-    )
+    plan, _ = _plan(cluster, ca_dir)
 
     def interrupted() -> list[Any]:
         raise KeyboardInterrupt
@@ -329,9 +333,7 @@ def test_listen_on_localhost_proves_exactly_what_is_bound(
     from tests.conftest import SEED_HBA
 
     cluster = make_cluster(hba=SEED_HBA, settings={"listen_addresses": "'localhost'"})
-    result = secure(
-        discover(pgdata=cluster.data_dir), SecureOptions(ca_dir=ca_dir, yes=True), console=quiet()
-    )
+    result = secure(discover(pgdata=cluster.data_dir), SecureRequest(ca_dir=ca_dir))
     assert all(p.ok for p in result.proofs), result.proofs
     proved = {p.what.rsplit(" ", 1)[-1] for p in result.proofs if p.what.startswith("plaintext refused at")}
     assert f"127.0.0.1:{cluster.port}" in proved

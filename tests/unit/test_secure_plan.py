@@ -13,7 +13,7 @@ from pgbatten.pgconf import hba as hba_mod
 from pgbatten.pgconf import pg_ident
 from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pki import CertificateAuthority, KeyType
-from pgbatten.secure.hosts import MachineNames, certificate_hosts, probe_addresses
+from pgbatten.secure.hosts import MachineNames, certificate_hosts, probe_addresses, unproved_addresses
 from pgbatten.secure.plan import (
     CA_NAME,
     CERT_NAME,
@@ -225,11 +225,16 @@ def test_probe_addresses_follow_what_postgresql_binds() -> None:
     both = MachineNames((), (), ipv6_loopback=True, resolved={"localhost": ("::1", "127.0.0.1")})
     assert probe_addresses("localhost", both) == ("::1", "127.0.0.1")
     assert probe_addresses("127.0.0.1", MACHINE) == ("127.0.0.1",)
-    assert probe_addresses("*", MACHINE) == ("127.0.0.1", "::1")
+    # A wildcard listens on every interface: every address of the machine is proved, not loopback alone.
+    assert probe_addresses("*", MACHINE) == ("127.0.0.1", "::1", "192.0.2.10")
     no_v6 = MachineNames(hostnames=(), addresses=(), ipv6_loopback=False)
     assert probe_addresses("*", no_v6) == ("127.0.0.1",)
-    assert probe_addresses("0.0.0.0", MACHINE) == ("127.0.0.1",)  # noqa: S104 - a setting, no bind
+    assert probe_addresses("0.0.0.0", MACHINE) == ("127.0.0.1", "192.0.2.10")  # noqa: S104 - a setting
     assert probe_addresses("::", MACHINE) == ("::1",)
+    dual = MachineNames((), ("192.0.2.10", "2001:db8::10"), link_local=("fe80::1",))
+    assert probe_addresses("::", dual) == ("::1", "2001:db8::10")
+    assert unproved_addresses("*", dual) == ("fe80::1",)
+    assert unproved_addresses("0.0.0.0", dual) == ()  # noqa: S104 - a setting, no bind
     assert probe_addresses("192.0.2.20", MACHINE) == ("192.0.2.20",)
     assert probe_addresses("db1", MachineNames((), (), resolved={"db1": ("192.0.2.10",)})) == ("192.0.2.10",)
     assert probe_addresses("unknown-name", MACHINE) == ()

@@ -9,7 +9,6 @@ out, also on an error or Ctrl-C. Nothing touches the user's real CA or any exist
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
 import shutil
@@ -202,21 +201,13 @@ def _secrets() -> dict[str, bytes]:
 def _run_secure(console: Console, cluster: TempCluster, ca_dir: Path) -> tuple[Path, str]:
     """Secure the demo cluster as ``pgbatten secure --yes`` would; return the CA cert path and conninfo.
 
-    secure's own report (plan, full diffs, proofs) fills a page; the demo shows its gist and replays the
-    whole report only when secure fails, where every line may matter.
+    secure's own report (plan, full diffs, proofs) fills a page; the demo shows its gist from the returned
+    result. A failure raises with secure's one-line reason, which says what failed.
     """
-    from pgbatten.secure import SecureOptions, secure
+    from pgbatten.secure import SecureRequest, secure
 
-    described = cluster.cluster  # the demo made it, so it knows its files: no rediscovery
-    report = io.StringIO()
-    quiet = Console(file=report, width=console.width, color_system=None)
-    try:
-        result = secure(
-            described, SecureOptions(hosts=("localhost",), ca_dir=ca_dir, yes=True), console=quiet
-        )
-    except Exception:
-        console.print(Text(report.getvalue()))
-        raise
+    # The demo made the cluster, so it knows its files: no rediscovery.
+    result = secure(cluster.cluster, SecureRequest(hosts=("localhost",), ca_dir=ca_dir))
     plan = result.plan
     console.print(
         Text.assemble(

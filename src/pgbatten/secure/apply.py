@@ -1,28 +1,35 @@
 """Applying a plan without locking anyone out or losing a file.
 
-Order of work: back up every file to be replaced; write every file atomically as the cluster's owner; ask
-PostgreSQL itself whether it can read the new files (pg_file_settings, pg_hba_file_rules) before they take
-effect; reload (never restart, so no session is dropped); prove the result from outside. Any failure
-restores the old bytes and reloads again.
+Order of work: back up every file to be replaced (each backup written whole or not at all); write every file
+atomically as the cluster's owner, through symbolic links; ask PostgreSQL itself whether it can use the new
+files (pg_file_settings, pg_hba_file_rules, the certificate and key loaded as the server will) before they
+take effect; reload (never restart, so no session is dropped); prove the result from outside. Any failure,
+Ctrl-C or SIGTERM restores the old bytes and reloads again; a file that cannot be restored does not stop
+the others from being restored. When nothing needs writing but the files on disk are not what the server
+runs (a run killed before its reload), the reload and the proofs finish the job.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pgbatten import faults
 from pgbatten.cluster.discover import Cluster
 from pgbatten.cluster.osuser import needs_switch
 from pgbatten.cluster.sql import OwnerSQL
-from pgbatten.errors import ClusterError, FileProblem, ValidationError, VerificationError
-from pgbatten.fsutil import atomic_write, backup_file, read_bytes_or_none, timestamp
+from pgbatten.errors import ClusterError, FileProblem, PgBattenError, RollbackError, VerificationError
+from pgbatten.fsutil import atomic_write, backup_file, read_bytes_or_none, real_path, remove_file, timestamp
 from pgbatten.secure.plan import FileChange
+from pgbatten.secure.validate import same_setting, validate_with_postgres
 from pgbatten.secure.verify import Proof
 
 Log = Callable[[str], None]
@@ -51,22 +58,44 @@ class _Written:
 
 @dataclass(frozen=True)
 class ApplyResult:
-    """What was done: backups made (original → copy), files created, and the outside proofs."""
+    """What was done: backups made (original → copy), whether the server reloaded, and the outside proofs.
+
+    ``repaired`` is a reload with no file written: the files were right but not in effect.
+    """
 
     backups: tuple[tuple[Path, Path], ...]
-    created: tuple[Path, ...]
     proofs: tuple[Proof, ...]
+    reloaded: bool = False
+    repaired: bool = False
+    notes: tuple[str, ...] = ()
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP while a rollback runs, so a second Ctrl-C cannot cut it short.
+
+    The signals are delivered (and raise) as soon as the rollback is done.
+    """
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Transaction:
     """The files of one plan, written with backups and undoable until committed."""
 
-    def __init__(self, cluster: Cluster, plan: ChangeSet, log: Log) -> None:
+    def __init__(self, cluster: Cluster, plan: ChangeSet) -> None:
         self.cluster = cluster
         self.plan = plan
-        self.log = log
         self.written: list[_Written] = []
         self.backups: list[tuple[Path, Path]] = []
+        self._backup_of: dict[Path, Path] = {}
         self.stamp = timestamp()
 
     def _owner_for(self, path: Path) -> tuple[int, int] | None:
@@ -80,52 +109,41 @@ class Transaction:
             current = read_bytes_or_none(change.path)
             if current != change.old:
                 raise FileProblem(change.path, "changed since the plan was made; run pgbatten again")
+        # Every backup before the first replacement: a backup that fails (full disk) changes nothing.
         for change in self.plan.changes:
-            owner = self._owner_for(change.path)
-            mode = change.mode
             if change.old is not None:
-                mode = stat.S_IMODE(change.path.stat().st_mode)
-                self.backups.append((change.path, backup_file(change.path, self.stamp)))
+                backup = backup_file(change.path, self.stamp)
+                self.backups.append((change.path, backup))
+                self._backup_of[change.path] = backup
+        faults.point("backed-up")
+        for index, change in enumerate(self.plan.changes):
+            owner = self._owner_for(change.path)
+            mode = change.mode if change.old is None else stat.S_IMODE(change.path.stat().st_mode)
             # Record before writing: a half-finished write must be undone too.
             self.written.append(_Written(change, mode, owner))
             atomic_write(change.path, change.new, mode=mode, owner=owner)
+            if index == 0:
+                faults.point("first-file")
 
-    def undo(self) -> None:
+    def undo(self) -> list[str]:
+        """Restore every file written; go on past a file that cannot be restored. Returns the problems."""
+        problems: list[str] = []
         for item in reversed(self.written):
-            if item.change.old is None:
-                with contextlib.suppress(FileNotFoundError):
-                    item.change.path.unlink()
-            else:
-                atomic_write(item.change.path, item.change.old, mode=item.mode, owner=item.owner)
+            change = item.change
+            try:
+                current = read_bytes_or_none(change.path)
+                if current == change.old:
+                    continue  # never written (the write failed), or already restored
+                if change.old is None:
+                    remove_file(change.path)
+                else:
+                    atomic_write(change.path, change.old, mode=item.mode, owner=item.owner)
+            except (PgBattenError, OSError) as exc:
+                backup = self._backup_of.get(change.path)
+                hint = f" (the original is in {backup})" if backup is not None else ""
+                problems.append(f"{real_path(change.path)}: {exc}{hint}")
         self.written.clear()
-
-
-def validate_with_postgres(sql: OwnerSQL, settings: Mapping[str, str]) -> None:
-    """Have PostgreSQL parse the files now on disk, before a reload makes them count."""
-    bad_hba = sql.query("SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL")
-    if settings.get("ssl") == "on":
-        # Checked against the running server's ssl = off; the reload turns ssl on before it reads pg_hba.
-        bad_hba = [row for row in bad_hba if "SSL is disabled" not in (row[1] or "")]
-    if bad_hba:
-        line, error = bad_hba[0]
-        raise ValidationError(f"PostgreSQL rejects the new pg_hba.conf at line {line}: {error}")
-    bad_conf = sql.query(
-        "SELECT sourcefile, sourceline, name, error FROM pg_file_settings WHERE error IS NOT NULL"
-    )
-    if bad_conf:
-        source, line, name, error = bad_conf[0]
-        raise ValidationError(f"PostgreSQL rejects {name} at {source}:{line}: {error}")
-    rows = sql.query(
-        "SELECT name, setting, sourcefile, sourceline FROM pg_file_settings"
-        " WHERE applied AND name = ANY (string_to_array(:'names', ','))",
-        {"names": ",".join(settings)},
-    )
-    applied = {row[0]: row for row in rows}
-    for name, value in settings.items():
-        row = applied.get(name)
-        if row is None or row[1] != value:
-            where = f" (PostgreSQL takes {row[1]!r} from {row[2]}:{row[3]})" if row else ""
-            raise ValidationError(f"{name} = {value!r} would not take effect{where}")
+        return problems
 
 
 def reload_and_wait(sql: OwnerSQL) -> None:
@@ -147,10 +165,29 @@ def check_settings(sql: OwnerSQL, settings: Mapping[str, str]) -> list[Proof]:
         {"names": ",".join(settings)},
     )
     live = {name: value for name, value in rows}
-    wrong = [f"{n} is {live.get(n)!r}" for n, v in settings.items() if live.get(n) != v]
+    wrong = [f"{n} is {live.get(n)!r}" for n, v in settings.items() if not same_setting(n, live.get(n), v)]
     return [
         Proof("settings in effect after reload", not wrong, "; ".join(wrong) or f"{len(settings)} settings")
     ]
+
+
+def rollback(tx: Transaction, sql: OwnerSQL, *, reload: bool, log: Log) -> None:
+    """Restore every file, then reload if the server had loaded the new ones; ``RollbackError`` if a file
+    could not be restored (the server is then left on the configuration it loaded last, whole)."""
+    with signals_deferred():
+        problems = tx.undo()
+        if problems:
+            raise RollbackError(
+                "the rollback could not restore every file: "
+                + "; ".join(problems)
+                + "; every other file was restored and the server was not reloaded, so it runs the"
+                " configuration it loaded last: restore the file(s) named, then reload"
+            )
+        if reload:
+            try:
+                reload_and_wait(sql)
+            except ClusterError as exc:
+                log(f"the reload after restoring the files failed: {exc}")
 
 
 def apply_plan(
@@ -159,51 +196,81 @@ def apply_plan(
     *,
     prove: Callable[[], Sequence[Proof]],
     log: Log,
+    stale: Sequence[Path] = (),
 ) -> ApplyResult:
-    """Write, validate, reload and prove; on any failure restore every file and reload again."""
+    """Write, validate, reload and prove; on any failure restore every file and reload again.
+
+    With nothing to write, ``stale`` (files changed since the server last loaded its configuration) or a
+    setting not in effect means an earlier run stopped before its reload: validate, reload, and prove.
+    """
     cluster.require_running()
     sql = cluster.sql()
-    tx = Transaction(cluster, plan, log)
+    tx = Transaction(cluster, plan)
+    notes: list[str] = []
+    reloaded = repaired = False
+    in_effect: list[Proof] | None = None
     if plan.changed:
         try:
             tx.write_all()
+            faults.point("written")
             log(f"wrote {len(plan.changes)} file(s); asking PostgreSQL to validate them")
-            validate_with_postgres(sql, plan.settings)
-        except BaseException:
-            tx.undo()
+            notes.extend(validate_with_postgres(sql, plan.settings, cluster.owner))
+            faults.point("validated")
+        except BaseException as exc:
+            _rollback_then_raise(tx, sql, exc, reload=False, log=log)
             raise
         try:
             reload_and_wait(sql)
-        except BaseException:
-            tx.undo()
-            with contextlib.suppress(ClusterError):
-                reload_and_wait(sql)
+        except BaseException as exc:
+            _rollback_then_raise(tx, sql, exc, reload=True, log=log)
             raise
+        reloaded = True
         log("reloaded (no restart: open sessions keep running)")
+        faults.point("reloaded")
+    else:
+        pending = check_settings(sql, plan.settings)
+        if stale or not all(p.ok for p in pending):
+            why = pending[0].detail if not pending[0].ok else f"{', '.join(map(str, stale))} changed since"
+            log(f"the files are in place but not in effect ({why}): validating and reloading")
+            notes.extend(validate_with_postgres(sql, plan.settings, cluster.owner))
+            reload_and_wait(sql)
+            reloaded = repaired = True
+            faults.point("reloaded")
+        else:
+            in_effect = pending  # the same query after no reload: no need to ask twice
     try:
-        proofs = [*check_settings(sql, plan.settings), *prove()]
-    except BaseException:
+        proofs = [*(in_effect or check_settings(sql, plan.settings)), *prove()]
+    except BaseException as exc:
         # A proof that cannot even run (Ctrl-C, a lost socket) proves nothing: undo as for a failed one.
         if plan.changed:
             log("the checks could not run: restoring the previous files and reloading")
-            tx.undo()
-            with contextlib.suppress(ClusterError):
-                reload_and_wait(sql)
+            _rollback_then_raise(tx, sql, exc, reload=True, log=log)
         raise
     failed = [p for p in proofs if not p.ok]
+    reasons = "; ".join(f"{p.what}: {p.detail}" for p in failed)
     if failed and plan.changed:
         log("a check failed: restoring the previous files and reloading")
-        tx.undo()
-        reload_and_wait(sql)
-        raise VerificationError(
-            "rolled back, the server is as before: " + "; ".join(f"{p.what}: {p.detail}" for p in failed)
-        )
+        error = VerificationError(f"rolled back, the server is as before: {reasons}")
+        _rollback_then_raise(tx, sql, error, reload=True, log=log)
+        raise error
     if failed:
-        raise VerificationError(
-            "nothing to change, but: " + "; ".join(f"{p.what}: {p.detail}" for p in failed)
-        )
+        raise VerificationError(f"nothing to change, but: {reasons}")
+    faults.point("proved")
     return ApplyResult(
         backups=tuple(tx.backups),
-        created=tuple(c.path for c in plan.changes if c.is_new),
         proofs=tuple(proofs),
+        reloaded=reloaded,
+        repaired=repaired,
+        notes=tuple(notes),
     )
+
+
+def _rollback_then_raise(
+    tx: Transaction, sql: OwnerSQL, cause: BaseException, *, reload: bool, log: Log
+) -> None:
+    """Roll back; if that fails too, raise one error that says both what failed and what was left."""
+    try:
+        rollback(tx, sql, reload=reload, log=log)
+    except RollbackError as exc:
+        what = str(cause) if isinstance(cause, PgBattenError) else type(cause).__name__
+        raise RollbackError(f"{what}; and {exc}") from cause

@@ -29,13 +29,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pgbatten import libpq
 from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import ClusterError, FileProblem
-from pgbatten.fsutil import atomic_write, read_bytes_or_none
+from pgbatten.fsutil import atomic_write, directory_lock, read_bytes_or_none
 from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pki import CAStore, CertificateAuthority, IssuedCertificate, generate_key
 from pgbatten.secure.apply import ApplyResult, apply_plan
 from pgbatten.secure.facts import read_state
 from pgbatten.secure.hosts import probe_addresses
-from pgbatten.secure.plan import CRL_NAME, ClusterState, FileChange, _conf_changes
+from pgbatten.secure.plan import CRL_NAME, ClusterState, FileChange, conf_changes
+from pgbatten.secure.request import DEFAULT_LOCK_WAIT
+from pgbatten.secure.validate import parse_bool
 from pgbatten.secure.verify import Proof
 
 __all__ = [
@@ -58,7 +60,6 @@ PROBE_CN = "pgbatten-revocation-probe"
 PROBE_LIFETIME = dt.timedelta(minutes=30)
 # Proving costs one connection per serial; a user with many certificates is proved on the newest few.
 MAX_SERIALS_PROVED = 5
-_TRUE = ("on", "true", "yes", "1")
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def check_installable(state: ClusterState, ca: CertificateAuthority, ca_file: by
     """
     effective = conf_mod.effective_settings(state.conf_files)
     ssl = effective.get("ssl")
-    if ssl is None or ssl.value.lower() not in _TRUE:
+    if ssl is None or parse_bool(ssl.value) is not True:
         raise ClusterError("ssl is off on this cluster; run 'pgbatten secure' before installing a CRL")
     ca_setting = effective.get("ssl_ca_file")
     if ca_setting is None or not ca_setting.value:
@@ -123,8 +124,8 @@ def plan_crl_install(
     if old != crl:
         changes.append(FileChange(path, old, crl, 0o644, purpose="CRL"))
     settings = {"ssl_crl_file": str(path)}
-    notes: list[str] = []
-    changes.extend(_conf_changes(state.conf_files, settings, notes))
+    edits, notes = conf_changes(state.conf_files, settings)
+    changes.extend(edits)
     return CrlPlan(changes=tuple(changes), settings=settings, crl_path=path, notes=tuple(notes))
 
 
@@ -165,14 +166,32 @@ def install_crl(
     refuse: Sequence[int],
     log: Log,
     timeout: float = 5.0,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
 ) -> tuple[CrlPlan, ApplyResult]:
-    """Install ``store``'s CRL on ``cluster`` by reload and prove every serial in ``refuse`` is refused."""
+    """Install ``store``'s CRL on ``cluster`` by reload and prove every serial in ``refuse`` is refused.
+
+    The cluster is locked from reading its files to the last proof, as ``secure`` locks it: neither run can
+    write a configuration computed before the other changed it.
+    """
     cluster.require_running()
+    with directory_lock(cluster.data_dir, wait=lock_wait, what=f"cluster {cluster.label}"):
+        return _install_locked(cluster, store, ca, refuse=refuse, log=log, timeout=timeout)
+
+
+def _install_locked(
+    cluster: Cluster,
+    store: CAStore,
+    ca: CertificateAuthority,
+    *,
+    refuse: Sequence[int],
+    log: Log,
+    timeout: float,
+) -> tuple[CrlPlan, ApplyResult]:
     try:
         crl = store.crl_path.read_bytes()
     except OSError as exc:
         raise FileProblem(store.crl_path, exc.strerror or "cannot read") from exc
-    state = read_state(cluster, crl=crl)
+    state = read_state(cluster)
     plan = plan_crl_install(state, ca, read_ca_file(cluster, state), crl)
     for note in plan.notes:
         log(f"note: {note}")

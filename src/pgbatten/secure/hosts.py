@@ -28,6 +28,8 @@ class MachineNames:
     ipv6_loopback: bool = True
     resolved: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """What each host name in listen_addresses resolves to, as PostgreSQL will bind it."""
+    link_local: tuple[str, ...] = ()
+    """Link-local interface addresses: a wildcard listens there too, but they need a scope to be reached."""
 
 
 def split_listen_addresses(value: str) -> list[str]:
@@ -81,8 +83,9 @@ def probe_addresses(listen_addresses: str, machine: MachineNames) -> tuple[str, 
     """Addresses to prove the result from: where the server really listens, as PostgreSQL binds them.
 
     PostgreSQL binds each listen_addresses entry to what getaddrinfo() returns for it, so ``localhost`` is
-    only ::1 too when the resolver says so; ``*`` is every IPv4 and IPv6 address (we use loopback);
-    ``0.0.0.0`` and ``::`` are one family each, since PostgreSQL sets IPV6_V6ONLY.
+    only ::1 too when the resolver says so; ``*`` is every IPv4 and IPv6 address of the machine (loopback
+    and each interface address); ``0.0.0.0`` and ``::`` are one family each, since PostgreSQL sets
+    IPV6_V6ONLY. Link-local addresses are left out (see ``unproved_addresses``).
     """
     found: list[str] = []
 
@@ -90,11 +93,18 @@ def probe_addresses(listen_addresses: str, machine: MachineNames) -> tuple[str, 
         if address not in found:
             found.append(address)
 
+    def add_family(version: int | None) -> None:
+        if version in (None, 4):
+            add("127.0.0.1")
+        if version in (None, 6) and machine.ipv6_loopback:
+            add("::1")
+        for address in machine.addresses:
+            if version is None or ipaddress.ip_address(address).version == version:
+                add(address)
+
     for item in split_listen_addresses(listen_addresses):
         if item == "*":
-            add("127.0.0.1")
-            if machine.ipv6_loopback:
-                add("::1")
+            add_family(None)
             continue
         try:
             address = ipaddress.ip_address(item)
@@ -103,10 +113,22 @@ def probe_addresses(listen_addresses: str, machine: MachineNames) -> tuple[str, 
                 add(resolved)
             continue
         if address.is_unspecified:
-            add("127.0.0.1" if address.version == 4 else "::1")
+            add_family(address.version)
         else:
             add(str(address))
     return tuple(a for a in found if a != "::1" or machine.ipv6_loopback)
+
+
+def unproved_addresses(listen_addresses: str, machine: MachineNames) -> tuple[str, ...]:
+    """Addresses a wildcard listens on that the proofs cannot reach (link-local ones need a scope id)."""
+    listen = split_listen_addresses(listen_addresses)
+    out: list[str] = []
+    for address in machine.link_local:
+        version = ipaddress.ip_address(address).version
+        wanted = {"*", "0.0.0.0" if version == 4 else "::"}  # noqa: S104 - a setting, no bind
+        if wanted & set(listen):
+            out.append(address)
+    return tuple(out)
 
 
 def gather_machine_names(listen_addresses: str = "") -> MachineNames:
@@ -116,13 +138,22 @@ def gather_machine_names(listen_addresses: str = "") -> MachineNames:
         if name and name not in names and name != "localhost":
             names.append(name.lower())
     addresses: list[str] = []
+    link_local: list[str] = []
     with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
         out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=5)
         for link in json.loads(out.stdout or "[]"):
+            if "UP" not in link.get("flags", ()):
+                continue  # an interface that is down has no reachable address
             for info in link.get("addr_info", []):
-                address = ipaddress.ip_address(info.get("local", ""))
-                if not (address.is_loopback or address.is_link_local):
-                    addresses.append(str(address))
+                try:
+                    address = ipaddress.ip_address(info.get("local", ""))
+                except ValueError:
+                    continue
+                if address.is_loopback:
+                    continue
+                target = link_local if address.is_link_local else addresses
+                if str(address) not in target:
+                    target.append(str(address))
     resolved = {}
     for item in split_listen_addresses(listen_addresses):
         if item in WILDCARDS:
@@ -136,6 +167,7 @@ def gather_machine_names(listen_addresses: str = "") -> MachineNames:
         addresses=tuple(addresses),
         ipv6_loopback=ipv6_loopback_available(),
         resolved=resolved,
+        link_local=tuple(link_local),
     )
 
 

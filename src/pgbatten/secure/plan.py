@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-from collections.abc import Mapping, Sequence
+import ipaddress
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from pgbatten.certfacts import dns_names, host_names, ip_addresses
+from pgbatten.certfacts import dns_names, fingerprint_sha256, host_names, ip_addresses
 from pgbatten.errors import PKIError, UsageError
 from pgbatten.findings import Finding
 from pgbatten.pgconf import hba as hba_mod
@@ -25,9 +25,27 @@ from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pki import CertificateAuthority, IssuedCertificate, KeyType, classify_host, key_type_of
 from pgbatten.pki.keys import load_private_key_pem, public_key_matches
 from pgbatten.secure.hosts import MachineNames, certificate_hosts
-from pgbatten.secure.settings import TlsMin, tls_settings
+from pgbatten.secure.request import ClientAuth, SecureRequest
+from pgbatten.secure.settings import tls_settings
 
-ClientAuth = Literal["none", "verify-full", "cert"]
+__all__ = [
+    "CA_NAME",
+    "CERT_NAME",
+    "CRL_NAME",
+    "KEY_NAME",
+    "CaConflict",
+    "ClientAuth",
+    "ClusterState",
+    "FileChange",
+    "SecurePlan",
+    "SecureRequest",
+    "certificate_names",
+    "conf_changes",
+    "plan_secure",
+    "render_diff",
+    "requires_client_certificates",
+    "reusable_certificate",
+]
 
 # A certificate closer than this to its end is replaced rather than reused.
 RENEW_BEFORE = dt.timedelta(days=30)
@@ -36,26 +54,6 @@ CERT_NAME = "pgbatten-server.crt"
 KEY_NAME = "pgbatten-server.key"
 CA_NAME = "pgbatten-ca.crt"
 CRL_NAME = "pgbatten-ca.crl"
-
-
-@dataclass(frozen=True)
-class SecureRequest:
-    """What the user asked for."""
-
-    hosts: tuple[str, ...] = ()
-    tls_min: TlsMin = "1.2"
-    client_auth: ClientAuth = "none"
-    cert_map: str | None = None
-    key_type: KeyType = KeyType.ECDSA_P256
-    days: int = 365
-
-    def __post_init__(self) -> None:
-        for host in self.hosts:
-            classify_host(host)
-        if self.cert_map is not None and self.client_auth != "cert":
-            raise UsageError("--cert-map only applies with --client-auth cert")
-        if self.cert_map is not None and not self.cert_map.replace("_", "").replace("-", "").isalnum():
-            raise UsageError(f"--cert-map wants a simple map name, not {self.cert_map!r}")
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,6 @@ class ClusterState:
     listen_addresses: str
     machine: MachineNames
     existing: Mapping[Path, bytes] = field(default_factory=dict)
-    crl: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +87,25 @@ class FileChange:
 
 
 @dataclass(frozen=True)
+class CaConflict:
+    """pgbatten's files in the cluster come from another CA than the one in use."""
+
+    installed: str
+    """The other CA: the installed ``pgbatten-ca.crt``'s subject and fingerprint, or the served issuer."""
+    installed_fingerprint: str | None
+    ours: str
+    """The SHA-256 fingerprint of the CA in use."""
+    files: tuple[str, ...]
+
+    def describe(self) -> str:
+        return (
+            f"{' and '.join(self.files)} in the cluster come from another CA ({self.installed}) than the one"
+            f" in use (SHA-256 {self.ours}); replacing them breaks every client that verifies the server"
+            " with the old root.crt, and every client certificate the old CA issued"
+        )
+
+
+@dataclass(frozen=True)
 class SecurePlan:
     """The whole change, ready to show and to apply."""
 
@@ -104,10 +120,29 @@ class SecurePlan:
     notes: tuple[str, ...] = ()
     lint_before: tuple[Finding, ...] = ()
     lint_after: tuple[Finding, ...] = ()
+    verifies_clients: bool = False
+    """Whether the server will ask clients for a certificate (``ssl_ca_file`` set)."""
+    cert_rules: tuple[hba_mod.HbaRule, ...] = ()
+    """The TCP rules of today that will newly require a client certificate (before the change)."""
+    ca_conflict: CaConflict | None = None
 
     @property
     def changed(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def written_paths(self) -> tuple[Path, ...]:
+        return tuple(c.path for c in self.changes)
+
+
+def requires_client_certificates(hba: hba_mod.HbaFile) -> bool:
+    """Whether a TCP rule asks for a client certificate (``cert``, or ``clientcert=verify-ca|full``)."""
+    for rule in hba.rules:
+        if not rule.is_tcp or rule.is_reject:
+            continue
+        if rule.method == "cert" or rule.option("clientcert") in ("verify-ca", "verify-full"):
+            return True
+    return False
 
 
 def plan_secure(
@@ -115,22 +150,30 @@ def plan_secure(
     request: SecureRequest,
     ca: CertificateAuthority,
     *,
+    crl: bytes | None = None,
+    revoked: Collection[int] = (),
     now: dt.datetime | None = None,
 ) -> SecurePlan:
-    """Decide every file ``secure`` must write to reach the requested state; nothing when it is there."""
+    """Decide every file ``secure`` must write to reach the requested state; nothing when it is there.
+
+    ``crl`` is the CA's current CRL (installed when the server verifies client certificates) and
+    ``revoked`` the serials the CA has revoked (a revoked server certificate is replaced, never reused).
+    """
     now = now or dt.datetime.now(dt.UTC)
     cert_path = state.cert_dir / CERT_NAME
     key_path = state.cert_dir / KEY_NAME
     ca_path = state.cert_dir / CA_NAME
-    crl_path = state.cert_dir / CRL_NAME if state.crl is not None else None
     hosts = certificate_hosts(state.listen_addresses, request.hosts, state.machine)
     if not hosts:
         raise UsageError("no host name or address for the certificate; pass --host NAME")
     changes: list[FileChange] = []
     notes: list[str] = []
+    conflict = ca_conflict(state.existing.get(ca_path), state.existing.get(cert_path), ca)
+    if conflict is not None and request.replace_ca:
+        notes.append(f"--replace-ca: {conflict.describe()}")
 
     ca_pem = ca.cert_pem()
-    certificate, issued = _server_certificate(state, request, ca, hosts, cert_path, key_path, now)
+    certificate, issued = _server_certificate(state, request, ca, hosts, revoked, now, notes)
     if issued is not None:
         changes.append(
             FileChange(
@@ -141,52 +184,49 @@ def plan_secure(
         changes.append(
             FileChange(key_path, state.existing.get(key_path), issued.key_pem(), 0o600, True, "server key")
         )
+    # Written even when clients are not verified: it says which CA issued the served certificate, which is
+    # how a later run notices a CA swap.
     if state.existing.get(ca_path) != ca_pem:
         changes.append(FileChange(ca_path, state.existing.get(ca_path), ca_pem, 0o644, purpose="CA cert"))
-    if crl_path is not None and state.crl is not None and state.existing.get(crl_path) != state.crl:
-        changes.append(FileChange(crl_path, state.existing.get(crl_path), state.crl, 0o644, purpose="CRL"))
+
+    # Each pg_hba.conf is linted once, before its text is rendered, so the lint's index and the file's text
+    # are never in memory together (a file of 100,000 rules is big).
+    lint_before = tuple(hba_mod.lint(state.hba))
+    tls_hba, _ = hba_mod.require_tls(state.hba)
+    hba_new, _ = hba_mod.set_client_auth(tls_hba, request.client_auth, request.cert_map)
+    verifies = request.verifies_client_certificates or requires_client_certificates(hba_new)
+    effective = conf_mod.effective_settings(state.conf_files)
+    crl_path = _crl_slot(state, effective, verifies, crl, notes)
+    if crl_path is not None and crl is not None and state.existing.get(crl_path) != crl:
+        changes.append(FileChange(crl_path, state.existing.get(crl_path), crl, 0o644, purpose="CRL"))
+    if not verifies:
+        current = effective.get("ssl_ca_file")
+        if current is not None and current.value:
+            notes.append(
+                f"ssl_ca_file was {current.value!r} ({current.path}:{current.lineno}); cleared, since no"
+                " rule verifies client certificates: while it is set the server asks every client for a"
+                " certificate, and libpq sends ~/.postgresql/postgresql.crt to any server that asks"
+            )
 
     settings = tls_settings(
         major=state.major,
         tls_min=request.tls_min,
         cert_file=cert_path,
         key_file=key_path,
-        ca_file=ca_path,
+        ca_file=ca_path if verifies else None,
         crl_file=crl_path,
     )
-    changes.extend(_conf_changes(state.conf_files, settings, notes))
+    conf_edits, conf_notes = conf_changes(state.conf_files, settings)
+    changes.extend(conf_edits)
+    notes.extend(conf_notes)
 
-    # Each pg_hba.conf is linted once, before its text is rendered, so the lint's index and the file's text
-    # are never in memory together (a file of 100,000 rules is big).
-    lint_before = tuple(hba_mod.lint(state.hba))
-    hba_new, _ = hba_mod.require_tls(state.hba)
-    hba_new, _ = hba_mod.set_client_auth(hba_new, request.client_auth, request.cert_map)
     lint_after = tuple(hba_mod.lint(hba_new)) if hba_new is not state.hba else lint_before
     old_hba = _encode(hba_mod.render(state.hba))
     new_hba = _encode(hba_mod.render(hba_new))
     if new_hba != old_hba:
         assert state.hba.path is not None
         changes.append(FileChange(state.hba.path, old_hba, new_hba, 0o640, purpose="pg_hba"))
-    if request.cert_map is not None and state.ident is not None:
-        # Start the map as the identity (CN = role) so that cert logins keep working; the administrator adds
-        # the mappings for certificate names that differ from role names below it.
-        has_map = any(m.map_name == request.cert_map for m in state.ident.mappings)
-        ident_new, ident_changed = (
-            (state.ident, False)
-            if has_map
-            else pg_ident.add_mapping(state.ident, request.cert_map, "/^(.*)$", "\\1")
-        )
-        if ident_changed:
-            assert state.ident.path is not None
-            changes.append(
-                FileChange(
-                    state.ident.path,
-                    _encode(pg_ident.render(state.ident)),
-                    _encode(pg_ident.render(ident_new)),
-                    0o640,
-                    purpose="pg_ident",
-                )
-            )
+    changes.extend(_ident_changes(state, request))
     if not any(r.is_tcp for r in state.hba.rules):
         notes.append("pg_hba.conf has no TCP rules: only local socket connections are possible")
     return SecurePlan(
@@ -201,7 +241,107 @@ def plan_secure(
         notes=tuple(notes),
         lint_before=lint_before,
         lint_after=lint_after,
+        verifies_clients=verifies,
+        cert_rules=_newly_certificate_rules(tls_hba, hba_new),
+        ca_conflict=conflict,
     )
+
+
+def _crl_slot(
+    state: ClusterState,
+    effective: Mapping[str, conf_mod.SettingSource],
+    verifies: bool,
+    crl: bytes | None,
+    notes: list[str],
+) -> Path | None:
+    """Where the CA's CRL goes, or None: only where client certificates are verified, never over a CRL
+    that pgbatten does not manage."""
+    if not verifies or crl is None:
+        return None
+    wanted = state.cert_dir / CRL_NAME
+    current = effective.get("ssl_crl_file")
+    if current is not None and current.value and current.value != str(wanted):
+        notes.append(
+            f"ssl_crl_file is {current.value!r} ({current.path}:{current.lineno}), not pgbatten's; left"
+            " alone, so the CA's revocations are not installed"
+        )
+        return None
+    return wanted
+
+
+def _ident_changes(state: ClusterState, request: SecureRequest) -> list[FileChange]:
+    if request.cert_map is None or state.ident is None:
+        return []
+    # Start the map as the identity (CN = role) so that cert logins keep working; the administrator adds
+    # the mappings for certificate names that differ from role names below it.
+    if any(m.map_name == request.cert_map for m in state.ident.mappings):
+        return []
+    ident_new, changed = pg_ident.add_mapping(state.ident, request.cert_map, "/^(.*)$", "\\1")
+    if not changed:
+        return []
+    assert state.ident.path is not None
+    return [
+        FileChange(
+            state.ident.path,
+            _encode(pg_ident.render(state.ident)),
+            _encode(pg_ident.render(ident_new)),
+            0o640,
+            purpose="pg_ident",
+        )
+    ]
+
+
+def _newly_certificate_rules(before: hba_mod.HbaFile, after: hba_mod.HbaFile) -> tuple[hba_mod.HbaRule, ...]:
+    """The rules of ``before`` that ``set_client_auth`` rewrote (it edits lines in place, one for one)."""
+    if len(before.lines) != len(after.lines):
+        return tuple(r for r in before.rules if r.is_tcp and r.method in hba_mod.PASSWORD_METHODS)
+    return tuple(
+        old
+        for old, new in zip(before.lines, after.lines, strict=True)
+        if isinstance(old, hba_mod.HbaRule) and old.raw != new.raw
+    )
+
+
+def ca_conflict(
+    ca_file: bytes | None, cert_file: bytes | None, ca: CertificateAuthority
+) -> CaConflict | None:
+    """Whether ``pgbatten-ca.crt`` or ``pgbatten-server.crt`` in the cluster come from another CA."""
+    ours = fingerprint_sha256(ca.certificate)
+    files: list[str] = []
+    installed = installed_fp = None
+    installed_ca = _load_certificate(ca_file)
+    if installed_ca is not None and installed_ca != ca.certificate:
+        installed_fp = fingerprint_sha256(installed_ca)
+        installed = f"{installed_ca.subject.rfc4514_string()}, SHA-256 {installed_fp}"
+        files.append(CA_NAME)
+    served = _load_certificate(cert_file)
+    if served is not None and not _issued_by(served, ca.certificate):
+        files.append(CERT_NAME)
+        if installed is None:
+            installed = f"issuer {served.issuer.rfc4514_string()}"
+            if installed_ca is not None and _issued_by(served, installed_ca):
+                installed_fp = fingerprint_sha256(installed_ca)
+    if not files:
+        return None
+    assert installed is not None
+    return CaConflict(installed=installed, installed_fingerprint=installed_fp, ours=ours, files=tuple(files))
+
+
+def _load_certificate(data: bytes | None) -> x509.Certificate | None:
+    if data is None:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        return None
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _server_certificate(
@@ -209,27 +349,53 @@ def _server_certificate(
     request: SecureRequest,
     ca: CertificateAuthority,
     hosts: Sequence[str],
-    cert_path: Path,
-    key_path: Path,
+    revoked: Collection[int],
     now: dt.datetime,
+    notes: list[str],
 ) -> tuple[x509.Certificate, IssuedCertificate | None]:
     """Reuse the installed certificate when it still fits; else issue a new one."""
+    cert_pem = state.existing.get(state.cert_dir / CERT_NAME)
     reusable = reusable_certificate(
-        state.existing.get(cert_path), state.existing.get(key_path), ca, hosts, request.key_type, now
+        cert_pem,
+        state.existing.get(state.cert_dir / KEY_NAME),
+        ca,
+        hosts,
+        request.key_type,
+        now,
+        legacy_ip_sans=request.legacy_ip_sans,
     )
+    if reusable is not None and reusable.serial_number in revoked:
+        notes.append(
+            f"the installed server certificate (serial {reusable.serial_number:#x}) is revoked in the CA"
+            " inventory: issuing a new one"
+        )
+        reusable = None
     if reusable is not None:
         return reusable, None
-    issued = ca.issue_server(hosts, key_type=request.key_type, days=request.days, now=now)
+    issued = ca.issue_server(
+        hosts, key_type=request.key_type, days=request.days, now=now, ip_as_dns=request.legacy_ip_sans
+    )
     return issued.certificate, issued
 
 
 def certificate_names(certificate: x509.Certificate) -> tuple[str, ...]:
-    """The SANs of a certificate in order, names and addresses as text.
+    """The SANs of a certificate in order, names and addresses as text, each once.
 
     A reused certificate may carry names from an earlier ``--host``; the client instructions and the login
     proofs follow what the served certificate really says.
     """
-    return host_names(certificate)
+    return tuple(dict.fromkeys(host_names(certificate)))
+
+
+def _ip_dns_names(certificate: x509.Certificate) -> set[str]:
+    """DNS SANs that spell an IP address (what ``--legacy-ip-sans`` adds for libpq before 15)."""
+    found = set()
+    for name in dns_names(certificate):
+        try:
+            found.add(str(ipaddress.ip_address(name)))
+        except ValueError:
+            continue
+    return found
 
 
 def reusable_certificate(
@@ -239,8 +405,14 @@ def reusable_certificate(
     hosts: Sequence[str],
     key_type: KeyType,
     now: dt.datetime,
+    *,
+    legacy_ip_sans: bool = False,
 ) -> x509.Certificate | None:
-    """The installed certificate if it is ours, covers every host, has its key, and is not about to end."""
+    """The installed certificate if it is ours, covers every host, has its key, and is not about to end.
+
+    With ``legacy_ip_sans`` it must also name each address as a DNS name; without, it must not, so that
+    dropping the option takes effect on the next run.
+    """
     if cert_pem is None or key_pem is None:
         return None
     try:
@@ -256,15 +428,25 @@ def reusable_certificate(
     present = set(host_names(certificate))
     if not all(str(classify_host(h)) in present for h in hosts):
         return None
+    addresses = {str(ip) for ip in ip_addresses(certificate)}
+    as_dns = _ip_dns_names(certificate)
+    if legacy_ip_sans and not addresses <= as_dns:
+        return None
+    if not legacy_ip_sans and as_dns:
+        return None
     return certificate
 
 
-def _conf_changes(
-    files: Sequence[conf_mod.ConfFile], settings: Mapping[str, str], notes: list[str]
-) -> list[FileChange]:
-    """Set each value in the file whose line PostgreSQL obeys, so no later include silently wins."""
+def conf_changes(
+    files: Sequence[conf_mod.ConfFile], settings: Mapping[str, str]
+) -> tuple[list[FileChange], list[str]]:
+    """Set each value in the file whose line PostgreSQL obeys, so no later include silently wins.
+
+    Returns the file changes and a note for each value edited outside the main file.
+    """
     effective = conf_mod.effective_settings(files)
     main = files[0]
+    notes: list[str] = []
     per_file: dict[Path | None, dict[str, str]] = {}
     for name, value in settings.items():
         source = effective.get(name)
@@ -292,7 +474,7 @@ def _conf_changes(
                     purpose="settings",
                 )
             )
-    return changes
+    return changes, notes
 
 
 def _encode(text: str) -> bytes:

@@ -39,15 +39,19 @@ def tls_settings(
     tls_min: TlsMin,
     cert_file: Path,
     key_file: Path,
-    ca_file: Path,
+    ca_file: Path | None,
     crl_file: Path | None = None,
 ) -> dict[str, str]:
-    """Every setting ``secure`` owns, as the unquoted values PostgreSQL reports in ``pg_settings``."""
+    """Every setting ``secure`` owns, as the unquoted values PostgreSQL reports in ``pg_settings``.
+
+    ``ca_file`` None sets ``ssl_ca_file`` to empty: the server then asks no client for a certificate, so a
+    stray ``~/.postgresql/postgresql.crt`` (which libpq sends to any server that asks) cannot break a login.
+    """
     settings = {
         "ssl": "on",
         "ssl_cert_file": str(cert_file),
         "ssl_key_file": str(key_file),
-        "ssl_ca_file": str(ca_file),
+        "ssl_ca_file": str(ca_file) if ca_file is not None else "",
         "ssl_min_protocol_version": f"TLSv{tls_min}",
         "ssl_ciphers": INTERMEDIATE_CIPHERS,
         "password_encryption": "scram-sha-256",

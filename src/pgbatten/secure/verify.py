@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 from cryptography import x509
 
-from pgbatten import libpq
+from pgbatten import faults, libpq
 from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.cluster.discover import Cluster
 from pgbatten.cluster.sql import OwnerSQL
@@ -29,7 +29,7 @@ from pgbatten.fsutil import atomic_write
 from pgbatten.pki import CertificateAuthority
 from pgbatten.probe.check import check_target
 from pgbatten.probe.wire import Target
-from pgbatten.secure.plan import ClientAuth
+from pgbatten.secure.request import ClientAuth
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ def probe_role(
     with tempfile.TemporaryDirectory(prefix="pgbatten-verify-") as tmp:
         cert_dir: Path | None = None
         try:
+            faults.point("proving")
             if client_auth != "none":
                 issued = ca.issue_client(role, days=1)
                 cert_dir = Path(tmp)

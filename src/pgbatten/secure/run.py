@@ -1,0 +1,379 @@
+"""``secure()``: lock, read, plan, ask, apply by reload, prove, report. Returns a result; prints nothing.
+
+One run changes a cluster (and a CA directory) at a time: both are locked from before the files are read
+until the last proof, so a concurrent ``secure`` or ``cert revoke`` can neither write a configuration
+computed from files that changed under it nor undo another run's change. Whatever a killed run left
+behind (temp files, its throwaway proof role, files written but never reloaded, a served certificate not
+yet in the inventory) is finished or cleaned up by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import pwd
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pgbatten import faults
+from pgbatten.certfacts import fingerprint_sha256
+from pgbatten.cluster.discover import Cluster
+from pgbatten.errors import ClusterError, PgBattenError, PKIError, UsageError
+from pgbatten.fsutil import (
+    directory_lock,
+    read_bytes_or_none,
+    real_path,
+    remove_file,
+    stale_temp_files,
+    timestamp,
+)
+from pgbatten.pki import CAStore, CertificateAuthority, InventoryEntry, IssuedCertificate, default_ca_dir
+from pgbatten.pki.keys import load_private_key_pem
+from pgbatten.secure import facts
+from pgbatten.secure.apply import apply_plan
+from pgbatten.secure.hosts import probe_addresses, unproved_addresses
+from pgbatten.secure.lockout import CertificateNeed, certificate_needs, file_tokens, group_tokens
+from pgbatten.secure.plan import CaConflict, ClusterState, SecurePlan, plan_secure
+from pgbatten.secure.request import SecureRequest
+from pgbatten.secure.result import SecurePreview, SecureResult, Status, client_instructions
+from pgbatten.secure.sessions import end_sessions, plaintext_sessions
+from pgbatten.secure.verify import Proof, prove_all
+
+Confirm = Callable[[SecurePreview], bool]
+Progress = Callable[[str], None]
+
+_CA_FILES = ("ca.key", "ca.crt", "inventory.json", "crl.pem", ".lock")
+# A temp file in the CA directory younger than this may belong to a live `cert` command, which does not
+# take our lock; older ones are what a killed run left.
+_CA_TEMP_AGE = 60.0
+
+
+def secure(
+    cluster: Cluster,
+    request: SecureRequest,
+    *,
+    confirm: Confirm | None = None,
+    progress: Progress | None = None,
+    now: dt.datetime | None = None,
+    console: object | None = None,
+) -> SecureResult:
+    """Make ``cluster`` TLS-only as ``request`` asks and prove it; see the README's ``secure`` section.
+
+    ``confirm`` sees the preview (plan, lint, who will need a certificate) before anything is written and
+    returns whether to apply; None applies. ``progress`` receives one line per step while applying.
+    ``console`` is ignored (kept for callers of the earlier printing API).
+    """
+    del console
+    log = progress or (lambda _line: None)
+    if not request.dry_run:
+        # Said before any plan: a change is applied by reload, which needs the server up.
+        cluster.require_running()
+    store = CAStore(request.ca_dir or default_ca_dir())
+    with contextlib.ExitStack() as locks:
+        if not request.dry_run:
+            if store.path.is_dir():
+                locks.enter_context(
+                    directory_lock(store.path, wait=request.lock_wait, what=f"the CA in {store.path}")
+                )
+            locks.enter_context(
+                directory_lock(cluster.data_dir, wait=request.lock_wait, what=f"cluster {cluster.label}")
+            )
+            faults.point("locked")
+        return _secure_locked(cluster, request, store, locks, confirm, log, now or dt.datetime.now(dt.UTC))
+
+
+def _secure_locked(
+    cluster: Cluster,
+    request: SecureRequest,
+    store: CAStore,
+    locks: contextlib.ExitStack,
+    confirm: Confirm | None,
+    log: Progress,
+    now: dt.datetime,
+) -> SecureResult:
+    authority, new_ca, orphan_key = _authority(store, request)
+    entries = store.entries() if not new_ca else []
+    crl = read_bytes_or_none(store.crl_path) if not new_ca else None
+    server = facts.read_server(cluster)
+    state = facts.read_state(cluster, server=server)
+    notes: list[str] = []
+    if orphan_key:
+        notes.append(
+            f"{store.ca_key_path} has no {store.ca_cert_path.name} and nothing was issued with it"
+            " (a `ca init` was interrupted): a new CA replaces it, the old key is kept beside it"
+        )
+    if not request.dry_run:
+        notes.extend(_clean_up(cluster, state, store, server))
+    plan = plan_secure(
+        state, request, authority, crl=crl, revoked={e.serial for e in entries if e.revoked}, now=now
+    )
+    faults.point("planned")
+    if plan.ca_conflict is not None and not request.replace_ca:
+        raise PKIError(_ca_conflict_message(plan.ca_conflict, store, cluster))
+    needs, roles_unknown = _certificate_needs(cluster, plan, entries, server, now)
+    addresses = probe_addresses(state.listen_addresses, state.machine)
+    port = cluster.running.port if cluster.running else _port_of(state)
+    preview = SecurePreview(
+        cluster=cluster.label,
+        running=cluster.running is not None,
+        plan=plan,
+        ca_dir=store.path,
+        client=client_instructions(
+            hosts=plan.hosts,
+            port=port,
+            user=server.role if server is not None else cluster.owner.name,
+            ca_path=store.ca_cert_path,
+            ca_dir=store.path,
+            certificates_required=plan.verifies_clients and request.client_auth != "none",
+        ),
+        new_ca=new_ca,
+        certificate_needs=needs,
+        roles_unknown=roles_unknown,
+        addresses=addresses,
+        unproved=unproved_addresses(state.listen_addresses, state.machine),
+        notes=(*notes, *plan.notes),
+    )
+    if request.dry_run:
+        return SecureResult(preview, "dry-run")
+    if not addresses:
+        raise ClusterError(
+            f"listen_addresses is {state.listen_addresses!r}: the server takes no TCP connections, so there"
+            " is nothing to secure or prove on the network; set listen_addresses first"
+        )
+    _refuse_lockout(preview, request)
+    if plan.changed and confirm is not None and not confirm(preview):
+        return SecureResult(preview, "declined")
+    created = _create_ca(store, authority, request, orphan_key, log) if new_ca else None
+    if new_ca:
+        locks.enter_context(
+            directory_lock(store.path, wait=request.lock_wait, what=f"the CA in {store.path}")
+        )
+        faults.point("ca-created")
+    try:
+        outcome = apply_plan(
+            cluster,
+            plan,
+            prove=lambda: _prove(cluster, plan, authority, addresses, request),
+            log=log,
+            stale=facts.changed_since(facts.config_paths(cluster, state), server.conf_load_time)
+            if server is not None
+            else (),
+        )
+    except BaseException:
+        if created is not None:
+            # A rolled-back run leaves no new CA behind: nothing it signed is in use.
+            with contextlib.suppress(PgBattenError, OSError):
+                _remove_ca(store, created)
+        raise
+    _record_server_certificate(store, plan, state, entries)
+    sessions = tuple(plaintext_sessions(cluster.sql()))
+    ended = tuple(end_sessions(cluster.sql(), sessions)) if request.end_plaintext_sessions else ()
+    status: Status = "applied" if plan.changed else ("repaired" if outcome.repaired else "unchanged")
+    return SecureResult(preview, status, outcome, sessions, ended, outcome.notes)
+
+
+def _authority(store: CAStore, request: SecureRequest) -> tuple[CertificateAuthority, bool, bool]:
+    """(the CA, whether it is new and only in memory, whether an orphan ca.key is in the way)."""
+    orphan = (
+        store.ca_key_path.exists()
+        and not store.ca_cert_path.exists()
+        and not store.crl_path.exists()
+        and not _has_entries(store)
+    )
+    if store.exists() and not orphan:
+        return store.load(request.ca_passphrase), False, False
+    # Planned with a CA that lives in memory; it reaches the disk only once the change is confirmed, so a
+    # dry run or a "no" leaves nothing behind, not even a CA directory.
+    return CertificateAuthority.create(key_type=request.key_type), True, orphan
+
+
+def _has_entries(store: CAStore) -> bool:
+    try:
+        return bool(store.entries())
+    except PgBattenError:
+        return True  # unreadable or corrupt: not ours to replace
+
+
+def _create_ca(
+    store: CAStore, authority: CertificateAuthority, request: SecureRequest, orphan_key: bool, log: Progress
+) -> list[Path]:
+    """Write the CA made in memory; returns the directories that did not exist before (to undo)."""
+    missing: list[Path] = []
+    for path in (store.path, *store.path.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    if orphan_key:
+        store.ca_key_path.rename(store.ca_key_path.with_name(f"ca.key.interrupted-{timestamp()}"))
+    store.init(authority=authority, passphrase=request.ca_passphrase)
+    log(f"created a CA in {store.path} (clients verify the server with {store.ca_cert_path})")
+    return missing
+
+
+def _remove_ca(store: CAStore, created_dirs: list[Path]) -> None:
+    for name in _CA_FILES:
+        remove_file(store.path / name)
+    for directory in created_dirs:  # deepest first
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def _clean_up(
+    cluster: Cluster, state: ClusterState, store: CAStore, server: facts.ServerFacts | None
+) -> list[str]:
+    """Remove what a killed run left: temp files beside the files we write, the throwaway proof role."""
+    notes: list[str] = []
+    targets: dict[Path, set[str]] = {}
+    for path in [*facts.config_paths(cluster, state), *(state.cert_dir / n for n in _cert_names())]:
+        real = real_path(path)
+        targets.setdefault(real.parent, set()).add(real.name)
+    removed = [p for d, names in targets.items() for p in stale_temp_files(d, names)]
+    if store.path.is_dir():
+        cutoff = time.time() - _CA_TEMP_AGE
+        removed += [p for p in stale_temp_files(store.path, _CA_FILES) if _mtime(p) < cutoff]
+    for path in removed:
+        with contextlib.suppress(PgBattenError):
+            remove_file(path)
+    if removed:
+        notes.append(
+            f"removed {len(removed)} temp file(s) an interrupted run left: {', '.join(map(str, removed))}"
+        )
+    if server is not None and server.leftover_roles:
+        facts.drop_roles(cluster.sql(), server.leftover_roles)
+        notes.append(f"dropped the proof role(s) an interrupted run left: {', '.join(server.leftover_roles)}")
+    return notes
+
+
+def _cert_names() -> tuple[str, ...]:
+    from pgbatten.secure.plan import CA_NAME, CERT_NAME, CRL_NAME, KEY_NAME
+
+    return (CERT_NAME, KEY_NAME, CA_NAME, CRL_NAME)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _certificate_needs(
+    cluster: Cluster,
+    plan: SecurePlan,
+    entries: list[InventoryEntry],
+    server: facts.ServerFacts | None,
+    now: dt.datetime,
+) -> tuple[tuple[CertificateNeed, ...], bool]:
+    if not plan.cert_rules:
+        return (), False
+    if server is None:
+        return (), True
+    roles = facts.read_login_roles(cluster.sql(), group_tokens(plan.cert_rules))
+    files = facts.read_user_files(cluster.hba_file, file_tokens(plan.cert_rules))
+    needs = certificate_needs(
+        plan.cert_rules, roles, entries, files=files, now=now, ignore=server.leftover_roles
+    )
+    return needs, False
+
+
+LOCKOUT_LISTED = 10
+
+
+def _refuse_lockout(preview: SecurePreview, request: SecureRequest) -> None:
+    missing = preview.missing_certificates
+    if not missing or request.allow_lockout:
+        return
+    shown = ", ".join(missing[:LOCKOUT_LISTED])
+    more = f" and {len(missing) - LOCKOUT_LISTED} more" if len(missing) > LOCKOUT_LISTED else ""
+    raise UsageError(
+        f"--client-auth {request.client_auth} would lock out {len(missing)} role(s) that log in over TCP"
+        f" today and have no valid certificate from the CA in {preview.ca_dir}: {shown}{more}; issue them"
+        f" first ({preview.client.issue_command or 'pgbatten cert client ROLE'} with each role), or pass"
+        " --allow-lockout"
+    )
+
+
+def _prove(
+    cluster: Cluster,
+    plan: SecurePlan,
+    authority: CertificateAuthority,
+    addresses: tuple[str, ...],
+    request: SecureRequest,
+) -> list[Proof]:
+    return prove_all(
+        cluster,
+        addresses=addresses,
+        hosts=plan.hosts,
+        installed=plan.certificate,
+        ca=authority,
+        ca_path=plan.ca_path,
+        client_auth=request.client_auth,
+        timeout=request.timeout,
+    )
+
+
+def _record_server_certificate(
+    store: CAStore, plan: SecurePlan, state: ClusterState, entries: list[InventoryEntry]
+) -> None:
+    """Put the served certificate in the inventory, also one a killed run served without recording it."""
+    serial = plan.certificate.serial_number
+    if any(e.serial == serial for e in entries):
+        return
+    issued = plan.issued
+    if issued is None:
+        key_pem = state.existing.get(plan.key_path)
+        if key_pem is None:
+            return
+        with contextlib.suppress(PgBattenError, ValueError):
+            issued = IssuedCertificate(certificate=plan.certificate, key=load_private_key_pem(key_pem))
+    if issued is not None:
+        with contextlib.suppress(PKIError):  # "already in the inventory": a concurrent `cert` recorded it
+            store.record(issued, "server", plan.hosts[0])
+
+
+def _port_of(state: ClusterState) -> int:
+    from pgbatten.pgconf import postgresql_conf as conf_mod
+
+    source = conf_mod.effective_settings(state.conf_files).get("port")
+    return int(source.value) if source is not None and source.value.isdigit() else 5432
+
+
+def _ca_conflict_message(conflict: CaConflict, store: CAStore, cluster: Cluster) -> str:
+    found = _find_ca_dir(conflict.installed_fingerprint, exclude=store.path, owner_home=cluster.owner.home)
+    way_out = (
+        f"run with --ca-dir {found} (the CA that issued them)"
+        if found is not None
+        else "run with the --ca-dir that holds the CA that issued them"
+    )
+    return (
+        f"{conflict.describe()}; CA in use: {store.path}. Refusing: {way_out}, or pass --replace-ca to"
+        " switch CAs deliberately (then hand every client the new root certificate and reissue client"
+        " certificates)"
+    )
+
+
+def _find_ca_dir(fingerprint: str | None, *, exclude: Path, owner_home: Path) -> Path | None:
+    """A CA directory on this machine whose ca.crt has ``fingerprint``: the default places of each user."""
+    if fingerprint is None:
+        return None
+    homes: list[Path] = [Path.home(), owner_home]
+    for name in (os.environ.get("SUDO_USER"), "root", "postgres"):
+        if name:
+            with contextlib.suppress(KeyError):
+                homes.append(Path(pwd.getpwnam(name).pw_dir))
+    candidates: Iterable[Path] = dict.fromkeys(
+        [default_ca_dir(), *(home / ".local" / "share" / "pgbatten" / "ca" for home in homes)]
+    )
+    for candidate in candidates:
+        if candidate == exclude:
+            continue
+        with contextlib.suppress(PgBattenError, OSError, ValueError):
+            data = read_bytes_or_none(candidate / "ca.crt")
+            if data is not None:
+                from cryptography import x509
+
+                if fingerprint_sha256(x509.load_pem_x509_certificate(data)) == fingerprint:
+                    return candidate
+    return None
