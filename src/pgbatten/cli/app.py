@@ -1,12 +1,22 @@
-"""The ``pgbatten`` command: a thin layer of argument parsing and printing over the library."""
+"""The ``pgbatten`` command: a thin layer of argument parsing and printing over the library.
+
+Shared plumbing for every command: one line on stderr for every expected failure (click's usage errors
+included), the exit codes, and the signals: SIGTERM and SIGHUP unwind like Ctrl-C (so a change in progress
+is rolled back) and exit 128 + the signal; a closed pipe (``pgbatten check … | head -1``) ends quietly.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -21,21 +31,86 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Exit codes: 0 success, 1 a check found something of high severity, 2 an expected error (one line on
-# stderr), 3 a target was unreachable, 70 an internal error, 130 interrupted.
+# stderr, usage errors included), 3 a target was unreachable, 70 an internal error, 130 interrupted
+# (Ctrl-C), 128 + N killed by signal N (143 for SIGTERM, 129 for SIGHUP), 141 the output pipe closed.
 EXIT_ERROR = 2
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 PIPE_WIDTH = 160
 
 
-def make_console(*, stderr: bool = False) -> Console:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so that it unwinds (and rolls back) like Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _termination_unwinds() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into ``Terminated`` for the duration of one command (main thread only)."""
+    try:
+        previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@functools.cache
+def _console_class() -> type[Console]:
     from rich.console import Console
 
+    class PipeAwareConsole(Console):
+        """rich's console, except that a closed pipe is reported like any other (exit 141, not rich's 1)."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    return PipeAwareConsole
+
+
+def make_console(*, stderr: bool = False) -> Console:
     # rich already honours NO_COLOR and drops colour when not on a terminal. Piped output (logs, grep)
     # gets a wide page rather than rich's 80 columns, so table rows stay on one line; $COLUMNS still wins.
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
-    return Console(stderr=stderr, highlight=False, width=width)
+    return _console_class()(stderr=stderr, highlight=False, width=width)
+
+
+def error_line(message: str) -> str:
+    """``pgbatten: error: …`` on one line, whatever the message holds."""
+    return "pgbatten: error: " + " ".join(str(message).split())
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An ``OSError`` nothing caught, as one line naming the path and what to do."""
+    from pgbatten.fsutil import describe_os_error as reason
+
+    where = exc.filename if exc.filename is not None else None
+    return f"{where}: {reason(exc)}" if where is not None else reason(exc)
+
+
+def _silence_stdout() -> None:
+    # The reader is gone: later writes (and the interpreter's final flush) must not raise again.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _is_broken_pipe(exc: BaseException) -> bool:
+    return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
 
 
 class PgBattenGroup(click.Group):
@@ -76,26 +151,77 @@ class PgBattenGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            with _termination_unwinds():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **kwargs)
+        except click.exceptions.ClickException as exc:
+            message = exc.format_message()
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and ctx is not None:
+                command = " ".join(["pgbatten", *ctx.command_path.split()[1:]])
+                message += f" (see '{command} --help')"
+            click.echo(error_line(message), err=True)
+            code = EXIT_ERROR
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__cause__, Terminated):
+                code = 128 + exc.__cause__.signum
+            else:
+                # click.confirm on Ctrl-C or end of input: nothing was applied.
+                click.echo("pgbatten: aborted", err=True)
+                code = EXIT_INTERRUPTED
+        except Terminated as exc:  # a signal before or after a command ran
+            code = 128 + exc.signum
+        except OSError as exc:
+            if not _is_broken_pipe(exc):
+                raise
+            _silence_stdout()
+            code = EXIT_BROKEN_PIPE
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except PgBattenError as exc:
             if _debug(ctx):
                 raise
-            click.echo(f"pgbatten: error: {exc}", err=True)
+            click.echo(error_line(str(exc)), err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if _debug(ctx):
                 raise
+            if isinstance(exc, Terminated):
+                click.echo(f"pgbatten: terminated by signal {exc.signum}", err=True)
+                ctx.exit(128 + exc.signum)
             click.echo("pgbatten: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as exc:
+            if _is_broken_pipe(exc):
+                # Handled here: click's own handler would exit 1, like a finding of `check`.
+                _silence_stdout()
+                ctx.exit(EXIT_BROKEN_PIPE)
+            if _debug(ctx):
+                raise
+            # A file problem nothing more specific caught (a directory we cannot enter, a read-only mount).
+            click.echo(error_line(describe_os_error(exc)), err=True)
+            ctx.exit(EXIT_ERROR)
         except Exception as exc:
             if _debug(ctx):
                 raise
             click.echo(
-                f"pgbatten: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+                error_line(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)"),
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
@@ -136,37 +262,46 @@ def read_secret_file(path: Path | None) -> bytes | None:
     if path is None:
         return None
     from pgbatten.errors import FileProblem
+    from pgbatten.fsutil import describe_os_error as reason
 
     try:
         first = path.read_bytes().splitlines()
     except OSError as exc:
-        raise FileProblem(path, exc.strerror or "cannot read") from exc
+        raise FileProblem(path, reason(exc)) from exc
     if not first or not first[0]:
         raise FileProblem(path, "is empty")
     return first[0]
 
 
 def cluster_options(func: F) -> F:
-    func = click.option(
+    """``--pgdata DIR`` (default ``$PGDATA``, as pg_ctl takes it) or ``--cluster VERSION/NAME``."""
+
+    @functools.wraps(func)
+    def with_pgdata_default(*args: Any, pgdata: Path | None, cluster_name: str | None, **kwargs: Any) -> Any:
+        if pgdata is None and cluster_name is None and os.environ.get("PGDATA"):
+            pgdata = Path(os.environ["PGDATA"])
+        return func(*args, pgdata=pgdata, cluster_name=cluster_name, **kwargs)
+
+    wrapped = click.option(
         "--pg-bindir",
         type=click.Path(path_type=Path, file_okay=False),
         default=None,
         help="The cluster's PostgreSQL binaries (default: the running server's own, then PATH, pg_config"
         " and /usr/lib/postgresql/VERSION/bin).",
-    )(func)
-    func = click.option(
+    )(with_pgdata_default)
+    wrapped = click.option(
         "--cluster",
         "cluster_name",
         metavar="VERSION/NAME",
         default=None,
         help="A Debian/Ubuntu cluster, e.g. 15/main (config in /etc/postgresql/VERSION/NAME).",
-    )(func)
-    return click.option(
+    )(wrapped)
+    return click.option(  # type: ignore[return-value]
         "--pgdata",
         type=click.Path(path_type=Path, file_okay=False),
         default=None,
-        help="The cluster's data directory.",
-    )(func)
+        help="The cluster's data directory (default: $PGDATA unless --cluster is given).",
+    )(wrapped)
 
 
 def key_type_option(func: F) -> F:

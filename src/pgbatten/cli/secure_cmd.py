@@ -1,11 +1,19 @@
-"""`pgbatten secure`: make a cluster TLS-only."""
+"""`pgbatten secure`: make a cluster TLS-only. Parses, asks and prints; the work is ``pgbatten.secure``."""
 
 from __future__ import annotations
 
+import json
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from pgbatten.cli.app import (
     ca_dir_option,
@@ -16,14 +24,20 @@ from pgbatten.cli.app import (
     passphrase_option,
     read_secret_file,
 )
+from pgbatten.errors import UsageError
+from pgbatten.findings import Finding, severity_rank
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-def _confirm(question: str) -> bool:
-    if sys.stdin is None or not sys.stdin.isatty():
-        from pgbatten.errors import UsageError
+    from pgbatten.bench.server import BenchReport
+    from pgbatten.cluster.discover import Cluster
+    from pgbatten.secure import SecurePreview, SecureRequest, SecureResult
+    from pgbatten.secure.sessions import PlaintextSession
 
-        raise UsageError("no terminal to confirm on; pass --yes to apply, or --dry-run to only show the plan")
-    return click.confirm(question, default=False)
+# One rich row per finding made printing half of a 100,000-rule dry run; past this many the table stops
+# and a count per severity follows (--json has every finding).
+LINT_ROWS = 20
 
 
 @main.command("secure")
@@ -46,8 +60,39 @@ def _confirm(question: str) -> bool:
 @click.option(
     "--days", default=365, show_default=True, type=click.IntRange(1, 3650), help="Server cert validity."
 )
-@click.option("--dry-run", is_flag=True, help="Show the plan and exit without touching anything.")
+@click.option(
+    "--legacy-ip-sans",
+    is_flag=True,
+    help="Also write each IP address as a DNS name, for libpq before 15 connecting by address.",
+)
+@click.option(
+    "--replace-ca",
+    is_flag=True,
+    help="Replace a server certificate issued by another CA (breaks its clients).",
+)
+@click.option(
+    "--allow-lockout",
+    is_flag=True,
+    help="Require client certificates even though some roles have none from this CA yet.",
+)
+@click.option(
+    "--end-plaintext-sessions",
+    is_flag=True,
+    help="Terminate the TCP sessions still unencrypted once the server is TLS-only.",
+)
+@click.option(
+    "--timeout", default=5.0, show_default=True, type=click.FloatRange(0.5, 300), help="Seconds per proof."
+)
+@click.option(
+    "--lock-wait",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait for another pgbatten run on the same cluster or CA.",
+)
+@click.option("--dry-run", "-n", is_flag=True, help="Show the plan and exit without touching anything.")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schema pgbatten.secure/1).")
 @click.option("--bench", is_flag=True, help="Measure connection cost before and after; print the TLS tax.")
 def secure_cmd(
     pgdata: Path | None,
@@ -61,16 +106,23 @@ def secure_cmd(
     cert_map: str | None,
     key_type: str,
     days: int,
+    legacy_ip_sans: bool,
+    replace_ca: bool,
+    allow_lockout: bool,
+    end_plaintext_sessions: bool,
+    timeout: float,
+    lock_wait: float,
     dry_run: bool,
     yes: bool,
+    as_json: bool,
     bench: bool,
 ) -> None:
     """Make a running cluster TLS-only, by reload, and prove it from outside."""
     from pgbatten.cluster.discover import discover
     from pgbatten.pki import KeyType
-    from pgbatten.secure import SecureOptions, secure
+    from pgbatten.secure import SecureRequest, secure
 
-    options = SecureOptions(
+    request = SecureRequest(  # rejects bad --host values before looking at the cluster
         hosts=hosts,
         ca_dir=ca_dir,
         tls_min="1.3" if tls_min == "1.3" else "1.2",
@@ -78,31 +130,209 @@ def secure_cmd(
         cert_map=cert_map,
         key_type=KeyType.parse(key_type),
         days=days,
-        dry_run=dry_run,
-        yes=yes,
         ca_passphrase=read_secret_file(ca_passphrase_file),
+        timeout=timeout,
+        dry_run=dry_run,
+        replace_ca=replace_ca,
+        allow_lockout=allow_lockout,
+        end_plaintext_sessions=end_plaintext_sessions,
+        legacy_ip_sans=legacy_ip_sans,
+        lock_wait=lock_wait,
     )
-    options.request()  # reject bad --host values before looking at the cluster
     cluster = discover(pgdata=pgdata, cluster=cluster_name, pg_bindir=pg_bindir)
-    console = make_console()
-    if not bench:
-        secure(cluster, options, console=console, confirm=_confirm)
-        return
-    from pgbatten.bench.server import BenchReport
-    from pgbatten.cli.bench_cmd import bench_for_secure, print_tax
+    # With --json the report goes to stderr and stdout holds only the JSON document.
+    out = make_console(stderr=as_json)
+    shown: list[bool] = []
+
+    def confirm(preview: SecurePreview) -> bool:
+        print_preview(out, preview)
+        shown.append(True)
+        if yes:
+            return True
+        if sys.stdin is None or not sys.stdin.isatty():
+            raise UsageError(
+                "no terminal to confirm on; pass --yes to apply, or --dry-run to only show the plan"
+            )
+        return click.confirm("Apply these changes?", default=False, err=as_json)
+
+    measure = _bench(out, cluster, request) if bench else None
+    before = measure("before") if measure is not None else None
+    result = secure(
+        cluster, request, confirm=confirm, progress=lambda line: out.print(f"[dim]{escape(line)}[/]")
+    )
+    if not shown:
+        print_preview(out, result.preview)
+    print_outcome(out, result)
+    if measure is not None and before is not None and result.applied:
+        after = measure("after")
+        if after is not None:
+            from pgbatten.cli.bench_cmd import print_tax
+
+            print_tax(out, before, after)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+
+
+def _bench(out: Console, cluster: Cluster, request: SecureRequest) -> Callable[[str], BenchReport | None]:
+    """``--bench``: the connection cost measured the same way before the plan and after the proofs."""
+    from pgbatten.cli.bench_cmd import bench_for_secure
 
     def measure(when: str) -> BenchReport | None:
         return bench_for_secure(
             cluster,
-            ca_dir=ca_dir,
-            ca_passphrase=options.ca_passphrase,
-            client_auth=options.client_auth,
+            ca_dir=request.ca_dir,
+            ca_passphrase=request.ca_passphrase,
+            client_auth=request.client_auth,
             when=when,
-            console=console,
+            console=out,
         )
 
-    before = measure("before")
-    result = secure(cluster, options, console=console, confirm=_confirm)
-    after = measure("after") if result.applied else None
-    if before is not None and after is not None:
-        print_tax(console, before, after)
+    return measure
+
+
+def print_preview(out: Console, preview: SecurePreview) -> None:
+    """Everything before the question: server state, lint, notes, the diff, who needs certificates."""
+    plan = preview.plan
+    if not preview.running:
+        out.print(
+            f"[yellow]note:[/] cluster {escape(preview.cluster)} is not running: this plan is read from its"
+            " files; start it to apply the change (pgbatten applies by reload) and to prove it"
+        )
+    if preview.new_ca:
+        out.print(f"[dim]no CA in {escape(str(preview.ca_dir))}: a new one will be created[/]")
+    print_lint(out, plan.lint_before, preview.lint_remaining)
+    for note in preview.notes:
+        out.print(f"[yellow]note:[/] {escape(note)}")
+    if not plan.changed:
+        out.print("[green]Nothing to change:[/] the cluster is already TLS-only with the planned settings.")
+    else:
+        from pgbatten.secure.plan import render_diff
+
+        out.print(f"[bold]Plan for {escape(preview.cluster)}[/] ({len(plan.changes)} file(s)):")
+        out.out(render_diff(plan), highlight=False, end="")
+    _print_certificate_needs(out, preview)
+    if preview.unproved:
+        out.print(
+            "[yellow]note:[/] the server also listens on "
+            + escape(", ".join(preview.unproved))
+            + " (link-local), which the proofs cannot reach: those addresses are not proved"
+        )
+
+
+def print_lint(out: Console, before: Sequence[Finding], remaining: Sequence[Finding]) -> None:
+    """The pg_hba.conf findings as one table, worst first, summarised past ``LINT_ROWS``."""
+    if not before:
+        return
+    ordered = sorted(before, key=lambda f: (severity_rank(f.severity), f.lineno or 0))
+    table = Table(title="pg_hba.conf today", title_justify="left", show_header=True, header_style="bold")
+    table.add_column("line", justify="right")
+    table.add_column("severity")
+    table.add_column("finding", overflow="fold")
+    for finding in ordered[:LINT_ROWS]:
+        table.add_row(
+            str(finding.lineno or ""),
+            Text(finding.severity, style=_colour(finding.severity)),
+            Text(finding.title),
+        )
+    out.print(table)
+    if len(ordered) > LINT_ROWS:
+        out.print(f"  … and {_counted(ordered[LINT_ROWS:])} more (--json lists every finding)")
+    if remaining:
+        lines = ", ".join(str(f.lineno) for f in remaining[:LINT_ROWS] if f.lineno is not None)
+        out.print(f"  [yellow]after secure, still:[/] {_counted(remaining)} (line {escape(lines)})")
+
+
+def _counted(findings: Sequence[Finding]) -> str:
+    counts = Counter(f.severity for f in findings)
+    parts = [f"{counts[s]} {s}" for s in sorted(counts, key=severity_rank)]
+    return f"{len(findings)} finding(s): " + ", ".join(parts)
+
+
+def _colour(severity: str) -> str:
+    return {"critical": "red", "high": "red", "medium": "yellow"}.get(severity, "cyan")
+
+
+def _print_certificate_needs(out: Console, preview: SecurePreview) -> None:
+    from pgbatten.secure.result import issue_command
+
+    if preview.roles_unknown:
+        out.print(
+            "[yellow]note:[/] TCP logins will need a client certificate; the roles that log in today cannot"
+            " be listed while the server is stopped"
+        )
+    if not preview.certificate_needs:
+        return
+    out.print("[bold]After this change every TCP login of these roles needs a client certificate[/]:")
+    for need in preview.certificate_needs:
+        if need.certificate is not None:
+            cert = need.certificate
+            state = f"[green]has one[/] (serial {cert.serial:#x}, until {cert.not_after:%Y-%m-%d})"
+        else:
+            state = "[red]has none[/]: " + escape(issue_command(need.role, preview.ca_dir))
+        out.print(f"  {escape(need.role)}: {state}")
+    missing = preview.missing_certificates
+    if missing:
+        out.print(
+            f"[yellow]{len(missing)} role(s) would be locked out over TCP:[/] issue their certificates"
+            " first, or pass --allow-lockout"
+        )
+
+
+def print_outcome(out: Console, result: SecureResult) -> None:
+    """What happened, the proofs, backups, plaintext sessions and what clients need."""
+    if result.status == "dry-run":
+        out.print("Dry run: nothing was written.")
+        return
+    if result.status == "declined":
+        out.print("Nothing was written.")
+        return
+    if result.status == "repaired":
+        out.print("The files were in place but not in effect: validated and reloaded.")
+    _print_proofs(out, result)
+    for original, backup in result.backups:
+        out.print(f"backup of {original}: {backup}", markup=False, soft_wrap=True)
+    _print_sessions(out, result.plaintext_sessions, result.ended_sessions)
+    client = result.client
+    out.print()
+    out.print("[bold]For clients[/]: hand out the CA certificate and connect with verify-full:")
+    # soft_wrap: a line to paste must never be folded at the terminal's width.
+    out.print(f"  sslrootcert: {client.sslrootcert}", markup=False, soft_wrap=True)
+    if client.issue_command is not None:
+        out.print(
+            f"  every TCP login needs a client certificate from this CA; issue one per role ({client.user}"
+            " here, writes ./ROLE/):",
+            markup=False,
+        )
+        out.print(f"  {client.issue_command}", markup=False, soft_wrap=True)
+    out.print(f"  {client.psql_command}", markup=False, soft_wrap=True)
+
+
+def _print_proofs(out: Console, result: SecureResult) -> None:
+    table = Table(title="Proved from outside", show_header=True, header_style="bold")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for proof in result.proofs:
+        # Text, not markup: details quote server messages and addresses such as [::1].
+        table.add_row(Text(proof.what), "[green]ok[/]" if proof.ok else "[red]FAILED[/]", Text(proof.detail))
+    out.print(table)
+
+
+def _print_sessions(out: Console, sessions: Sequence[PlaintextSession], ended: Sequence[int]) -> None:
+    if not sessions:
+        return
+    table = Table(
+        title=f"{len(sessions)} session(s) still in plaintext over TCP (connected before; reloads keep them)",
+        title_justify="left",
+        header_style="bold",
+    )
+    for column in ("pid", "user", "database", "client", "since", "state"):
+        table.add_column(column)
+    for s in sessions:
+        state = "ended" if s.pid in ended else "running"
+        table.add_row(str(s.pid), Text(s.user), Text(s.database), Text(s.client), s.backend_start, state)
+    out.print(table)
+    if not ended:
+        out.print(
+            "  end them with --end-plaintext-sessions (or SELECT pg_terminate_backend(PID) as superuser)"
+        )
