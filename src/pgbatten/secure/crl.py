@@ -23,15 +23,13 @@ from typing import Literal
 
 import psycopg
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pgbatten import libpq
 from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import ClusterError, FileProblem
 from pgbatten.fsutil import atomic_write, directory_lock, read_bytes_or_none
 from pgbatten.pgconf import postgresql_conf as conf_mod
-from pgbatten.pki import CAStore, CertificateAuthority, IssuedCertificate, generate_key
+from pgbatten.pki import CAStore, CertificateAuthority, IssuedCertificate
 from pgbatten.secure.apply import ApplyResult, apply_plan
 from pgbatten.secure.facts import read_state
 from pgbatten.secure.hosts import probe_addresses
@@ -218,27 +216,7 @@ def _install_locked(
 
 def stand_in(ca: CertificateAuthority, serial: int, now: dt.datetime | None = None) -> IssuedCertificate:
     """A short-lived client certificate with ``serial``: refused exactly where that serial is revoked."""
-    now = now or dt.datetime.now(dt.UTC)
-    key = generate_key()
-    try:
-        ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, PROBE_CN)]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(max(now - dt.timedelta(minutes=5), ca.certificate.not_valid_before_utc))
-        .not_valid_after(min(now + PROBE_LIFETIME, ca.not_after))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(aki, critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
-    return IssuedCertificate(certificate=certificate, key=key)
+    return ca.issue_stand_in(serial, common_name=PROBE_CN, lifetime=PROBE_LIFETIME, now=now)
 
 
 def try_certificate(

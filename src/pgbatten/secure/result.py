@@ -57,7 +57,7 @@ class ClientInstructions:
 
 def client_instructions(
     *,
-    hosts: tuple[str, ...],
+    host: str,
     port: int,
     user: str,
     ca_path: Path,
@@ -68,11 +68,8 @@ def client_instructions(
 
     With client certificates required it names the bundle ``pgbatten cert client USER`` writes (``./USER``).
     """
-    from pgbatten.pki import classify_host
-
-    names = [h for h in hosts if isinstance(classify_host(h), str)]
     params = {
-        "host": names[0] if names else hosts[0],
+        "host": host,
         "port": str(port),
         "dbname": "postgres",
         "user": user,

@@ -29,11 +29,24 @@ from pgbatten.fsutil import (
     stale_temp_files,
     timestamp,
 )
-from pgbatten.pki import CAStore, CertificateAuthority, InventoryEntry, IssuedCertificate, default_ca_dir
+from pgbatten.pki import (
+    CAStore,
+    CertificateAuthority,
+    InventoryEntry,
+    IssuedCertificate,
+    classify_host,
+    default_ca_dir,
+)
 from pgbatten.pki.keys import load_private_key_pem
 from pgbatten.secure import facts
 from pgbatten.secure.apply import apply_plan
-from pgbatten.secure.hosts import probe_addresses, unproved_addresses
+from pgbatten.secure.hosts import (
+    WILDCARDS,
+    listens_on_loopback,
+    probe_addresses,
+    split_listen_addresses,
+    unproved_addresses,
+)
 from pgbatten.secure.lockout import CertificateNeed, certificate_needs, file_tokens, group_tokens
 from pgbatten.secure.plan import CaConflict, ClusterState, SecurePlan, plan_secure
 from pgbatten.secure.request import SecureRequest
@@ -121,7 +134,7 @@ def _secure_locked(
         plan=plan,
         ca_dir=store.path,
         client=client_instructions(
-            hosts=plan.hosts,
+            host=_client_host(request, plan, state),
             port=port,
             user=server.role if server is not None else cluster.owner.name,
             ca_path=store.ca_cert_path,
@@ -331,6 +344,22 @@ def _record_server_certificate(
     if issued is not None:
         with contextlib.suppress(PKIError):  # "already in the inventory": a concurrent `cert` recorded it
             store.record(issued, "server", plan.hosts[0])
+
+
+def _client_host(request: SecureRequest, plan: SecurePlan, state: ClusterState) -> str:
+    """The host clients are told to use: the first --host; localhost for a server on loopback only; else
+    this machine's name (a name, so verify-full checks it)."""
+    if request.hosts:
+        return str(classify_host(request.hosts[0]))
+    listen = split_listen_addresses(state.listen_addresses)
+    if (
+        listen
+        and "localhost" in plan.hosts
+        and all(listens_on_loopback([i]) and i not in WILDCARDS for i in listen)
+    ):
+        return "localhost"
+    names = [h for h in plan.hosts if isinstance(classify_host(h), str) and h != "localhost"]
+    return names[0] if names else plan.hosts[0]
 
 
 def _port_of(state: ClusterState) -> int:
