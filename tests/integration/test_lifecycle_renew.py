@@ -41,7 +41,8 @@ def secured(make_cluster: Callable[..., TempCluster], ca_dir: Path, **options: o
     cluster = make_cluster(hba=HBA)
     secure(
         discover(pgdata=cluster.data_dir),
-        SecureOptions(ca_dir=ca_dir, yes=True, **options),  # type: ignore[arg-type]
+        # allow_lockout: only the cluster's superuser logs in over TCP here, and it needs no certificate.
+        SecureOptions(ca_dir=ca_dir, yes=True, allow_lockout=True, **options),  # type: ignore[arg-type]
         console=Console(file=io.StringIO()),
     )
     return cluster

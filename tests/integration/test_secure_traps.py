@@ -74,7 +74,7 @@ def psql(
 
 
 def test_a_foreign_client_certificate_in_home_breaks_nothing(
-    seed_cluster: TempCluster, ca_dir: Path, isolated_environment: Path
+    seed_cluster: TempCluster, ca_dir: Path, isolated_environment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # libpq sends ~/.postgresql/postgresql.crt to any server that asks; pgbatten used to make every server
     # ask, and its own proofs sent the file too, so a correct change was rolled back ("unknown ca").
@@ -84,6 +84,17 @@ def test_a_foreign_client_certificate_in_home_breaks_nothing(
     (home / ".postgresql").mkdir()
     atomic_write(home / ".postgresql" / "postgresql.crt", stranger.cert_pem(), mode=0o644)
     atomic_write(home / ".postgresql" / "postgresql.key", stranger.key_pem(), mode=0o600)
+    # And an operator's shell full of PG* variables, each of which would break psql, pg_ctl or a proof.
+    for name, value in {
+        "PGSERVICE": "no-such-service",
+        "PGHOST": "/nonexistent",
+        "PGPORT": "1",
+        "PGSSLMODE": "disable",
+        "PGSSLCERT": str(home / ".postgresql" / "postgresql.crt"),
+        "PGOPTIONS": "-c statement_timeout=1",
+        "PGCONNECT_TIMEOUT": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
 
     result = secure(discover(pgdata=seed_cluster.data_dir), SecureRequest(ca_dir=ca_dir))
     assert result.status == "applied" and all(p.ok for p in result.proofs), result.proofs
@@ -169,6 +180,23 @@ def test_certificate_auth_names_who_would_be_locked_out(
     atomic_write(workdir / owner / "postgresql.crt", bundles[owner].cert_pem(), mode=0o644)
     atomic_write(workdir / owner / "postgresql.key", bundles[owner].key_pem(), mode=0o600)
     assert psql(seed_cluster, conninfo, home=isolated_environment, password=None, cwd=workdir) == "t"
+
+
+def test_an_interrupted_ca_init_does_not_block_the_next_run(seed_cluster: TempCluster, ca_dir: Path) -> None:
+    # A kill between writing ca.key and ca.crt used to block every later run ("ca.crt is missing").
+    ca_dir.mkdir()
+    orphan = CertificateAuthority.create().key
+    from pgbatten.pki import private_key_pem
+
+    atomic_write(ca_dir / "ca.key", private_key_pem(orphan), mode=0o600)
+    result = secure(discover(pgdata=seed_cluster.data_dir), SecureRequest(ca_dir=ca_dir))
+    assert result.status == "applied" and all(p.ok for p in result.proofs)
+    assert any("interrupted" in n for n in result.preview.notes)
+    kept = list(ca_dir.glob("ca.key.interrupted-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == private_key_pem(orphan)
+    assert CAStore(ca_dir).load().certificate == x509.load_pem_x509_certificate(
+        (ca_dir / "ca.crt").read_bytes()
+    )
 
 
 def test_revoked_server_certificate_is_reissued(seed_cluster: TempCluster, ca_dir: Path) -> None:

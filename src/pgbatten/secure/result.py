@@ -55,6 +55,11 @@ class ClientInstructions:
         }
 
 
+def issue_command(role: str, ca_dir: Path) -> str:
+    """The command that writes ``role``'s client certificate bundle into ``./ROLE/``, ready to paste."""
+    return f"pgbatten cert client {shlex.quote(role)} --ca-dir {shlex.quote(str(ca_dir))}"
+
+
 def client_instructions(
     *,
     host: str,
@@ -80,7 +85,7 @@ def client_instructions(
     if certificates_required:
         params["sslcert"] = str(Path(user) / "postgresql.crt")
         params["sslkey"] = str(Path(user) / "postgresql.key")
-        command = f"pgbatten cert client {shlex.quote(user)} --ca-dir {shlex.quote(str(ca_dir))}"
+        command = issue_command(user, ca_dir)
     return ClientInstructions(
         sslrootcert=ca_path,
         conninfo=libpq.conninfo(params),

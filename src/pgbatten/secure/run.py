@@ -50,7 +50,13 @@ from pgbatten.secure.hosts import (
 from pgbatten.secure.lockout import CertificateNeed, certificate_needs, file_tokens, group_tokens
 from pgbatten.secure.plan import CaConflict, ClusterState, SecurePlan, plan_secure
 from pgbatten.secure.request import SecureRequest
-from pgbatten.secure.result import SecurePreview, SecureResult, Status, client_instructions
+from pgbatten.secure.result import (
+    SecurePreview,
+    SecureResult,
+    Status,
+    client_instructions,
+    issue_command,
+)
 from pgbatten.secure.sessions import end_sessions, plaintext_sessions
 from pgbatten.secure.verify import Proof, prove_all
 
@@ -302,9 +308,8 @@ def _refuse_lockout(preview: SecurePreview, request: SecureRequest) -> None:
     more = f" and {len(missing) - LOCKOUT_LISTED} more" if len(missing) > LOCKOUT_LISTED else ""
     raise UsageError(
         f"--client-auth {request.client_auth} would lock out {len(missing)} role(s) that log in over TCP"
-        f" today and have no valid certificate from the CA in {preview.ca_dir}: {shown}{more}; issue them"
-        f" first ({preview.client.issue_command or 'pgbatten cert client ROLE'} with each role), or pass"
-        " --allow-lockout"
+        f" today and have no valid certificate from the CA in {preview.ca_dir}: {shown}{more}; issue"
+        f" theirs first ({issue_command(missing[0], preview.ca_dir)}, and so on), or pass --allow-lockout"
     )
 
 
