@@ -21,12 +21,16 @@ what they left out.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import psycopg
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -128,6 +132,26 @@ def params(
     return out
 
 
+@contextlib.contextmanager
+def _service_hidden() -> Iterator[None]:
+    # PGSERVICE is the one variable no connection string can neutralise (an empty service= is looked up
+    # too), so it is hidden from libpq while it reads its environment.
+    saved = os.environ.pop("PGSERVICE", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["PGSERVICE"] = saved
+
+
+def connect(parameters: Mapping[str, str], **kwargs: Any) -> psycopg.Connection[Any]:
+    """``psycopg.connect`` on ``parameters`` (from :func:`params`), ``PGSERVICE`` out of libpq's sight."""
+    import psycopg
+
+    with _service_hidden():
+        return psycopg.connect(conninfo(parameters), **kwargs)
+
+
 def conninfo(parameters: Mapping[str, str]) -> str:
     """``parameters`` as a connection string, every value quoted and escaped the way libpq parses it."""
     from psycopg.conninfo import make_conninfo
@@ -148,6 +172,7 @@ __all__ = [
     "NO_FILE",
     "ClientCertificate",
     "SslMode",
+    "connect",
     "conninfo",
     "libpq_knows",
     "params",

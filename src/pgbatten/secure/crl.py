@@ -242,7 +242,7 @@ def try_certificate(
                 connect_timeout=timeout,
                 application_name="pgbatten-crl-proof",
             )
-            with psycopg.connect(libpq.conninfo(params)):
+            with libpq.connect(params):
                 return "accepted", "logged in"
         except psycopg.Error as exc:
             return classify(" ".join(str(exc).split()))

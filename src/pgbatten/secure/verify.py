@@ -166,7 +166,7 @@ def prove_login(
         extra={"sslnegotiation": "direct"} if direct else None,
     )
     try:
-        with psycopg.connect(libpq.conninfo(params)) as conn:
+        with libpq.connect(params) as conn:
             row = conn.execute(
                 "SELECT ssl, version, cipher, bits FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
             ).fetchone()
