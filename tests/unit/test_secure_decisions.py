@@ -219,3 +219,12 @@ def test_key_file_is_private_and_never_shown(ca: CertificateAuthority) -> None:
     assert key.mode == 0o600 and key.secret
     assert isinstance(plan.certificate, x509.Certificate)
     assert Path(plan.settings["ssl_key_file"]) == PGDATA / KEY_NAME
+
+
+def test_a_certificate_of_someone_elses_being_replaced_is_said(ca: CertificateAuthority) -> None:
+    other = CertificateAuthority.create(common_name="Corp Root").issue_server(["db.example.test"])
+    served = (Path("/etc/ssl/db.crt"), other.cert_pem())
+    plan = plan_secure(dataclasses.replace(state(), served=served), SecureRequest(), ca, now=NOW)
+    [note] = [n for n in plan.notes if "/etc/ssl/db.crt" in n]
+    assert "issued by CN=Corp Root" in note and fingerprint_sha256(ca.certificate) in note
+    assert plan.ca_conflict is None  # informed, not refused: pgbatten did not install it

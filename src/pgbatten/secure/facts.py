@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pgbatten.cluster.discover import Cluster
 from pgbatten.cluster.sql import OwnerSQL
+from pgbatten.errors import PgBattenError
 from pgbatten.fsutil import read_bytes_or_none
 from pgbatten.pgconf import hba as hba_mod
 from pgbatten.pgconf import pg_ident
@@ -89,7 +90,30 @@ def read_state(
         listen_addresses=listen,
         machine=machine or gather_machine_names(listen),
         existing=existing,
+        served=_served_elsewhere(cluster, conf_files, cert_dir / CERT_NAME),
     )
+
+
+def _served_elsewhere(
+    cluster: Cluster, conf_files: list[conf_mod.ConfFile], ours: Path
+) -> tuple[Path, bytes] | None:
+    """The file ssl_cert_file names, when ssl is on and it is not pgbatten's (unreadable: None)."""
+    from pgbatten.secure.validate import parse_bool
+
+    effective = conf_mod.effective_settings(conf_files)
+    ssl, cert = effective.get("ssl"), effective.get("ssl_cert_file")
+    if ssl is None or parse_bool(ssl.value) is not True:
+        return None
+    path = Path(cert.value if cert is not None and cert.value else "server.crt")
+    if not path.is_absolute():
+        path = cluster.data_dir / path
+    if path == ours:
+        return None
+    try:
+        data = read_bytes_or_none(path)
+    except PgBattenError:
+        return None
+    return (path, data) if data is not None else None
 
 
 def _listen_addresses(

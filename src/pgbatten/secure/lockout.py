@@ -79,7 +79,11 @@ def roles_matched(
     rules: Sequence[hba_mod.HbaRule], roles: Iterable[LoginRole], files: Mapping[str, Sequence[str]]
 ) -> list[LoginRole]:
     """The roles some rule of ``rules`` lets in by its user column (database and address aside)."""
-    return [r for r in roles if any(user_matches(t, r, files) for rule in rules for t in rule.users)]
+    # Distinct tokens only: a large pg_hba.conf repeats the same few user columns many times.
+    tokens = list(dict.fromkeys(t for rule in rules for t in rule.users))
+    if "all" in tokens:
+        return list(roles)
+    return [r for r in roles if any(user_matches(t, r, files) for t in tokens)]
 
 
 def certificate_needs(

@@ -68,6 +68,8 @@ class ClusterState:
     listen_addresses: str
     machine: MachineNames
     existing: Mapping[Path, bytes] = field(default_factory=dict)
+    served: tuple[Path, bytes] | None = None
+    """The certificate the server is configured to serve today when it is not pgbatten's (ssl on)."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ def plan_secure(
     conflict = ca_conflict(state.existing.get(ca_path), state.existing.get(cert_path), ca)
     if conflict is not None and request.replace_ca:
         notes.append(f"--replace-ca: {conflict.describe()}")
+    notes.extend(_foreign_certificate_note(state, ca))
 
     ca_pem = ca.cert_pem()
     certificate, issued = _server_certificate(state, request, ca, hosts, revoked, now, notes)
@@ -325,6 +328,23 @@ def ca_conflict(
         return None
     assert installed is not None
     return CaConflict(installed=installed, installed_fingerprint=installed_fp, ours=ours, files=tuple(files))
+
+
+def _foreign_certificate_note(state: ClusterState, ca: CertificateAuthority) -> list[str]:
+    """A certificate of someone else's that the server serves today is replaced: say so, and what it means."""
+    if state.served is None:
+        return []
+    path, data = state.served
+    served = _load_certificate(data)
+    if served is None or _issued_by(served, ca.certificate):
+        return []
+    issuer = served.issuer.rfc4514_string() or "an empty issuer"
+    kind = "self-signed" if served.issuer == served.subject else f"issued by {issuer}"
+    return [
+        f"the server serves {path} today ({kind}); it is replaced by a certificate from the pgbatten CA"
+        f" (SHA-256 {fingerprint_sha256(ca.certificate)}): clients that verify the server (verify-ca,"
+        " verify-full) against the old one or its CA need the pgbatten CA certificate instead"
+    ]
 
 
 def _load_certificate(data: bytes | None) -> x509.Certificate | None:
