@@ -147,15 +147,19 @@ class Transaction:
 
 
 def reload_and_wait(sql: OwnerSQL) -> None:
-    """pg_reload_conf() only signals the postmaster; wait until new sessions run on the new files."""
-    before = sql.value("SELECT pg_conf_load_time()")
-    if sql.value("SELECT pg_reload_conf()") != "t":
+    """pg_reload_conf() only signals the postmaster; wait until new sessions run on the new files.
+
+    Each query forks a backend, so the signal goes with the first one and the first look waits a moment
+    (a reload takes milliseconds): usually two backends in all.
+    """
+    [(before, signalled)] = sql.query("SELECT pg_conf_load_time()::text, pg_reload_conf()")
+    if signalled != "t":
         raise ClusterError("pg_reload_conf() returned false")
     deadline = time.monotonic() + RELOAD_WAIT_SECONDS
     while time.monotonic() < deadline:
+        time.sleep(0.05)
         if sql.value("SELECT pg_conf_load_time() > :'before'::timestamptz", {"before": before or ""}) == "t":
             return
-        time.sleep(0.1)
     raise ClusterError(f"the server did not reload its configuration within {RELOAD_WAIT_SECONDS:.0f} s")
 
 
