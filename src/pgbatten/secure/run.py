@@ -32,6 +32,8 @@ from pgbatten.fsutil import (
 from pgbatten.pki import (
     CAStore,
     CertificateAuthority,
+    ClusterRef,
+    Installation,
     InventoryEntry,
     IssuedCertificate,
     classify_host,
@@ -63,7 +65,15 @@ from pgbatten.secure.verify import Proof, prove_all
 Confirm = Callable[[SecurePreview], bool]
 Progress = Callable[[str], None]
 
-_CA_FILES = ("ca.key", "ca.crt", "inventory.json", "crl.pem", ".lock")
+
+def _ca_files(store: CAStore) -> list[Path]:
+    """Every file a new CA directory may hold (the inventory database with its journal)."""
+    db = store.inventory_path
+    extra = [db.with_name(db.name + suffix) for suffix in ("-journal", "-wal", "-shm")]
+    return [store.ca_key_path, store.ca_cert_path, store.crl_path, db, *extra, store.legacy_inventory_path,
+            store.path / ".lock"]  # fmt: skip
+
+
 # A temp file in the CA directory younger than this may belong to a live `cert` command, which does not
 # take our lock; older ones are what a killed run left.
 _CA_TEMP_AGE = 60.0
@@ -186,7 +196,7 @@ def _secure_locked(
             with contextlib.suppress(PgBattenError, OSError):
                 _remove_ca(store, created)
         raise
-    _record_server_certificate(store, plan, state, entries)
+    _record_server_certificate(store, cluster, plan, state, entries)
     sessions = tuple(plaintext_sessions(cluster.sql()))
     ended = tuple(end_sessions(cluster.sql(), sessions)) if request.end_plaintext_sessions else ()
     status: Status = "applied" if plan.changed else ("repaired" if outcome.repaired else "unchanged")
@@ -232,8 +242,8 @@ def _create_ca(
 
 
 def _remove_ca(store: CAStore, created_dirs: list[Path]) -> None:
-    for name in _CA_FILES:
-        remove_file(store.path / name)
+    for path in _ca_files(store):
+        remove_file(path)
     for directory in created_dirs:  # deepest first
         with contextlib.suppress(OSError):
             directory.rmdir()
@@ -251,7 +261,8 @@ def _clean_up(
     removed = [p for d, names in targets.items() for p in stale_temp_files(d, names)]
     if store.path.is_dir():
         cutoff = time.time() - _CA_TEMP_AGE
-        removed += [p for p in stale_temp_files(store.path, _CA_FILES) if _mtime(p) < cutoff]
+        names = [p.name for p in _ca_files(store)]
+        removed += [p for p in stale_temp_files(store.path, names) if _mtime(p) < cutoff]
     for path in removed:
         with contextlib.suppress(PgBattenError):
             remove_file(path)
@@ -333,11 +344,17 @@ def _prove(
 
 
 def _record_server_certificate(
-    store: CAStore, plan: SecurePlan, state: ClusterState, entries: list[InventoryEntry]
+    store: CAStore, cluster: Cluster, plan: SecurePlan, state: ClusterState, entries: list[InventoryEntry]
 ) -> None:
-    """Put the served certificate in the inventory, also one a killed run served without recording it."""
+    """Put the served certificate in the inventory with where it is installed, also one a killed run served
+    without recording it."""
     serial = plan.certificate.serial_number
-    if any(e.serial == serial for e in entries):
+    installed = Installation(plan.cert_path, ClusterRef.of(cluster.label, cluster.data_dir))
+    known = [e for e in entries if e.serial == serial]
+    if known:
+        if known[0].kind == "server" and known[0].installed != installed:
+            with contextlib.suppress(PgBattenError):
+                store.set_installed(serial, installed)
         return
     issued = plan.issued
     if issued is None:
@@ -348,7 +365,7 @@ def _record_server_certificate(
             issued = IssuedCertificate(certificate=plan.certificate, key=load_private_key_pem(key_pem))
     if issued is not None:
         with contextlib.suppress(PKIError):  # "already in the inventory": a concurrent `cert` recorded it
-            store.record(issued, "server", plan.hosts[0])
+            store.record(issued, "server", plan.hosts[0], installed=installed)
 
 
 def _client_host(request: SecureRequest, plan: SecurePlan, state: ClusterState) -> str:
