@@ -129,7 +129,8 @@ def test_a_revocation_is_not_undone_by_a_concurrent_secure(
     code, _, err = Run(secure_args(cluster, "--client-auth", "cert", "--allow-lockout")).finish()
     assert code == 0, err
     cluster.sql().query("CREATE ROLE alice LOGIN")
-    code, _, err = Run(["cert", "client", "alice", "--out", str(tmp_path / "alice")]).finish()
+    bundle = ["cert", "client", "alice", "--out", str(tmp_path / "alice"), "--pgdata", str(cluster.data_dir)]
+    code, _, err = Run(bundle).finish()
     assert code == 0, err
 
     release = tmp_path / "release"
