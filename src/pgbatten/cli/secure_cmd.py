@@ -305,6 +305,9 @@ def print_outcome(out: Console, result: SecureResult) -> None:
         )
         out.print(f"  {client.issue_command}", markup=False, soft_wrap=True)
     out.print(f"  {client.psql_command}", markup=False, soft_wrap=True)
+    if client.direct_psql_command is not None:
+        out.print("With libpq 17 or newer on the client, TLS can start at once (one round trip less):")
+        out.print(f"  {client.direct_psql_command}", markup=False, soft_wrap=True)
 
 
 def _print_proofs(out: Console, result: SecureResult) -> None:
