@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -403,6 +404,35 @@ class CertificateAuthority:
         _check_days(days)
         return utc_now(now) + dt.timedelta(days=days)
 
+    def certify_server_key(
+        self,
+        public_key: CertificatePublicKeyTypes,
+        hosts: Sequence[str],
+        *,
+        days: int = 365,
+        not_after: dt.datetime | None = None,
+        now: dt.datetime | None = None,
+    ) -> x509.Certificate:
+        """A server certificate for a key this CA never sees (from a CSR), as ``issue_server`` makes one.
+
+        The caller checks what the request asked for (``pgbatten.pki.csr``); only ``hosts`` and the key come
+        from it, every other field is this CA's own server profile.
+        """
+        if isinstance(hosts, str):
+            raise TypeError("hosts must be a sequence of host names, not one string")
+        classified = [classify_host(h) for h in hosts]
+        dns = [h for h in classified if isinstance(h, str)]
+        common_name = dns[0] if dns else str(classified[0])
+        return self._certify(
+            public_key=public_key,
+            subject_cn=common_name if len(common_name) <= MAX_COMMON_NAME else None,
+            san=subject_alt_names(hosts),
+            eku=ExtendedKeyUsageOID.SERVER_AUTH,
+            key_encipherment=not isinstance(public_key, ec.EllipticCurvePublicKey),
+            until=self._until(days, not_after, now),
+            now=now,
+        )
+
     def _issue(
         self,
         *,
@@ -415,6 +445,30 @@ class CertificateAuthority:
         now: dt.datetime | None,
         serial: int | None = None,
     ) -> IssuedCertificate:
+        certificate = self._certify(
+            public_key=key.public_key(),
+            subject_cn=subject_cn,
+            san=san,
+            eku=eku,
+            key_encipherment=key_encipherment,
+            until=until,
+            now=now,
+            serial=serial,
+        )
+        return IssuedCertificate(certificate=certificate, key=key, chain=self.chain)
+
+    def _certify(
+        self,
+        *,
+        public_key: CertificatePublicKeyTypes,
+        subject_cn: str | None,
+        san: x509.SubjectAlternativeName | None,
+        eku: x509.ObjectIdentifier,
+        key_encipherment: bool,
+        until: dt.datetime,
+        now: dt.datetime | None,
+        serial: int | None = None,
+    ) -> x509.Certificate:
         now = utc_now(now)
         not_before = max(now - CLOCK_SKEW, self.certificate.not_valid_before_utc)
         # No leaf outlives its CA: it would only fail verification later, so cut it to the CA's lifetime.
@@ -430,9 +484,9 @@ class CertificateAuthority:
                 f"the CA certificate is valid only from "
                 f"{self.certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; check the clock"
             )
-        certificate = _build_certificate(
+        return _build_certificate(
             subject=_name(subject_cn),
-            public_key=key.public_key(),
+            public_key=public_key,
             issuer=self.certificate.subject,
             signing_key=self.key,
             serial=serial if serial is not None else x509.random_serial_number(),
@@ -444,7 +498,6 @@ class CertificateAuthority:
             san=san,
             authority_key_id=self._authority_key_identifier(),
         )
-        return IssuedCertificate(certificate=certificate, key=key, chain=self.chain)
 
     def _authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
         try:
