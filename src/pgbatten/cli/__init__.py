@@ -15,7 +15,7 @@ PgBattenGroup.lazy = {
         "rate and bulk transfer, for plaintext (if allowed), TLS 1.2, TLS 1.3 and direct SSL.",
     ),
     "ca": (
-        (_M + "ca_cmd", _M + "rotation_cmd"),
+        (_M + "ca_cmd", _M + "rotation_cmd", _M + "fleet_cmd"),
         "The certificate authority that signs server and client certificates.",
     ),
     "cert": ((_M + "cert_cmd",), "Client certificates: issue bundles, revoke, list."),

@@ -1,0 +1,112 @@
+"""`pgbatten ca sign`: sign a server's certificate signing request on the machine that holds the CA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pgbatten.cli.app import ca_dir_option, make_console, passphrase_option, read_secret_file
+from pgbatten.cli.ca_cmd import ca
+
+
+@ca.command("sign")
+@click.argument("csr_file", metavar="CSR", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
+@ca_dir_option
+@passphrase_option
+@click.option(
+    "--allow-host",
+    "allowed",
+    multiple=True,
+    metavar="NAME",
+    help="A name the server may be certified for: db1.example.com, *.example.com, 10.0.0.5, 10.0.0.0/24."
+    " Repeat it; with any, every name the CSR asks for must match one.",
+)
+@click.option(
+    "--key-type",
+    "key_types",
+    multiple=True,
+    metavar="TYPE",
+    help="Key types accepted (repeat it): ecdsa-p256, rsa-2048, rsa-3072, rsa-4096. Default: all four.",
+)
+@click.option("--days", default=365, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--name", default=None, help="The inventory name of the server (default: its first host).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the certificate (with its chain) here; default: standard output.",
+)
+@click.option(
+    "--ca-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the CA certificate(s) the server installs as its ssl_ca_file here.",
+)
+@click.option("--dry-run", is_flag=True, help="Check the CSR and say what would be signed; sign nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema in the README).")
+def ca_sign(
+    csr_file: Path,
+    ca_dir: Path | None,
+    ca_passphrase_file: Path | None,
+    allowed: tuple[str, ...],
+    key_types: tuple[str, ...],
+    days: int,
+    name: str | None,
+    out: Path | None,
+    ca_out: Path | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Check a server's CSR (names, key type, no CA bit) and sign it with the CA.
+
+    The server keeps its private key: make the CSR there with `pgbatten csr`, sign it here, and install the
+    certificate there with `pgbatten secure --certificate FILE --ca-certificate FILE`.
+    """
+    import sys
+
+    from pgbatten.errors import FileProblem
+    from pgbatten.fleet.sign import sign_server_csr
+    from pgbatten.fsutil import atomic_write
+    from pgbatten.pki import default_ca_dir
+    from pgbatten.pki.csr import CsrPolicy, allowed_key_types
+
+    try:
+        data = sys.stdin.buffer.read() if str(csr_file) == "-" else csr_file.read_bytes()
+    except OSError as exc:
+        raise FileProblem(csr_file, exc.strerror or "cannot read") from exc
+    policy = CsrPolicy(allowed_hosts=allowed, key_types=allowed_key_types(key_types))
+    signed = sign_server_csr(
+        ca_dir or default_ca_dir(),
+        data,
+        policy=policy,
+        days=days,
+        name=name,
+        passphrase=read_secret_file(ca_passphrase_file),
+        dry_run=dry_run,
+    )
+    if not dry_run:
+        if out is not None:
+            atomic_write(out, signed.cert_pem(), mode=0o644)
+        if ca_out is not None:
+            atomic_write(ca_out, signed.roots_pem, mode=0o644)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(signed.to_json(), indent=2))
+        return
+    if out is None and not dry_run:
+        click.echo(signed.cert_pem().decode(), nl=False)
+        return
+    console = make_console(stderr=out is None)
+    verb = "Would sign" if dry_run else "Signed"
+    cert = signed.certificate
+    console.print(
+        f"{verb} a {signed.request.key_type.value} server certificate for {', '.join(signed.request.hosts)}"
+        f" (serial {cert.serial_number:#x}, valid until {cert.not_valid_after_utc:%Y-%m-%d})",
+        markup=False,
+    )
+    if out is not None and not dry_run:
+        console.print(f"  certificate: {out}", markup=False)
+    if ca_out is not None and not dry_run:
+        console.print(f"  CA certificate(s): {ca_out}", markup=False)
