@@ -25,6 +25,10 @@ PgBattenGroup.lazy = {
         "chain, verify-full by libpq's rules, direct SSL, plaintext refused.",
     ),
     "crl": ((_M + "cert_cmd",), "The certificate revocation list (CRL)."),
+    "csr": (
+        (_M + "fleet_cmd",),
+        "Make the server's key here (kept here, mode 0600) and a CSR for the names secure would certify.",
+    ),
     "demo": (
         (_M + "demo_cmd",),
         "Show an eavesdropper reading a plaintext query, secure the server, and show it again.",

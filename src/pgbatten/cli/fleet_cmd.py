@@ -1,4 +1,4 @@
-"""`pgbatten ca sign`: sign a server's certificate signing request on the machine that holds the CA."""
+"""`pgbatten csr` on a server, `pgbatten ca sign` where the CA is: a server key never leaves its server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from pgbatten.cli.app import ca_dir_option, make_console, passphrase_option, read_secret_file
+from pgbatten.cli.app import (
+    ca_dir_option,
+    cluster_options,
+    key_type_option,
+    main,
+    make_console,
+    passphrase_option,
+    read_secret_file,
+)
 from pgbatten.cli.ca_cmd import ca
 
 
@@ -110,3 +118,87 @@ def ca_sign(
         console.print(f"  certificate: {out}", markup=False)
     if ca_out is not None and not dry_run:
         console.print(f"  CA certificate(s): {ca_out}", markup=False)
+
+
+@main.command("csr")
+@cluster_options
+@click.option("--host", "hosts", multiple=True, metavar="NAME", help="Also name NAME (repeatable).")
+@key_type_option
+@click.option(
+    "--ca-certificate",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The CA's certificate(s): with --if-needed, judge the installed certificate by it.",
+)
+@click.option("--if-needed", is_flag=True, help="Make no CSR while the installed certificate can stay.")
+@click.option("--before", default=None, metavar="DURATION", help="With --if-needed: due this long before.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the CSR here; default: standard output.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema in the README).")
+def csr_cmd(
+    pgdata: Path | None,
+    cluster_name: str | None,
+    hosts: tuple[str, ...],
+    key_type: str,
+    ca_certificate: Path | None,
+    if_needed: bool,
+    before: str | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Make the server's key here (kept here, mode 0600) and a CSR for the names secure would certify.
+
+    Sign the CSR where the CA is (`pgbatten ca sign`), then install the certificate here with
+    `pgbatten secure --certificate FILE --ca-certificate FILE`.
+    """
+    from pgbatten.cluster.discover import discover
+    from pgbatten.errors import FileProblem, UsageError
+    from pgbatten.fleet.request import request_certificate
+    from pgbatten.fsutil import atomic_write
+    from pgbatten.lifecycle.timeline import parse_duration
+    from pgbatten.pki import KeyType
+
+    if if_needed and ca_certificate is None:
+        raise UsageError("--if-needed judges the installed certificate by the CA: give --ca-certificate")
+    ca_pem = None
+    if ca_certificate is not None:
+        try:
+            ca_pem = ca_certificate.read_bytes()
+        except OSError as exc:
+            raise FileProblem(ca_certificate, exc.strerror or "cannot read") from exc
+    cluster = discover(pgdata=pgdata, cluster=cluster_name)
+    result = request_certificate(
+        cluster,
+        hosts=hosts,
+        key_type=KeyType.parse(key_type),
+        ca_certificate=ca_pem,
+        before=parse_duration(before) if before is not None else None,
+        force=not if_needed,
+    )
+    pem = result.csr_pem()
+    if out is not None and pem is not None:
+        atomic_write(out, pem, mode=0o644)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    console = make_console(stderr=True)
+    if not result.needed:
+        console.print(f"{cluster.label}: the installed certificate can stay; no CSR made.", markup=False)
+        return
+    if pem is not None and out is None:
+        click.echo(pem.decode(), nl=False)
+    verb = "made" if result.key_created else "reused"
+    console.print(
+        f"{cluster.label}: CSR for {', '.join(result.hosts)} ({result.key_type.value}); key {verb} in"
+        f" {result.key_path} (mode 0600, stays here)" + (f"; CSR in {out}" if out is not None else ""),
+        markup=False,
+        soft_wrap=True,
+    )
+    for reason in result.reasons:
+        console.print(f"  why: {reason}", markup=False)
