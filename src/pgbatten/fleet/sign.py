@@ -110,3 +110,34 @@ def sign_server_csr(
         ca_dir=store.path,
         entry=entry,
     )
+
+
+@dataclass(frozen=True)
+class ServerTrust:
+    """What every server of the CA installs beside its own certificate: the roots in force and the CRL."""
+
+    ca_dir: Path
+    roots_pem: bytes
+    crl_pem: bytes | None
+    fingerprints: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ca_dir": str(self.ca_dir),
+            "ca_certificate": self.roots_pem.decode(),
+            "crl": self.crl_pem.decode() if self.crl_pem is not None else None,
+            "fingerprints_sha256": list(self.fingerprints),
+        }
+
+
+def server_trust(ca_dir: Path) -> ServerTrust:
+    """The roots and CRL of the CA in ``ca_dir``; reads no key."""
+    store = open_store(ca_dir)
+    trust = trust_for(store)
+    rotation = load_rotation(store.path)
+    return ServerTrust(
+        ca_dir=store.path,
+        roots_pem=trust.roots_pem(),
+        crl_pem=crl_bundle([store, *([rotation.previous] if rotation is not None else [])]),
+        fingerprints=tuple(fingerprint_sha256(r) for r in trust.roots),
+    )
