@@ -142,6 +142,7 @@ def ca_sign(
 def csr_cmd(
     pgdata: Path | None,
     cluster_name: str | None,
+    pg_bindir: Path | None,
     hosts: tuple[str, ...],
     key_type: str,
     ca_certificate: Path | None,
@@ -170,7 +171,7 @@ def csr_cmd(
             ca_pem = ca_certificate.read_bytes()
         except OSError as exc:
             raise FileProblem(ca_certificate, exc.strerror or "cannot read") from exc
-    cluster = discover(pgdata=pgdata, cluster=cluster_name)
+    cluster = discover(pgdata=pgdata, cluster=cluster_name, pg_bindir=pg_bindir)
     result = request_certificate(
         cluster,
         hosts=hosts,
