@@ -314,3 +314,34 @@ def test_nothing_due_needs_no_passphrase_and_a_stopped_cluster_fails_alone(
     )
     assert code == 2 and "is not running" in out, out
     assert served_serial(running.data_dir) != before  # the running one was renewed all the same
+
+
+def test_renew_waits_for_another_run_on_the_cluster(
+    make_cluster: Callable[..., TempCluster], ca_dir: Path
+) -> None:
+    from pgbatten.errors import BusyError
+    from pgbatten.fsutil import directory_lock
+
+    cluster = secured(make_cluster, ca_dir)
+    options = RenewOptions(clusters=(ClusterRef(pgdata=cluster.data_dir),), yes=True, lock_wait=0.2)
+    lock_holder = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY);"
+            " fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(30)",
+            str(cluster.data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert lock_holder.stdout is not None and lock_holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BusyError, match=f"cluster {cluster.data_dir}"):
+            renew(ca_dir, options, log=lambda _m: None)
+    finally:
+        lock_holder.kill()
+        lock_holder.wait()
+    # The same lock, re-entrant in this process (as ca rotate then renew take it), and free again now.
+    with directory_lock(cluster.data_dir, wait=1, what="test"):
+        assert renew(ca_dir, options, log=lambda _m: None).nothing_due

@@ -82,6 +82,13 @@ def _confirm(question: str) -> bool:
     help="PKCS#12 password for new client bundles (default: generated, saved in the bundle).",
 )
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300), help="Seconds.")
+@click.option(
+    "--lock-wait",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait for another pgbatten run on the same cluster or CA directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress goes to stderr).")
 @click.option("--dry-run", is_flag=True, help="Show what is due and the plan; write nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Renew without asking.")
@@ -101,6 +108,7 @@ def renew_cmd(
     key_type: str,
     p12_password_file: Path | None,
     timeout: float,
+    lock_wait: float,
     as_json: bool,
     dry_run: bool,
     yes: bool,
@@ -134,6 +142,7 @@ def renew_cmd(
         yes=yes,
         ca_passphrase=read_secret_file(ca_passphrase_file),
         timeout=timeout,
+        lock_wait=lock_wait,
     )
     out = make_console(stderr=as_json)
     ca = ca_dir or default_ca_dir()

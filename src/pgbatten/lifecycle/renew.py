@@ -25,7 +25,7 @@ from cryptography import x509
 
 from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import PgBattenError, UsageError
-from pgbatten.fsutil import atomic_write, read_bytes_or_none
+from pgbatten.fsutil import atomic_write, directory_lock, read_bytes_or_none
 from pgbatten.lifecycle.clients import (
     BUNDLES_DIR,
     ClientDue,
@@ -73,6 +73,8 @@ class RenewOptions:
     yes: bool = False
     ca_passphrase: bytes | None = field(default=None, repr=False)
     timeout: float = 5.0
+    lock_wait: float = 15.0
+    """Seconds to wait for another pgbatten run on the same CA directory or cluster."""
     now: dt.datetime | None = None
     """Judge "due" as of this time (tests move the clock); certificates are issued from the real one."""
 
@@ -386,11 +388,33 @@ def renew(
     confirm: Callable[[str], bool] | None = None,
 ) -> RenewResult:
     """Renew everything due for the clusters and clients named; see the module docstring."""
-    now = options.now or dt.datetime.now(dt.UTC)
     store = open_store(ca_dir)
+    discovered = [ref.discover() for ref in options.clusters]  # a wrong name stops everything here
+    with contextlib.ExitStack() as locks:
+        if not options.dry_run:
+            # One run changes a CA directory and a cluster at a time (secure takes the same locks), from the
+            # decision to the proof, so a concurrent secure or cert revoke cannot undo what this one does.
+            locks.enter_context(
+                directory_lock(store.path, wait=options.lock_wait, what=f"the CA in {store.path}")
+            )
+            for cluster in discovered:
+                locks.enter_context(
+                    directory_lock(cluster.data_dir, wait=options.lock_wait, what=f"cluster {cluster.label}")
+                )
+        return _renew_locked(store, discovered, options, log=log, confirm=confirm)
+
+
+def _renew_locked(
+    store: CAStore,
+    discovered: Sequence[Cluster],
+    options: RenewOptions,
+    *,
+    log: Log,
+    confirm: Callable[[str], bool] | None,
+) -> RenewResult:
+    now = options.now or dt.datetime.now(dt.UTC)
     rotation = load_rotation(store.path)
     stores: list[CAStore] = [store, *([rotation.previous] if rotation is not None else [])]
-    discovered = [ref.discover() for ref in options.clusters]  # a wrong name stops everything here
     # A stopped cluster fails on its own; the others are still renewed (a schedule covers several).
     stopped = [
         ClusterOutcome(c.label, _idle(c.label), error=_not_running(c))

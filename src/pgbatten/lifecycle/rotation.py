@@ -36,7 +36,7 @@ from cryptography.x509.oid import NameOID
 
 from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.errors import PKIError
-from pgbatten.fsutil import atomic_write, ensure_private_dir, read_bytes_or_none
+from pgbatten.fsutil import atomic_write, directory_lock, ensure_private_dir, read_bytes_or_none
 from pgbatten.lifecycle.facts import RotationFacts, read_ca, retired_roots
 from pgbatten.lifecycle.trust import Trust
 from pgbatten.pki import CAStore, CertificateAuthority, InventoryEntry, key_type_of
@@ -199,13 +199,15 @@ class RotateResult:
 
 @contextlib.contextmanager
 def _ca_lock(path: Path) -> Iterator[None]:
-    # The CA store's own lock file: no issuing or CRL signing can run while the CA files move.
-    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    # The directory lock that secure and renew hold, and the CA store's own lock file: no run may plan with,
+    # issue from or sign a CRL with a CA whose files are moving.
+    with directory_lock(path, wait=15.0, what=f"the CA in {path}"):
+        fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
 
 def _move_ca_files(source: Path, target: Path) -> None:
