@@ -142,12 +142,14 @@ def trust_for(store: CAStore, authority: CertificateAuthority | None = None) -> 
     retired = retired_roots(store.path)
     if rotation is None:
         return Trust(root, retired=retired, authority=authority)
+    # Every certificate the new CA issues through the overlap carries the cross certificate after it.
+    signer = authority.with_cross(rotation.cross) if authority is not None else None
     return Trust(
         root,
         previous=rotation.previous_certificate,
         cross=rotation.cross,
         retired=retired,
-        authority=authority,
+        authority=signer,
     )
 
 
