@@ -158,6 +158,30 @@ def test_rotation_overlap_and_retirement(
     leaf, chain_length = served_leaf(cluster, ca_dir)
     assert issued_by(leaf, new_ca) and chain_length == 2  # leaf + cross certificate
     assert "client holding only the old root" in out and "FAILED" not in out
+    # secure during the overlap keeps what renew set up: both roots, both CRLs, the cross certificate.
+    files = {n: (cluster.data_dir / n).read_bytes() for n in ("pgbatten-ca.crt", "pgbatten-server.crt")}
+    again = secure(
+        discover(pgdata=cluster.data_dir),
+        SecureOptions(ca_dir=ca_dir, yes=True, client_auth="verify-full", allow_lockout=True),
+        console=Console(file=io.StringIO()),
+    )
+    assert not again.plan.changed, [c.path for c in again.plan.changes]
+    assert {n: (cluster.data_dir / n).read_bytes() for n in files} == files
+    # A server secured for the first time during the overlap is set up the same way.
+    newcomer = make_cluster(hba=HBA)
+    secure(
+        discover(pgdata=newcomer.data_dir),
+        SecureOptions(ca_dir=ca_dir, yes=True, client_auth="verify-full", allow_lockout=True),
+        console=Console(file=io.StringIO()),
+    )
+    assert (newcomer.data_dir / "pgbatten-ca.crt").read_bytes() == both.read_bytes()
+    newcomer.sql().query("SELECT format('CREATE ROLE alice LOGIN PASSWORD %L', 'pw-of-alice') \\gexec")
+    served = x509.load_pem_x509_certificates((newcomer.data_dir / "pgbatten-server.crt").read_bytes())
+    assert Psql(newcomer).connect("alice", old_root, tmp_path / "alice-old") == "alice", [
+        c.subject.rfc4514_string() + " by " + c.issuer.rfc4514_string() for c in served
+    ]
+    newcomer.stop()
+
     # bob gets his first certificate from the new CA (cert client issues from the CA in use).
     code, out = cli(
         "cert", "client", "bob", "--out", str(tmp_path / "bob"), "--port", port, "--server-host", "localhost"

@@ -155,11 +155,15 @@ def plan_secure(
     crl: bytes | None = None,
     revoked: Collection[int] = (),
     now: dt.datetime | None = None,
+    roots: bytes | None = None,
+    also_ours: Sequence[x509.Certificate] = (),
 ) -> SecurePlan:
     """Decide every file ``secure`` must write to reach the requested state; nothing when it is there.
 
     ``crl`` is the CA's current CRL (installed when the server verifies client certificates) and
     ``revoked`` the serials the CA has revoked (a revoked server certificate is replaced, never reused).
+    During a CA rotation (``pgbatten.lifecycle.rotation``) ``roots`` is what ``pgbatten-ca.crt`` holds
+    (both roots) and ``also_ours`` the retiring root, whose files in the cluster are no CA conflict.
     """
     now = now or dt.datetime.now(dt.UTC)
     cert_path = state.cert_dir / CERT_NAME
@@ -170,12 +174,12 @@ def plan_secure(
         raise UsageError("no host name or address for the certificate; pass --host NAME")
     changes: list[FileChange] = []
     notes: list[str] = []
-    conflict = ca_conflict(state.existing.get(ca_path), state.existing.get(cert_path), ca)
+    conflict = ca_conflict(state.existing.get(ca_path), state.existing.get(cert_path), ca, also_ours)
     if conflict is not None and request.replace_ca:
         notes.append(f"--replace-ca: {conflict.describe()}")
     notes.extend(_foreign_certificate_note(state, ca))
 
-    ca_pem = ca.cert_pem()
+    ca_pem = roots or ca.cert_pem()
     certificate, issued = _server_certificate(state, request, ca, hosts, revoked, now, notes)
     if issued is not None:
         changes.append(
@@ -306,19 +310,23 @@ def _newly_certificate_rules(before: hba_mod.HbaFile, after: hba_mod.HbaFile) ->
 
 
 def ca_conflict(
-    ca_file: bytes | None, cert_file: bytes | None, ca: CertificateAuthority
+    ca_file: bytes | None,
+    cert_file: bytes | None,
+    ca: CertificateAuthority,
+    also_ours: Sequence[x509.Certificate] = (),
 ) -> CaConflict | None:
-    """Whether ``pgbatten-ca.crt`` or ``pgbatten-server.crt`` in the cluster come from another CA."""
+    """Whether ``pgbatten-ca.crt`` or ``pgbatten-server.crt`` in the cluster come from another CA than
+    ``ca`` (or a root in ``also_ours``, the one a CA rotation is retiring)."""
     ours = fingerprint_sha256(ca.certificate)
     files: list[str] = []
     installed = installed_fp = None
     installed_ca = _load_certificate(ca_file)
-    if installed_ca is not None and installed_ca != ca.certificate:
+    if installed_ca is not None and installed_ca != ca.certificate and installed_ca not in also_ours:
         installed_fp = fingerprint_sha256(installed_ca)
         installed = f"{installed_ca.subject.rfc4514_string()}, SHA-256 {installed_fp}"
         files.append(CA_NAME)
     served = _load_certificate(cert_file)
-    if served is not None and not _issued_by(served, ca.certificate):
+    if served is not None and not any(_issued_by(served, c) for c in (ca.certificate, *also_ours)):
         files.append(CERT_NAME)
         if installed is None:
             installed = f"issuer {served.issuer.rfc4514_string()}"

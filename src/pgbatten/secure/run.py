@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from cryptography import x509
+
 from pgbatten import faults
 from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.cluster.discover import Cluster
@@ -135,8 +137,28 @@ def _secure_locked(
         )
     if not request.dry_run:
         notes.extend(_clean_up(cluster, state, store, server))
+    roots: bytes | None = None
+    also_ours: tuple[x509.Certificate, ...] = ()
+    if not new_ca:
+        # During a CA rotation the new CA issues with the cross certificate, and the cluster trusts (and
+        # holds the CRLs of) both CAs, exactly as renew leaves it: secure must not drop the old root.
+        from pgbatten.lifecycle.renew import crl_bundle
+        from pgbatten.lifecycle.rotation import load_rotation, trust_for
+
+        rotation = load_rotation(store.path)
+        if rotation is not None:
+            trust = trust_for(store, authority)
+            authority, roots, also_ours = trust.signer(), trust.roots_pem(), trust.roots[1:]
+            crl = crl_bundle([store, rotation.previous]) or crl
     plan = plan_secure(
-        state, request, authority, crl=crl, revoked={e.serial for e in entries if e.revoked}, now=now
+        state,
+        request,
+        authority,
+        crl=crl,
+        revoked={e.serial for e in entries if e.revoked},
+        now=now,
+        roots=roots,
+        also_ours=also_ours,
     )
     faults.point("planned")
     if plan.ca_conflict is not None and not request.replace_ca:
