@@ -62,6 +62,8 @@ def test_enums_ignore_case_and_strings_do_not() -> None:
     assert not same_setting_value("ssl_min_protocol_version", "true", "on")
     assert not same_setting_value("ssl_cert_file", "/A/server.crt", "/a/server.crt")
     assert not same_setting_value("pgbatten.x", "true", "on")  # a custom setting is a string
+    # A name of unknown type: "off" and "0" are two values (hypothesis found set_values keeping "off").
+    assert not same_setting_value("a", "off", "0")
 
 
 def test_set_values_takes_ssl_true_and_upper_case_names_for_what_they_are() -> None:

@@ -232,8 +232,9 @@ def parse_bool(value: str) -> bool | None:
 def same_setting_value(name: str, a: str, b: str) -> bool:
     """Whether PostgreSQL reads ``a`` and ``b`` as the same value of setting ``name``.
 
-    For names it does not know as boolean or enum, two valid boolean spellings still count as the same
-    (``on`` is ``true`` for a setting of a newer version too); everything else must match as written.
+    Names it does not know as boolean or enum must match as written: ``off`` and ``0`` are the same
+    boolean, but for a setting of another type they are two values, and calling them equal would make
+    ``set_values`` keep the old one.
     """
     if a == b:
         return True
@@ -245,7 +246,7 @@ def same_setting_value(name: str, a: str, b: str) -> bool:
         if key in _ENUMS_WITH_ON_OFF and la in _ENUM_BOOLEAN_WORDS and lb in _ENUM_BOOLEAN_WORDS:
             return _ENUM_BOOLEAN_WORDS[la] == _ENUM_BOOLEAN_WORDS[lb]
         return False
-    pa, pb = parse_bool(a), parse_bool(b)
-    if key in _BOOLEANS or "." not in key:
-        return pa is not None and pa == pb
+    if key in _BOOLEANS:
+        pa = parse_bool(a)
+        return pa is not None and pa == parse_bool(b)
     return False
