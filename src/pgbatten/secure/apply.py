@@ -163,12 +163,16 @@ def reload_and_wait(sql: OwnerSQL) -> None:
     raise ClusterError(f"the server did not reload its configuration within {RELOAD_WAIT_SECONDS:.0f} s")
 
 
-def check_settings(sql: OwnerSQL, settings: Mapping[str, str]) -> list[Proof]:
-    rows = sql.query(
-        "SELECT name, setting FROM pg_settings WHERE name = ANY (string_to_array(:'names', ','))",
-        {"names": ",".join(settings)},
-    )
-    live = {name: value for name, value in rows}
+def check_settings(
+    sql: OwnerSQL, settings: Mapping[str, str], live: Mapping[str, str | None] | None = None
+) -> list[Proof]:
+    """Whether each setting is in effect, from ``pg_settings`` (or ``live``, values already read from it)."""
+    if live is None:
+        rows = sql.query(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY (string_to_array(:'names', ','))",
+            {"names": ",".join(settings)},
+        )
+        live = {str(name): value for name, value in rows}
     wrong = [f"{n} is {live.get(n)!r}" for n, v in settings.items() if not same_setting(n, live.get(n), v)]
     return [
         Proof("settings in effect after reload", not wrong, "; ".join(wrong) or f"{len(settings)} settings")
@@ -201,11 +205,13 @@ def apply_plan(
     prove: Callable[[], Sequence[Proof]],
     log: Log,
     stale: Sequence[Path] = (),
+    live: Mapping[str, str | None] | None = None,
 ) -> ApplyResult:
     """Write, validate, reload and prove; on any failure restore every file and reload again.
 
     With nothing to write, ``stale`` (files changed since the server last loaded its configuration) or a
     setting not in effect means an earlier run stopped before its reload: validate, reload, and prove.
+    ``live`` is ``pg_settings`` as read under the same lock, which saves asking again when nothing changes.
     """
     cluster.require_running()
     sql = cluster.sql()
@@ -232,7 +238,7 @@ def apply_plan(
         log("reloaded (no restart: open sessions keep running)")
         faults.point("reloaded")
     else:
-        pending = check_settings(sql, plan.settings)
+        pending = check_settings(sql, plan.settings, live)
         if stale or not all(p.ok for p in pending):
             why = pending[0].detail if not pending[0].ok else f"{', '.join(map(str, stale))} changed since"
             log(f"the files are in place but not in effect ({why}): validating and reloading")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgbatten.cluster.discover import Cluster
@@ -19,6 +19,19 @@ from pgbatten.secure.lockout import LoginRole, parse_user_file
 from pgbatten.secure.plan import CA_NAME, CERT_NAME, CRL_NAME, KEY_NAME, ClusterState
 
 PROBE_ROLE_PATTERN = "^pgbatten_verify_[0-9a-f]{8}$"
+OWNED_SETTINGS = (
+    "ssl",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_ca_file",
+    "ssl_crl_file",
+    "ssl_min_protocol_version",
+    "ssl_ciphers",
+    "ssl_ecdh_curve",
+    "ssl_groups",
+    "password_encryption",
+)
+"""Every setting ``secure.settings.tls_settings`` may write (a name this version lacks is simply absent)."""
 """The throwaway login roles of ``verify.probe_role``: a run killed mid-proof leaves one behind."""
 
 # Field separator for the role lists of the membership query; role names cannot hold it in practice.
@@ -35,6 +48,8 @@ class ServerFacts:
     conf_load_time: float
     """``pg_conf_load_time()`` as a Unix time: files changed later are not in effect yet."""
     leftover_roles: tuple[str, ...]
+    settings: Mapping[str, str | None] = field(default_factory=dict)
+    """``pg_settings`` values of the settings ``secure`` may own (``OWNED_SETTINGS``)."""
 
 
 def read_server(cluster: Cluster) -> ServerFacts | None:
@@ -45,15 +60,19 @@ def read_server(cluster: Cluster) -> ServerFacts | None:
         "SELECT 'listen', current_setting('listen_addresses')"
         " UNION ALL SELECT 'role', current_user::text"
         " UNION ALL SELECT 'loaded', extract(epoch FROM pg_conf_load_time())::text"
-        " UNION ALL SELECT 'leftover', rolname::text FROM pg_roles WHERE rolname ~ :'pattern'",
-        {"pattern": PROBE_ROLE_PATTERN},
+        " UNION ALL SELECT 'leftover', rolname::text FROM pg_roles WHERE rolname ~ :'pattern'"
+        " UNION ALL SELECT 'setting:' || name, setting FROM pg_settings"
+        " WHERE name = ANY (string_to_array(:'owned', ','))",
+        {"pattern": PROBE_ROLE_PATTERN, "owned": ",".join(OWNED_SETTINGS)},
     )
     values = {str(row[0]): row[1] or "" for row in rows if row[0] != "leftover"}
+    settings = {str(r[0]).removeprefix("setting:"): r[1] for r in rows if str(r[0]).startswith("setting:")}
     return ServerFacts(
         listen_addresses=values.get("listen", ""),
         role=values.get("role", cluster.owner.name),
         conf_load_time=float(values.get("loaded") or 0),
         leftover_roles=tuple(str(row[1]) for row in rows if row[0] == "leftover" and row[1]),
+        settings=settings,
     )
 
 

@@ -212,6 +212,7 @@ def _secure_locked(
             stale=facts.changed_since(facts.config_paths(cluster, state), server.conf_load_time)
             if server is not None
             else (),
+            live=server.settings if server is not None and _owns_all(server, plan) else None,
         )
     except BaseException:
         if created is not None:
@@ -224,6 +225,11 @@ def _secure_locked(
     ended = tuple(end_sessions(cluster.sql(), sessions)) if request.end_plaintext_sessions else ()
     status: Status = "applied" if plan.changed else ("repaired" if outcome.repaired else "unchanged")
     return SecureResult(preview, status, outcome, sessions, ended, outcome.notes)
+
+
+def _owns_all(server: facts.ServerFacts, plan: SecurePlan) -> bool:
+    # A setting missing from what was read (a name this server does not know) is asked again, by name.
+    return all(name in server.settings for name in plan.settings)
 
 
 def _authority(store: CAStore, request: SecureRequest) -> tuple[CertificateAuthority, bool, bool]:
