@@ -27,7 +27,7 @@ POINTS = (
     "validated",  # validated, before the reload
     "reloaded",  # the new files are in effect, before any proof
     "proving",  # the throwaway proof role exists
-    "proved",  # every proof passed, before the run records its success
+    "proved",  # every proof passed: the change is complete (a signal now leaves it), not yet recorded
 )
 
 

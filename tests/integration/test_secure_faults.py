@@ -69,6 +69,8 @@ CASES = [
     pytest.param("written", signal.SIGKILL, False, "repaired", id="sigkill-after-write-before-reload"),
     pytest.param("first-file", signal.SIGKILL, True, "applied", id="sigkill-group-half-written"),
     pytest.param("validated", signal.SIGTERM, True, "applied", id="sigterm-group-before-reload"),
+    # Found by the sweep: a signal right after the reload, before the proofs began, was not rolled back.
+    pytest.param("reloaded", signal.SIGTERM, True, "applied", id="sigterm-group-after-reload"),
     pytest.param("locked", signal.SIGTERM, False, "applied", id="sigterm-before-reading"),
     pytest.param("proving", signal.SIGTERM, False, "applied", id="sigterm-while-proving"),
     pytest.param("proving", signal.SIGKILL, False, "unchanged", id="sigkill-while-proving"),

@@ -220,23 +220,26 @@ def apply_plan(
     reloaded = repaired = False
     in_effect: list[Proof] | None = None
     if plan.changed:
+        # One guard from the first write to the last proof: a signal may land between any two steps, and
+        # wherever it lands every file is restored (and reloaded, once the new ones may be in effect).
+        loaded = False
         try:
             tx.write_all()
             faults.point("written")
             log(f"wrote {len(plan.changes)} file(s); asking PostgreSQL to validate them")
             notes.extend(validate_with_postgres(sql, plan.settings, cluster.owner))
             faults.point("validated")
-        except BaseException as exc:
-            _rollback_then_raise(tx, sql, exc, reload=False, log=log)
-            raise
-        try:
+            loaded = True  # before the reload: one cut short may still have taken effect
             reload_and_wait(sql)
+            reloaded = True
+            log("reloaded (no restart: open sessions keep running)")
+            faults.point("reloaded")
+            proofs = [*check_settings(sql, plan.settings), *prove()]
         except BaseException as exc:
-            _rollback_then_raise(tx, sql, exc, reload=True, log=log)
+            if loaded:
+                log("the change could not be proved: restoring the previous files and reloading")
+            _rollback_then_raise(tx, sql, exc, reload=loaded, log=log)
             raise
-        reloaded = True
-        log("reloaded (no restart: open sessions keep running)")
-        faults.point("reloaded")
     else:
         pending = check_settings(sql, plan.settings, live)
         if stale or not all(p.ok for p in pending):
@@ -248,14 +251,7 @@ def apply_plan(
             faults.point("reloaded")
         else:
             in_effect = pending  # the same query after no reload: no need to ask twice
-    try:
         proofs = [*(in_effect or check_settings(sql, plan.settings)), *prove()]
-    except BaseException as exc:
-        # A proof that cannot even run (Ctrl-C, a lost socket) proves nothing: undo as for a failed one.
-        if plan.changed:
-            log("the checks could not run: restoring the previous files and reloading")
-            _rollback_then_raise(tx, sql, exc, reload=True, log=log)
-        raise
     failed = [p for p in proofs if not p.ok]
     reasons = "; ".join(f"{p.what}: {p.detail}" for p in failed)
     if failed and plan.changed:
