@@ -206,12 +206,16 @@ def apply_plan(
     log: Log,
     stale: Sequence[Path] = (),
     live: Mapping[str, str | None] | None = None,
+    on_commit: Callable[[], None] | None = None,
 ) -> ApplyResult:
     """Write, validate, reload and prove; on any failure restore every file and reload again.
 
     With nothing to write, ``stale`` (files changed since the server last loaded its configuration) or a
     setting not in effect means an earlier run stopped before its reload: validate, reload, and prove.
     ``live`` is ``pg_settings`` as read under the same lock, which saves asking again when nothing changes.
+
+    The commit point is the last proof passing: ``on_commit`` runs then, with signals held, so a caller
+    knows for certain whether the change stands. A signal before it rolls back; one after it does not.
     """
     cluster.require_running()
     sql = cluster.sql()
@@ -222,7 +226,7 @@ def apply_plan(
     if plan.changed:
         # One guard from the first write to the last proof: a signal may land between any two steps, and
         # wherever it lands every file is restored (and reloaded, once the new ones may be in effect).
-        loaded = False
+        loaded = committed = False
         try:
             tx.write_all()
             faults.point("written")
@@ -235,7 +239,14 @@ def apply_plan(
             log("reloaded (no restart: open sessions keep running)")
             faults.point("reloaded")
             proofs = [*check_settings(sql, plan.settings), *prove()]
+            if all(p.ok for p in proofs):
+                with signals_deferred():
+                    committed = True
+                    if on_commit is not None:
+                        on_commit()
         except BaseException as exc:
+            if committed:
+                raise  # a signal after the commit: the proved change stands
             if loaded:
                 log("the change could not be proved: restoring the previous files and reloading")
             _rollback_then_raise(tx, sql, exc, reload=loaded, log=log)
@@ -252,6 +263,8 @@ def apply_plan(
         else:
             in_effect = pending  # the same query after no reload: no need to ask twice
         proofs = [*(in_effect or check_settings(sql, plan.settings)), *prove()]
+        if all(p.ok for p in proofs) and on_commit is not None:
+            on_commit()
     failed = [p for p in proofs if not p.ok]
     reasons = "; ".join(f"{p.what}: {p.detail}" for p in failed)
     if failed and plan.changed:

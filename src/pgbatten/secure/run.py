@@ -197,13 +197,15 @@ def _secure_locked(
     _refuse_lockout(preview, request)
     if plan.changed and confirm is not None and not confirm(preview):
         return SecureResult(preview, "declined")
-    created = _create_ca(store, authority, request, orphan_key, log) if new_ca else None
-    if new_ca:
-        locks.enter_context(
-            directory_lock(store.path, wait=request.lock_wait, what=f"the CA in {store.path}")
-        )
-        faults.point("ca-created")
+    committed: list[bool] = []
+    created = _missing_dirs(store.path) if new_ca else None
     try:
+        if new_ca:
+            _create_ca(store, authority, request, orphan_key, log)
+            locks.enter_context(
+                directory_lock(store.path, wait=request.lock_wait, what=f"the CA in {store.path}")
+            )
+            faults.point("ca-created")
         outcome = apply_plan(
             cluster,
             plan,
@@ -213,9 +215,10 @@ def _secure_locked(
             if server is not None
             else (),
             live=server.settings if server is not None and _owns_all(server, plan) else None,
+            on_commit=lambda: committed.append(True),
         )
     except BaseException:
-        if created is not None:
+        if created is not None and not committed:
             # A rolled-back run leaves no new CA behind: nothing it signed is in use.
             with contextlib.suppress(PgBattenError, OSError):
                 _remove_ca(store, created)
@@ -256,17 +259,21 @@ def _has_entries(store: CAStore) -> bool:
 
 def _create_ca(
     store: CAStore, authority: CertificateAuthority, request: SecureRequest, orphan_key: bool, log: Progress
-) -> list[Path]:
-    """Write the CA made in memory; returns the directories that did not exist before (to undo)."""
-    missing: list[Path] = []
-    for path in (store.path, *store.path.parents):
-        if path.exists():
-            break
-        missing.append(path)
+) -> None:
+    """Write the CA made in memory (an orphan key moved aside, kept)."""
     if orphan_key:
         store.ca_key_path.rename(store.ca_key_path.with_name(f"ca.key.interrupted-{timestamp()}"))
     store.init(authority=authority, passphrase=request.ca_passphrase)
     log(f"created a CA in {store.path} (clients verify the server with {store.ca_cert_path})")
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first: what removing a new CA removes."""
+    missing: list[Path] = []
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
     return missing
 
 
