@@ -5,8 +5,8 @@ and a fresh CA directory; `secure --yes` is killed (SIGKILL or SIGTERM, the proc
 at a named step (`pgbatten.faults.POINTS`, paused there) or after a random delay; then a second `secure`
 runs without faults. A kill passes when no configuration file is left unparseable, a SIGTERM before the
 last proof restored every file, and the second run ends TLS-only and proved with no temp file, no leftover
-proof role and the served certificate in the inventory. A benchmark-style script, not a test (CI runs a handful of these kill points
-in tests/integration/test_secure_faults.py).
+proof role and the served certificate in the inventory. A benchmark-style script, not a test (CI runs a
+handful of these kill points in tests/integration/test_secure_faults.py).
 
     python scripts/fault_sweep.py [--timed 20] [--points all|written,reloaded] [--seed 1]
 """
