@@ -1,5 +1,6 @@
 """Certificates and keys for pgbatten: an in-memory CA, its directory on disk, and client bundles."""
 
+from pgbatten.pki.anchor import CACertificate
 from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, Revocation, check_role_name
 from pgbatten.pki.bundle import ClientBundle, generate_password, render_install_md, write_client_bundle
 from pgbatten.pki.keys import (
@@ -25,6 +26,7 @@ from pgbatten.pki.store import (
 )
 
 __all__ = [
+    "CACertificate",
     "CAStore",
     "CertKind",
     "CertificateAuthority",
