@@ -30,9 +30,8 @@ from pgbatten.pki.inventory import iso
 from pgbatten.pki.keys import PrivateKey, private_key_pem, public_key_matches
 from pgbatten.secure.facts import read_state
 from pgbatten.secure.hosts import certificate_hosts
-from pgbatten.secure.plan import CERT_NAME, KEY_NAME, RENEW_BEFORE
+from pgbatten.secure.plan import CERT_NAME, KEY_NAME, PENDING_KEY_NAME, RENEW_BEFORE
 
-PENDING_KEY_NAME = "pgbatten-server.key.pending"
 JSON_SCHEMA = "pgbatten.csr/1"
 
 

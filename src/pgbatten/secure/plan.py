@@ -22,9 +22,17 @@ from pgbatten.findings import Finding
 from pgbatten.pgconf import hba as hba_mod
 from pgbatten.pgconf import pg_ident
 from pgbatten.pgconf import postgresql_conf as conf_mod
-from pgbatten.pki import CertificateAuthority, IssuedCertificate, KeyType, classify_host, key_type_of
+from pgbatten.pki import (
+    CACertificate,
+    CertificateAuthority,
+    IssuedCertificate,
+    KeyType,
+    classify_host,
+    key_type_of,
+)
 from pgbatten.pki.keys import load_private_key_pem, public_key_matches
 from pgbatten.secure.hosts import MachineNames, certificate_hosts
+from pgbatten.secure.provided import check_provided, keyless_stand_in
 from pgbatten.secure.request import ClientAuth, SecureRequest
 from pgbatten.secure.settings import tls_settings
 
@@ -33,6 +41,7 @@ __all__ = [
     "CERT_NAME",
     "CRL_NAME",
     "KEY_NAME",
+    "PENDING_KEY_NAME",
     "CaConflict",
     "ClientAuth",
     "ClusterState",
@@ -47,6 +56,9 @@ __all__ = [
     "reusable_certificate",
 ]
 
+AnyCA = CertificateAuthority | CACertificate
+"""A CA with its key, or (on a server of a fleet) its certificate alone."""
+
 # A certificate closer than this to its end is replaced rather than reused.
 RENEW_BEFORE = dt.timedelta(days=30)
 
@@ -54,6 +66,8 @@ CERT_NAME = "pgbatten-server.crt"
 KEY_NAME = "pgbatten-server.key"
 CA_NAME = "pgbatten-ca.crt"
 CRL_NAME = "pgbatten-ca.crl"
+PENDING_KEY_NAME = "pgbatten-server.key.pending"
+"""A key made by ``pgbatten csr`` for a certificate the CA has yet to sign (the key in use is left alone)."""
 
 
 @dataclass(frozen=True)
@@ -150,13 +164,14 @@ def requires_client_certificates(hba: hba_mod.HbaFile) -> bool:
 def plan_secure(
     state: ClusterState,
     request: SecureRequest,
-    ca: CertificateAuthority,
+    ca: AnyCA,
     *,
     crl: bytes | None = None,
     revoked: Collection[int] = (),
     now: dt.datetime | None = None,
     roots: bytes | None = None,
     also_ours: Sequence[x509.Certificate] = (),
+    provided: IssuedCertificate | None = None,
 ) -> SecurePlan:
     """Decide every file ``secure`` must write to reach the requested state; nothing when it is there.
 
@@ -164,6 +179,9 @@ def plan_secure(
     ``revoked`` the serials the CA has revoked (a revoked server certificate is replaced, never reused).
     During a CA rotation (``pgbatten.lifecycle.rotation``) ``roots`` is what ``pgbatten-ca.crt`` holds
     (both roots) and ``also_ours`` the retiring root, whose files in the cluster are no CA conflict.
+    ``provided`` is a certificate the CA signed elsewhere for a key on this server (see ``pgbatten csr``);
+    with a ``CACertificate`` (no key here) nothing can be issued, so the installed certificate must stay or
+    one must be provided.
     """
     now = now or dt.datetime.now(dt.UTC)
     cert_path = state.cert_dir / CERT_NAME
@@ -180,13 +198,14 @@ def plan_secure(
     notes.extend(_foreign_certificate_note(state, ca))
 
     ca_pem = roots or ca.cert_pem()
-    certificate, issued = _server_certificate(state, request, ca, hosts, revoked, now, notes)
-    if issued is not None:
+    certificate, issued = _server_certificate(state, request, ca, hosts, revoked, now, notes, provided)
+    if issued is not None and state.existing.get(cert_path) != issued.cert_pem():
         changes.append(
             FileChange(
                 cert_path, state.existing.get(cert_path), issued.cert_pem(), 0o644, purpose="server cert"
             )
         )
+    if issued is not None and state.existing.get(key_path) != issued.key_pem():
         # PostgreSQL refuses a key file with any group or world access when it is owned by the server user.
         changes.append(
             FileChange(key_path, state.existing.get(key_path), issued.key_pem(), 0o600, True, "server key")
@@ -312,7 +331,7 @@ def _newly_certificate_rules(before: hba_mod.HbaFile, after: hba_mod.HbaFile) ->
 def ca_conflict(
     ca_file: bytes | None,
     cert_file: bytes | None,
-    ca: CertificateAuthority,
+    ca: AnyCA,
     also_ours: Sequence[x509.Certificate] = (),
 ) -> CaConflict | None:
     """Whether ``pgbatten-ca.crt`` or ``pgbatten-server.crt`` in the cluster come from another CA than
@@ -338,7 +357,7 @@ def ca_conflict(
     return CaConflict(installed=installed, installed_fingerprint=installed_fp, ours=ours, files=tuple(files))
 
 
-def _foreign_certificate_note(state: ClusterState, ca: CertificateAuthority) -> list[str]:
+def _foreign_certificate_note(state: ClusterState, ca: AnyCA) -> list[str]:
     """A certificate of someone else's that the server serves today is replaced: say so, and what it means."""
     if state.served is None:
         return []
@@ -375,13 +394,16 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _server_certificate(
     state: ClusterState,
     request: SecureRequest,
-    ca: CertificateAuthority,
+    ca: AnyCA,
     hosts: Sequence[str],
     revoked: Collection[int],
     now: dt.datetime,
     notes: list[str],
+    provided: IssuedCertificate | None = None,
 ) -> tuple[x509.Certificate, IssuedCertificate | None]:
-    """Reuse the installed certificate when it still fits; else issue a new one."""
+    """Install the certificate provided; else reuse the installed one when it still fits; else issue one."""
+    if provided is not None:
+        return check_provided(provided, ca, hosts, revoked), provided
     cert_pem = state.existing.get(state.cert_dir / CERT_NAME)
     reusable = reusable_certificate(
         cert_pem,
@@ -400,6 +422,8 @@ def _server_certificate(
         reusable = None
     if reusable is not None:
         return reusable, None
+    if isinstance(ca, CACertificate):
+        return keyless_stand_in(request, hosts, now, notes)
     issued = ca.issue_server(
         hosts, key_type=request.key_type, days=request.days, now=now, ip_as_dns=request.legacy_ip_sans
     )
@@ -429,7 +453,7 @@ def _ip_dns_names(certificate: x509.Certificate) -> set[str]:
 def reusable_certificate(
     cert_pem: bytes | None,
     key_pem: bytes | None,
-    ca: CertificateAuthority,
+    ca: AnyCA,
     hosts: Sequence[str],
     key_type: KeyType,
     now: dt.datetime,

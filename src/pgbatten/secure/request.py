@@ -26,6 +26,11 @@ class SecureRequest:
     ``end_plaintext_sessions`` terminates the TCP sessions still unencrypted after securing.
     ``legacy_ip_sans`` also writes each IP address of the certificate as a DNS name, for libpq before 15.
     ``lock_wait`` is how long to wait for another run on the same cluster or CA directory.
+
+    ``ca_certificate`` (PEM: the roots in force) is for a server whose CA lives elsewhere, a fleet's control
+    node: no CA directory is read or written here. ``certificate`` (PEM, with its chain) is then the one the
+    CA signed for the key ``pgbatten csr`` made on this server, and ``crl`` the CA's CRL; without
+    ``certificate`` the installed one is kept when it can stay.
     """
 
     hosts: tuple[str, ...] = ()
@@ -43,6 +48,9 @@ class SecureRequest:
     end_plaintext_sessions: bool = False
     legacy_ip_sans: bool = False
     lock_wait: float = DEFAULT_LOCK_WAIT
+    certificate: bytes | None = None
+    ca_certificate: bytes | None = None
+    crl: bytes | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.hosts, str):
@@ -65,6 +73,17 @@ class SecureRequest:
             raise UsageError(f"--timeout must be positive, not {self.timeout}")
         if self.lock_wait < 0:
             raise UsageError(f"--lock-wait must not be negative, not {self.lock_wait}")
+        if self.ca_certificate is None and (self.certificate is not None or self.crl is not None):
+            raise UsageError("--certificate and --crl come with the CA's certificate: give --ca-certificate")
+        if self.ca_certificate is not None and self.ca_dir is not None:
+            raise UsageError("--ca-certificate is for a CA that is not here: use it or --ca-dir, not both")
+        if self.ca_certificate is not None and self.legacy_ip_sans:
+            raise UsageError("--legacy-ip-sans needs a CA here (a CSR asks for addresses as addresses only)")
+
+    @property
+    def external_ca(self) -> bool:
+        """Whether the CA lives elsewhere (only its certificate is here)."""
+        return self.ca_certificate is not None
 
     @property
     def verifies_client_certificates(self) -> bool:

@@ -32,6 +32,7 @@ from pgbatten.fsutil import (
     timestamp,
 )
 from pgbatten.pki import (
+    CACertificate,
     CAStore,
     CertificateAuthority,
     ClusterRef,
@@ -52,7 +53,16 @@ from pgbatten.secure.hosts import (
     unproved_addresses,
 )
 from pgbatten.secure.lockout import CertificateNeed, certificate_needs, file_tokens, group_tokens
-from pgbatten.secure.plan import CaConflict, ClusterState, SecurePlan, plan_secure
+from pgbatten.secure.plan import (
+    KEY_NAME,
+    PENDING_KEY_NAME,
+    AnyCA,
+    CaConflict,
+    ClusterState,
+    SecurePlan,
+    plan_secure,
+)
+from pgbatten.secure.provided import load_provided
 from pgbatten.secure.request import SecureRequest
 from pgbatten.secure.result import (
     SecurePreview,
@@ -63,6 +73,9 @@ from pgbatten.secure.result import (
 )
 from pgbatten.secure.sessions import end_sessions, plaintext_sessions
 from pgbatten.secure.verify import Proof, prove_all
+
+# What the client instructions name for a CA directory that is not on this machine (the fleet's control node).
+EXTERNAL_CA_DIR = Path("CA_DIR")
 
 Confirm = Callable[[SecurePreview], bool]
 Progress = Callable[[str], None]
@@ -104,7 +117,7 @@ def secure(
     store = CAStore(request.ca_dir or default_ca_dir())
     with contextlib.ExitStack() as locks:
         if not request.dry_run:
-            if store.path.is_dir():
+            if store.path.is_dir() and not request.external_ca:
                 locks.enter_context(
                     directory_lock(store.path, wait=request.lock_wait, what=f"the CA in {store.path}")
                 )
@@ -125,10 +138,20 @@ def _secure_locked(
     now: dt.datetime,
 ) -> SecureResult:
     authority, new_ca, orphan_key = _authority(store, request)
-    entries = store.entries() if not new_ca else []
-    crl = read_bytes_or_none(store.crl_path) if not new_ca else None
+    external = isinstance(authority, CACertificate)
+    entries = store.entries() if not (new_ca or external) else []
+    crl = request.crl if external else (read_bytes_or_none(store.crl_path) if not new_ca else None)
     server = facts.read_server(cluster)
     state = facts.read_state(cluster, server=server)
+    provided, key_source = (
+        load_provided(
+            request.certificate,
+            [state.cert_dir / PENDING_KEY_NAME, state.cert_dir / KEY_NAME],
+            state.existing,
+        )
+        if request.certificate is not None
+        else (None, None)
+    )
     notes: list[str] = []
     if orphan_key:
         notes.append(
@@ -136,10 +159,12 @@ def _secure_locked(
             " (a `ca init` was interrupted): a new CA replaces it, the old key is kept beside it"
         )
     if not request.dry_run:
-        notes.extend(_clean_up(cluster, state, store, server))
+        notes.extend(_clean_up(cluster, state, None if external else store, server))
     roots: bytes | None = None
     also_ours: tuple[x509.Certificate, ...] = ()
-    if not new_ca:
+    if isinstance(authority, CACertificate):
+        also_ours = authority.others  # the roots came from the control node, the retiring one too
+    elif not new_ca:
         # During a CA rotation the new CA issues with the cross certificate, and the cluster trusts (and
         # holds the CRLs of) both CAs, exactly as renew leaves it: secure must not drop the old root.
         from pgbatten.lifecycle.renew import crl_bundle
@@ -159,9 +184,12 @@ def _secure_locked(
         now=now,
         roots=roots,
         also_ours=also_ours,
+        provided=provided,
     )
     faults.point("planned")
     if plan.ca_conflict is not None and not request.replace_ca:
+        if external:
+            raise PKIError(f"{plan.ca_conflict.describe()}; refusing: pass --replace-ca to switch CAs")
         raise PKIError(_ca_conflict_message(plan.ca_conflict, store, cluster))
     needs, roles_unknown = _certificate_needs(cluster, plan, entries, server, now)
     addresses = probe_addresses(state.listen_addresses, state.machine)
@@ -170,13 +198,13 @@ def _secure_locked(
         cluster=cluster.label,
         running=cluster.running is not None,
         plan=plan,
-        ca_dir=store.path,
+        ca_dir=EXTERNAL_CA_DIR if external else store.path,
         client=client_instructions(
             host=_client_host(request, plan, state),
             port=port,
             user=server.role if server is not None else cluster.owner.name,
-            ca_path=store.ca_cert_path,
-            ca_dir=store.path,
+            ca_path=plan.ca_path if external else store.ca_cert_path,
+            ca_dir=EXTERNAL_CA_DIR if external else store.path,
             certificates_required=plan.verifies_clients,
             major=cluster.major,
         ),
@@ -200,7 +228,7 @@ def _secure_locked(
     committed: list[bool] = []
     created = _missing_dirs(store.path) if new_ca else None
     try:
-        if new_ca:
+        if new_ca and isinstance(authority, CertificateAuthority):
             _create_ca(store, authority, request, orphan_key, log)
             locks.enter_context(
                 directory_lock(store.path, wait=request.lock_wait, what=f"the CA in {store.path}")
@@ -223,7 +251,13 @@ def _secure_locked(
             with contextlib.suppress(PgBattenError, OSError):
                 _remove_ca(store, created)
         raise
-    _record_server_certificate(store, cluster, plan, state, entries)
+    if external:
+        # The CA recorded the certificate when it signed it; the pending key is now the key in use.
+        if key_source is not None and key_source.name == PENDING_KEY_NAME and plan.changed:
+            with contextlib.suppress(PgBattenError):
+                remove_file(key_source)
+    else:
+        _record_server_certificate(store, cluster, plan, state, entries)
     sessions = tuple(plaintext_sessions(cluster.sql()))
     ended = tuple(end_sessions(cluster.sql(), sessions)) if request.end_plaintext_sessions else ()
     status: Status = "applied" if plan.changed else ("repaired" if outcome.repaired else "unchanged")
@@ -235,8 +269,10 @@ def _owns_all(server: facts.ServerFacts, plan: SecurePlan) -> bool:
     return all(name in server.settings for name in plan.settings)
 
 
-def _authority(store: CAStore, request: SecureRequest) -> tuple[CertificateAuthority, bool, bool]:
+def _authority(store: CAStore, request: SecureRequest) -> tuple[AnyCA, bool, bool]:
     """(the CA, whether it is new and only in memory, whether an orphan ca.key is in the way)."""
+    if request.ca_certificate is not None:
+        return CACertificate.from_pem(request.ca_certificate), False, False
     orphan = (
         store.ca_key_path.exists()
         and not store.ca_cert_path.exists()
@@ -286,7 +322,7 @@ def _remove_ca(store: CAStore, created_dirs: list[Path]) -> None:
 
 
 def _clean_up(
-    cluster: Cluster, state: ClusterState, store: CAStore, server: facts.ServerFacts | None
+    cluster: Cluster, state: ClusterState, store: CAStore | None, server: facts.ServerFacts | None
 ) -> list[str]:
     """Remove what a killed run left: temp files beside the files we write, the throwaway proof role."""
     notes: list[str] = []
@@ -295,7 +331,7 @@ def _clean_up(
         real = real_path(path)
         targets.setdefault(real.parent, set()).add(real.name)
     removed = [p for d, names in targets.items() for p in stale_temp_files(d, names)]
-    if store.path.is_dir():
+    if store is not None and store.path.is_dir():
         cutoff = time.time() - _CA_TEMP_AGE
         names = [p.name for p in _ca_files(store)]
         removed += [p for p in stale_temp_files(store.path, names) if _mtime(p) < cutoff]
@@ -363,7 +399,7 @@ def _refuse_lockout(preview: SecurePreview, request: SecureRequest) -> None:
 def _prove(
     cluster: Cluster,
     plan: SecurePlan,
-    authority: CertificateAuthority,
+    authority: AnyCA,
     addresses: tuple[str, ...],
     request: SecureRequest,
 ) -> list[Proof]:

@@ -26,7 +26,7 @@ from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.cluster.discover import Cluster
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.fsutil import atomic_write
-from pgbatten.pki import CertificateAuthority
+from pgbatten.pki import CACertificate, CertificateAuthority
 from pgbatten.probe.check import check_target
 from pgbatten.probe.wire import Target
 from pgbatten.secure.request import ClientAuth
@@ -101,9 +101,13 @@ def prove_outside(
 
 @contextlib.contextmanager
 def probe_role(
-    sql: OwnerSQL, ca: CertificateAuthority, client_auth: ClientAuth
+    sql: OwnerSQL, ca: CertificateAuthority | CACertificate, client_auth: ClientAuth
 ) -> Iterator[tuple[str, str, Path | None]]:
-    """A short-lived login role (and, under client-certificate auth, its certificate), dropped afterwards."""
+    """A short-lived login role (and, under client-certificate auth, its certificate), dropped afterwards.
+
+    Without the CA's key (a fleet's server) there is no certificate for the role: its login is refused after
+    the handshake, which libpq has then verified, and that is what the login proof accepts.
+    """
     role = f"pgbatten_verify_{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(24)
     sql.query(
@@ -115,7 +119,7 @@ def probe_role(
         cert_dir: Path | None = None
         try:
             faults.point("proving")
-            if client_auth != "none":
+            if client_auth != "none" and isinstance(ca, CertificateAuthority):
                 issued = ca.issue_client(role, days=1)
                 cert_dir = Path(tmp)
                 atomic_write(cert_dir / "client.crt", issued.cert_pem(), mode=0o644)
@@ -172,7 +176,10 @@ def prove_login(
             ).fetchone()
     except psycopg.Error as exc:
         text = " ".join(str(exc).split())
-        if "FATAL:" in text and ("pg_hba.conf" in text or "authentication failed" in text):
+        refused = "pg_hba.conf" in text or "authentication failed" in text
+        if cert_dir is None and "requires a valid client certificate" in text:
+            refused = True  # no certificate to present (the CA's key is elsewhere): the server asked for one
+        if "FATAL:" in text and refused:
             # The server spoke after the handshake, so libpq had already verified its certificate; only
             # the probe role's login was not allowed by rules we do not own.
             return Proof(what, True, f"TLS verified by libpq; login refused for the probe role: {text}")
@@ -196,7 +203,7 @@ def prove_all(
     addresses: Sequence[str],
     hosts: Sequence[str],
     installed: x509.Certificate,
-    ca: CertificateAuthority,
+    ca: CertificateAuthority | CACertificate,
     ca_path: Path,
     client_auth: ClientAuth,
     timeout: float = 5.0,
