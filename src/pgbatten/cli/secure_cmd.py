@@ -47,6 +47,25 @@ LINT_ROWS = 20
 )
 @ca_dir_option
 @passphrase_option
+@click.option(
+    "--ca-certificate",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The CA's certificate(s), for a CA whose key is on another machine (no --ca-dir here).",
+)
+@click.option(
+    "--certificate",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Install this certificate (with its chain), signed for the key `pgbatten csr` made here.",
+)
+@click.option(
+    "--crl",
+    "crl_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="With --ca-certificate: the CA's CRL, installed when client certificates are verified.",
+)
 @click.option("--tls-min", type=click.Choice(["1.2", "1.3"]), default="1.2", show_default=True)
 @click.option(
     "--client-auth",
@@ -101,6 +120,9 @@ def secure_cmd(
     hosts: tuple[str, ...],
     ca_dir: Path | None,
     ca_passphrase_file: Path | None,
+    ca_certificate: Path | None,
+    certificate: Path | None,
+    crl_file: Path | None,
     tls_min: str,
     client_auth: str,
     cert_map: str | None,
@@ -138,6 +160,9 @@ def secure_cmd(
         end_plaintext_sessions=end_plaintext_sessions,
         legacy_ip_sans=legacy_ip_sans,
         lock_wait=lock_wait,
+        ca_certificate=_read_file(ca_certificate),
+        certificate=_read_file(certificate),
+        crl=_read_file(crl_file),
     )
     cluster = discover(pgdata=pgdata, cluster=cluster_name, pg_bindir=pg_bindir)
     # With --json the report goes to stderr and stdout holds only the JSON document.
@@ -339,3 +364,14 @@ def _print_sessions(out: Console, sessions: Sequence[PlaintextSession], ended: S
         out.print(
             "  end them with --end-plaintext-sessions (or SELECT pg_terminate_backend(PID) as superuser)"
         )
+
+
+def _read_file(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    from pgbatten.errors import FileProblem
+
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FileProblem(path, exc.strerror or "cannot read") from exc
