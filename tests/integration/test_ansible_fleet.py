@@ -20,9 +20,9 @@ import pytest
 from cryptography import x509
 
 from pgbatten.cluster.temp import TempCluster
-from pgbatten.fleet.request import PENDING_KEY_NAME
 from pgbatten.pki import CAStore
 from pgbatten.secure.hosts import gather_machine_names
+from pgbatten.secure.plan import PENDING_KEY_NAME
 from tests.integration.ansible_helpers import (
     COLLECTION_SRC,
     Controller,

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import serialization
 
 from pgbatten.cli import main
 from pgbatten.cluster.temp import TempCluster
-from pgbatten.fleet.request import PENDING_KEY_NAME
-from pgbatten.pki import CAStore
+from pgbatten.pki import CAStore, CertificateAuthority
 from pgbatten.secure.hosts import certificate_hosts, gather_machine_names
+from pgbatten.secure.plan import PENDING_KEY_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +88,64 @@ def test_csr_signed_where_the_ca_is(seed_cluster: TempCluster, ca_dir: Path, tmp
     assert needed.exit_code == 0 and json.loads(needed.stdout)["reasons"] == [
         "no pgbatten-server.crt is installed"
     ]
+
+
+def test_installed_through_secure_with_every_proof_and_no_ca_on_the_server(
+    seed_cluster: TempCluster, tmp_path: Path, isolated_environment: Path
+) -> None:
+    control = tmp_path / "control"
+    assert cli("ca", "init", "--ca-dir", str(control / "ca")).exit_code == 0
+    pgdata = str(seed_cluster.data_dir)
+    # Before any certificate: the dry run shows the whole change with a stand-in and writes nothing.
+    (control / "roots.crt").write_bytes((control / "ca" / "ca.crt").read_bytes())
+    before = seed_cluster.config_file.read_bytes()
+    dry = cli("secure", "--pgdata", pgdata, "--ca-certificate", str(control / "roots.crt"), "--dry-run",
+              "--json")  # fmt: skip
+    assert dry.exit_code == 0, dry.output
+    assert any("stand-in" in n for n in json.loads(dry.stdout)["notes"])
+    assert seed_cluster.config_file.read_bytes() == before
+    without = cli("secure", "--pgdata", pgdata, "--ca-certificate", str(control / "roots.crt"), "--yes")
+    assert without.exit_code == 2 and "pgbatten csr" in without.stderr
+
+    assert cli("csr", "--pgdata", pgdata, "--out", str(tmp_path / "s.csr")).exit_code == 0
+    signed = cli("ca", "sign", str(tmp_path / "s.csr"), "--ca-dir", str(control / "ca"),
+                 "--out", str(tmp_path / "s.crt"), "--ca-out", str(tmp_path / "roots.crt"))  # fmt: skip
+    assert signed.exit_code == 0, signed.output
+    args = ["secure", "--pgdata", pgdata, "--ca-certificate", str(tmp_path / "roots.crt")]
+    applied = cli(*args, "--certificate", str(tmp_path / "s.crt"), "--yes", "--json")
+    assert applied.exit_code == 0, applied.output
+    doc = json.loads(applied.stdout)
+    assert doc["status"] == "applied"
+    assert doc["proofs"] and all(p["ok"] for p in doc["proofs"])
+    assert any(p["what"].startswith("installed certificate served") for p in doc["proofs"])
+    cert = x509.load_pem_x509_certificate((tmp_path / "s.crt").read_bytes())
+    assert doc["certificate"]["serial"] == str(cert.serial_number)
+    cert_dir = seed_cluster.config_file.parent
+    assert not (cert_dir / PENDING_KEY_NAME).exists()  # it is the key in use now
+    assert stat.S_IMODE((cert_dir / "pgbatten-server.key").stat().st_mode) == 0o600
+    # No CA directory appeared on the server's side (the default one would be under the isolated home).
+    assert not (isolated_environment / ".local" / "share" / "pgbatten").exists()
+
+    # Again, with the same certificate, and with none: nothing to write.
+    for extra in (["--certificate", str(tmp_path / "s.crt")], []):
+        again = cli(*args, *extra, "--yes", "--json")
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout)["status"] == "unchanged"
+    # The installed certificate can stay, as csr --if-needed now says.
+    needed = cli("csr", "--pgdata", pgdata, "--if-needed", "--ca-certificate", str(tmp_path / "roots.crt"),
+                 "--json")  # fmt: skip
+    assert json.loads(needed.stdout)["needed"] is False
+
+
+def test_a_certificate_for_another_key_or_ca_is_refused(seed_cluster: TempCluster, tmp_path: Path) -> None:
+    other = CertificateAuthority.create()
+    (tmp_path / "other.crt").write_bytes(other.cert_pem())
+    stray = other.issue_server(["127.0.0.1", "localhost"])
+    (tmp_path / "stray.crt").write_bytes(stray.cert_pem())
+    before = seed_cluster.config_file.read_bytes()
+    refused = cli("secure", "--pgdata", str(seed_cluster.data_dir),
+                  "--ca-certificate", str(tmp_path / "other.crt"),
+                  "--certificate", str(tmp_path / "stray.crt"), "--yes")  # fmt: skip
+    assert refused.exit_code == 2 and "not for a key on this server" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert seed_cluster.config_file.read_bytes() == before
