@@ -190,9 +190,14 @@ class Run:
         return sum(r["changed"] for r in self.recap.values())
 
     def result(self, host: str, task_start: str) -> dict[str, Any]:
-        found = [r for r in self.results if r["host"] == host and r["task"].startswith(task_start)]
+        found = [r for r in self.results if r["host"] == host and task_name(r).startswith(task_start)]
         assert found, f"no result of {task_start!r} for {host}:\n{self.output[-3000:]}"
         return found[-1]
+
+
+def task_name(record: Mapping[str, Any]) -> str:
+    """The task's own name, without the ``role : `` Ansible puts before a role's tasks."""
+    return str(record["task"]).split(" : ", 1)[-1]
 
 
 _RECAP = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", re.M)
@@ -241,6 +246,8 @@ class Controller:
             capture_output=True, text=True, env=env, timeout=timeout, check=False, cwd=self.root,
         )  # fmt: skip
         output = done.stdout + done.stderr
+        # Kept beside the record, for a look after a failure (pytest keeps the last temp dirs).
+        record.with_suffix(".out").write_text(output)
         recap = {
             m.group(1): {k: int(v) for k, v in (kv.split("=") for kv in m.group(2).split())}
             for m in _RECAP.finditer(done.stdout)

@@ -7,6 +7,8 @@ About 40-60 s on a shared 2-core machine: each task of each host starts the host
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import stat
 import subprocess
@@ -17,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
 
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.pki import CAStore
+from pgbatten.probe import check_target
 from pgbatten.secure.hosts import gather_machine_names
 from pgbatten.secure.plan import PENDING_KEY_NAME
 from tests.integration.ansible_helpers import (
@@ -32,11 +34,14 @@ from tests.integration.ansible_helpers import (
     local_host_vars,
     running_sshd,
     ssh_host_vars,
+    task_name,
     tool_env,
     write_inventory,
 )
 
 pytestmark = pytest.mark.integration
+
+PLAYBOOK = COLLECTION_SRC / "playbooks" / "secure.yml"
 
 # The seed's starting point, minus the shadowed hostssl rule: password logins over TCP in plaintext.
 FLEET_HBA = """\
@@ -70,33 +75,81 @@ class Fleet:
         return self.controller.playbook(playbook, self.inventory, *args)
 
 
+# A server whose OpenSSL policy refuses the P-256 key pgbatten makes (security level 4 wants 192-bit keys):
+# PostgreSQL loads no certificate on reload and answers SSLRequest with 'N', so the proofs fail after the
+# reload. Real: crypto policies such as RHEL's FUTURE refuse keys that are fine elsewhere.
+STRICT_OPENSSL = """\
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+CipherString = DEFAULT@SECLEVEL=4
+"""
+
+
 @pytest.fixture
-def fleet(
+def make_fleet(
     tmp_path: Path,
     isolated_environment: Path,
     collections: Path,
     sshd: Sshd,
     make_cluster: Callable[..., TempCluster],
-) -> Fleet:
-    controller = Controller(tmp_path / "control", isolated_environment, collections)
-    CAStore(controller.ca_dir).init()
-    clusters = {name: make_cluster(hba=FLEET_HBA) for name in ("pg1", "pg2", "pg3")}
-    hosts: dict[str, dict[str, Any]] = {
-        "pg1": ssh_host_vars(sshd),
-        "pg2": local_host_vars(),
-        "pg3": local_host_vars(),
-    }
-    for name, cluster in clusters.items():
-        hosts[name].update(postgresql_data_dir=str(cluster.data_dir), postgresql_port=cluster.port)
-    inventory = write_inventory(
-        controller.root / "inventory.yml",
-        hosts,
-        ansible_python_interpreter=sys.executable,
-        pgbatten_tls_ca_dir=str(controller.ca_dir),
-        # Every host here is this machine: the names it gives itself are its own.
-        pgbatten_tls_allowed_hosts=list(gather_machine_names().hostnames),
-    )
-    return Fleet(controller, clusters, inventory, sshd)
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., Fleet]:
+    """Three clusters (pg1 over SSH, pg2 and pg3 local) and a control node with a CA; ``strict`` names a
+    host whose server runs under STRICT_OPENSSL."""
+
+    def factory(strict: str | None = None) -> Fleet:
+        controller = Controller(tmp_path / "control", isolated_environment, collections)
+        CAStore(controller.ca_dir).init()
+        clusters = {}
+        for name in ("pg1", "pg2", "pg3"):
+            cluster = make_cluster(hba=FLEET_HBA, start=False)
+            if name == strict:
+                conf = cluster.root / "openssl-strict.cnf"
+                conf.write_text(STRICT_OPENSSL)
+                os.chown(conf, cluster.owner.uid, cluster.owner.gid)
+                with monkeypatch.context() as env:
+                    env.setenv("OPENSSL_CONF", str(conf))  # the postmaster's environment only
+                    cluster.start()
+            else:
+                cluster.start()
+            clusters[name] = cluster
+        hosts: dict[str, dict[str, Any]] = {
+            "pg1": ssh_host_vars(sshd),
+            "pg2": local_host_vars(),
+            "pg3": local_host_vars(),
+        }
+        for name, cluster in clusters.items():
+            hosts[name].update(postgresql_data_dir=str(cluster.data_dir), postgresql_port=cluster.port)
+        inventory = write_inventory(
+            controller.root / "inventory.yml",
+            hosts,
+            ansible_python_interpreter=sys.executable,
+            pgbatten_tls_ca_dir=str(controller.ca_dir),
+            # Every host here is this machine: the names it gives itself are its own.
+            pgbatten_tls_allowed_hosts=list(gather_machine_names().hostnames),
+        )
+        return Fleet(controller, clusters, inventory, sshd)
+
+    return factory
+
+
+def snapshot(cluster: TempCluster) -> dict[str, bytes]:
+    """The cluster's configuration and TLS files (backups and a pending key aside)."""
+    directory = cluster.config_file.parent
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(directory.iterdir())
+        if p.is_file() and (p.suffix == ".conf" or p.name.startswith("pgbatten-"))
+        and ".pgbatten-" not in p.name and p.name != PENDING_KEY_NAME
+    }  # fmt: skip
+
+
+def plaintext_accepted(cluster: TempCluster) -> bool | None:
+    return check_target(f"127.0.0.1:{cluster.port}", timeout=10).plaintext_accepted
 
 
 def private_keys_under(root: Path) -> list[Path]:
@@ -129,42 +182,6 @@ def assert_keys_stay_where_they_belong(fleet: Fleet, key_names: tuple[str, ...])
         assert not any(p.read_bytes() == ca_key for p in private_keys_under(cluster.root))
 
 
-CSR_PLAY = """\
-- name: CSR on each host, signed on the control node
-  hosts: postgres
-  gather_facts: false
-  tasks:
-    - name: Trust
-      pgbatten.tls.trust:
-        ca_dir: "{{ pgbatten_tls_ca_dir }}"
-      run_once: true
-      register: trust
-    - name: CSR
-      pgbatten.tls.csr:
-        pgdata: "{{ postgresql_data_dir }}"
-        hosts: ["{{ inventory_hostname }}"]
-        ca_certificate: "{{ trust.ca_certificate }}"
-      register: request
-    - name: Sign
-      pgbatten.tls.sign:
-        csr: "{{ request.csr }}"
-        ca_dir: "{{ pgbatten_tls_ca_dir }}"
-        allowed_hosts: "{{ [inventory_hostname, 'localhost', '127.0.0.1', '::1']
-                           + pgbatten_tls_allowed_hosts }}"
-      when: request.csr is not none
-    - name: Status
-      pgbatten.tls.status:
-        pgdata: "{{ postgresql_data_dir }}"
-        ca_certificate: "{{ trust.ca_certificate }}"
-      register: tls
-    - name: Check
-      pgbatten.tls.check:
-        port: "{{ postgresql_port }}"
-        ca_dir: "{{ pgbatten_tls_ca_dir }}"
-        fail_on: never
-"""
-
-
 def test_collection_passes_ansible_lint(tmp_path: Path, isolated_environment: Path) -> None:
     lint = ansible_tool("ansible-lint")
     # A copy: ansible-lint keeps a cache (.ansible/) in the directory it checks.
@@ -178,31 +195,73 @@ def test_collection_passes_ansible_lint(tmp_path: Path, isolated_environment: Pa
     assert "Profile 'production' was required, and it passed" in done.stderr + done.stdout
 
 
-def test_csrs_made_on_the_hosts_signed_on_the_control_node(fleet: Fleet) -> None:
-    playbook = fleet.controller.root / "csr.yml"
-    playbook.write_text(CSR_PLAY)
-    run = fleet.play(playbook)
-    assert run.returncode == 0, run.output[-4000:]
+def test_rollout_over_ssh_one_host_at_a_time(make_fleet: Callable[..., Fleet]) -> None:
+    fleet = make_fleet()
+    before = {name: snapshot(c) for name, c in fleet.clusters.items()}
+
+    # Check mode (with the diff) plans every host and changes nothing, on the hosts or the control node.
+    dry = fleet.play(PLAYBOOK, "--check", "--diff")
+    assert dry.returncode == 0, dry.output[-5000:]
+    assert re.search(r"^\+hostnossl all,replication all +0\.0\.0\.0/0 +reject$", dry.output, re.M)  # diff
+    assert {name: snapshot(c) for name, c in fleet.clusters.items()} == before
+    assert all(not (c.config_file.parent / PENDING_KEY_NAME).exists() for c in fleet.clusters.values())
+    assert CAStore(fleet.controller.ca_dir).entries() == []
+    assert dry.result("pg2", "Install")["result"]["status"] == "dry-run"
+
+    # The real run secures every host, one at a time, each checked from the control node before the next.
+    run = fleet.play(PLAYBOOK)
+    assert run.returncode == 0, run.output[-5000:]
     assert fleet.sshd.logins() >= 1  # pg1 really was reached over SSH
+    order = [(r["host"], task_name(r)) for r in run.results if r["status"] == "ok"]
+    checks = [order.index((h, t)) for h, t in order if t.startswith("Check the server")]
+    installs = [order.index((h, t)) for h, t in order if t.startswith("Install")]
+    assert len(checks) == len(installs) == 3
+    assert installs[1] > checks[0] and installs[2] > checks[1]  # pg2 only after pg1 passed its check
     entries = {e.name: e for e in CAStore(fleet.controller.ca_dir).entries()}
     assert sorted(entries) == ["pg1", "pg2", "pg3"]
     for name, cluster in fleet.clusters.items():
-        request = run.result(name, "CSR")["result"]
-        assert request["needed"] and request["key_created"]
-        assert name in request["hosts"] and "127.0.0.1" in request["hosts"]
-        signed = run.result(name, "Sign")["result"]
-        cert = x509.load_pem_x509_certificate(signed["certificate"].encode())
-        assert cert.serial_number == entries[name].serial
-        pending = Path(request["key_path"])
-        assert pending == cluster.config_file.parent / PENDING_KEY_NAME
-        status = run.result(name, "Status")["result"]
-        assert status["ssl"] is False and status["server_certificate"] is None
-        check = run.result(name, "Check")["result"]
-        assert check["reachable"] and check["plaintext_accepted"] is True
-    assert_keys_stay_where_they_belong(fleet, (PENDING_KEY_NAME,))
+        secured = run.result(name, "Install")["result"]
+        assert secured["changed"] and secured["status"] == "applied"
+        assert secured["proofs"] and all(p["ok"] for p in secured["proofs"])  # the proofs, as facts
+        assert secured["certificate"]["serial"] == str(entries[name].serial)
+        checked = run.result(name, "Check the server")["result"]
+        assert checked["plaintext_accepted"] is False and checked["grade"] in ("A+", "A")
+        assert checked["verify_full"] == {name: True}
+        assert plaintext_accepted(cluster) is False
+        assert not (cluster.config_file.parent / PENDING_KEY_NAME).exists()
+    assert_keys_stay_where_they_belong(fleet, ("pgbatten-server.key",))
 
-    # Run again: the pending keys are reused (nothing changes on the hosts), a new CSR is signed.
-    again = fleet.play(playbook)
-    assert again.returncode == 0, again.output[-4000:]
+    # A second run finds nothing to do anywhere.
+    again = fleet.play(PLAYBOOK)
+    assert again.returncode == 0, again.output[-5000:]
+    assert again.changed() == 0, again.recap
+    assert len(CAStore(fleet.controller.ca_dir).entries()) == 3  # nothing signed again
+
+    # Status as facts, usable in when: nothing is due right after securing.
+    status = fleet.play(COLLECTION_SRC / "playbooks" / "status.yml")
+    assert status.returncode == 0, status.output[-5000:]
     for name in fleet.clusters:
-        assert again.result(name, "CSR")["result"]["key_created"] is False
+        facts = status.result(name, "Status")["result"]
+        assert facts["renewal_due"] is False and facts["served_is_installed"] is True
+        assert facts["server_certificate"]["serial"] == f"{entries[name].serial:#x}"
+
+
+def test_a_failed_proof_stops_the_rollout_and_leaves_the_host_as_it_was(
+    make_fleet: Callable[..., Fleet],
+) -> None:
+    fleet = make_fleet(strict="pg2")
+    before = {name: snapshot(c) for name, c in fleet.clusters.items()}
+    run = fleet.play(PLAYBOOK)
+    assert run.returncode != 0
+    failed = run.result("pg2", "Install")
+    assert failed["status"] == "failed"
+    assert "rolled back" in failed["result"]["msg"]
+    # pg1 was secured and checked; pg2 was rolled back by pgbatten itself; pg3 was never touched.
+    assert run.result("pg1", "Check the server")["status"] == "ok"
+    assert plaintext_accepted(fleet.clusters["pg1"]) is False
+    assert snapshot(fleet.clusters["pg2"]) == before["pg2"]
+    assert plaintext_accepted(fleet.clusters["pg2"]) is True
+    assert not [r for r in run.results if r["host"] == "pg3"]
+    assert snapshot(fleet.clusters["pg3"]) == before["pg3"]
+    assert not (fleet.clusters["pg3"].config_file.parent / PENDING_KEY_NAME).exists()
+    assert plaintext_accepted(fleet.clusters["pg3"]) is True

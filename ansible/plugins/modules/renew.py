@@ -126,7 +126,7 @@ def main() -> None:
             "crl_days": {"type": "int", "default": 30},
             "grace": {"type": "str"},
             "out_dir": {"type": "path"},
-            "ca_passphrase_file": {"type": "path"},
+            "ca_passphrase_file": {"type": "path", "no_log": False},
         },
         supports_check_mode=True,
     )
