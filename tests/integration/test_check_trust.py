@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -20,12 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pgbatten import libpq
+from pgbatten.cli import main
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.probe import check_target
 from pgbatten.probe.tls import first_handshake
@@ -67,23 +70,26 @@ def _ca(cn: str, parent: Issuer | None = None) -> Issuer:
     return Issuer(cert, key)
 
 
-def _leaf(issuer: Issuer, *, serial: int, eku: list[x509.ObjectIdentifier] | None = None) -> Issuer:
+def _leaf(
+    issuer: Issuer, *, serial: int, eku: list[x509.ObjectIdentifier] | None = None, names: bool = True
+) -> Issuer:
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
+        .subject_name(_name("localhost") if names else x509.Name([]))
         .issuer_name(issuer.cert.subject)
         .public_key(key.public_key())
         .serial_number(serial)
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=200))
-        .add_extension(
+    )
+    if names:
+        builder = builder.add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
             ),
             critical=False,
         )
-    )
     if eku is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
     return Issuer(builder.sign(issuer.key, hashes.SHA256()), key)
@@ -129,6 +135,7 @@ def build_pki(d: Path) -> dict[str, tuple[Path, Path]]:
     chained = _leaf(server_ca, serial=1001)
     purpose = _leaf(root, serial=1002, eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
     revoked = _leaf(server_ca, serial=1003)
+    nameless = _leaf(server_ca, serial=1004, names=False)  # PostgreSQL's server-no-names: no CN, no SAN
     (d / "root.crt").write_bytes(_pem(root.cert))
     (d / "server_ca.crt").write_bytes(_pem(server_ca.cert))
     (d / "root+server_ca.crt").write_bytes(_pem(root.cert, server_ca.cert))
@@ -145,6 +152,7 @@ def build_pki(d: Path) -> dict[str, tuple[Path, Path]]:
     serve("server-leaf-only", chained)
     serve("server-client-purpose", purpose)
     serve("server-revoked", revoked, server_ca.cert)
+    serve("server-no-names", nameless, server_ca.cert)
     # X.509 v1, the way `openssl x509 -req` without an extension file makes it.
     (d / "root.key").write_bytes(_key_pem(root.key))
     subprocess.run(
@@ -179,6 +187,17 @@ def psql_verify_full(port: int, host: str, rootcert: Path, crl: Path | None) -> 
     return run.returncode == 0 and run.stdout.strip() == "1", run.stderr.strip()
 
 
+def psql_conninfo(conninfo: str) -> tuple[bool, str]:
+    """Does real libpq connect with ``conninfo`` and sslmode=verify-full, with no PG* variable and no home?"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    run = subprocess.run(
+        ["psql", f"{conninfo} user=postgres dbname=postgres sslmode=verify-full connect_timeout=10",
+         "-XAtc", "select 1"],
+        capture_output=True, text=True, env=env, timeout=30, check=False,
+    )  # fmt: skip
+    return run.returncode == 0 and run.stdout.strip() == "1", run.stderr.strip()
+
+
 def serve_case(cluster: TempCluster, cert: Path, key: Path) -> None:
     sql = cluster.sql()
     sql.query(f"ALTER SYSTEM SET ssl_cert_file = '{cert}'")
@@ -206,6 +225,22 @@ CASES: list[tuple[str, str, str, str | None, str | None]] = [
     ("server-chained", "localhost", "root.crt", "root+server.crl", None),
     ("server-chained", "localhost", "root.crt", "server.crl", "unable to get certificate CRL"),
     ("server-chained", "127.0.0.1", "root.crt", None, None),
+]
+
+# Targets as connection strings, through the CLI: (served, conninfo, what check must say or find).
+# {d} is the files directory, {p} the port.
+FORM_CASES: list[tuple[str, str, str]] = [
+    # Both names and chain fail: libpq reports the chain (OpenSSL refuses it before names are compared).
+    ("server-no-names", "host=localhost sslrootcert={d}/server_ca.crt", "certificate verify failed"),
+    ("server-no-names", "host=localhost sslrootcert={d}/root.crt", "could not get server's host name"),
+    # hostaddr alone: libpq has no name to verify.
+    ("server-chained", "hostaddr=127.0.0.1 sslrootcert={d}/root.crt", "host name must be specified"),
+    # With hostaddr, host is only compared, never looked up: any text is a name that fails to match.
+    ("server-chained", "host=2001:DB8::1/128 hostaddr=127.0.0.1 sslrootcert={d}/root.crt", "does not match"),
+    # A sslcrl that does not load: libpq silently checks no CRL; check agrees and says so.
+    ("server-revoked", "host=localhost sslrootcert={d}/root.crt sslcrl={d}/missing.crl", "crl-not-loaded"),
+    # A sslcrldir that does not exist: CRL checks on, no CRL found.
+    ("server-chained", "host=localhost sslrootcert={d}/root.crt sslcrldir={d}/missing", "unable to get"),
 ]
 
 
@@ -247,4 +282,21 @@ def test_check_predicts_libpq_verify_full(make_cluster: Callable[..., TempCluste
             assert "certificate verify failed" in libpq_error, libpq_error
         if crl is not None and name == "server-revoked":
             assert "cert-revoked" in {f.id for f in result.findings}
+    for name, template, expected in FORM_CASES:
+        if current != name:
+            serve_case(cluster, *served[name])
+            current = name
+        conninfo = template.format(d=files) + f" port={cluster.port}"
+        libpq_ok, libpq_error = psql_conninfo(conninfo)
+        run = CliRunner().invoke(main, ["check", "--quick", "--json", conninfo])
+        if not run.output.startswith("["):
+            disagreements.append(f"{name} as {conninfo}: check gives no verdict: {run.output.strip()}")
+            continue
+        [doc] = json.loads(run.output)
+        [verdict] = doc["verify_full"].values()
+        said = verdict["why"] + " " + " ".join(f["id"] for f in doc["findings"])
+        if verdict["ok"] is not libpq_ok or expected not in said:
+            disagreements.append(
+                f"{name} as {conninfo}: check says {said!r}, libpq {libpq_ok} ({libpq_error})"
+            )
     assert not disagreements, "\n".join(disagreements)

@@ -294,6 +294,20 @@ def test_tls_server_wrong_ca_and_name(pki: Pki, tmp_path: Path) -> None:
         result = check_target(Target("localhost", server.port), ca=[other.ca], timeout=PROBE_TIMEOUT)
     assert {"hostname-mismatch", "untrusted-issuer"} <= ids(result)
     assert result.grade == "B"
+    # As libpq reports it: OpenSSL refuses the chain in the handshake, before any name is compared.
+    [verdict] = result.verify_full
+    assert verdict.ok is False and verdict.why.startswith("certificate verify failed: ")
+
+
+def test_an_expired_certificate_fails_verify_full_whatever_the_ca(pki: Pki) -> None:
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=400)
+    with serving(PgBehaviour(ssl_answer=b"S", tls=server_context(pki))) as server:
+        result = check_target(
+            Target("db.test", server.port, hostaddr="127.0.0.1"), timeout=PROBE_TIMEOUT, now=later
+        )
+    [verdict] = result.verify_full
+    assert verdict.ok is False and "certificate has expired" in verdict.why
+    assert "cert-expired" in ids(result)
 
 
 def test_old_tls_versions_are_findings(pki: Pki) -> None:

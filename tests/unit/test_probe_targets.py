@@ -43,6 +43,29 @@ def test_conninfo_with_hostaddr_connects_to_the_address_and_verifies_the_name() 
     assert server_key(target) == ("127.0.0.1", 5587)
 
 
+def test_hostaddr_alone_leaves_libpq_no_name_to_verify() -> None:
+    """libpq 14 and 18: "host name must be specified for a verified SSL connection" (15 compares with its
+    default socket directory): no verify-full client accepts any certificate then."""
+    [target] = parse_target_text("hostaddr=127.0.0.1 port=5587")
+    assert (target.address, target.host_name_given, target.verify_name) == ("127.0.0.1", False, "")
+    assert str(target) == "127.0.0.1:5587 (hostaddr only)"
+    [target] = targets_from_environment({"PGHOSTADDR": "127.0.0.2"})
+    assert target.verify_name == "" and target.address == "127.0.0.2"
+
+
+def test_with_hostaddr_the_host_is_only_compared_so_any_text_goes() -> None:
+    """001_ssltests.pl's "IPv6 host with CIDR mask does not match": libpq never looks the name up."""
+    [target] = parse_target_text("host=2001:DB8::1/128 hostaddr=127.0.0.1")
+    assert (target.verify_name, target.address) == ("2001:DB8::1/128", "127.0.0.1")
+    with pytest.raises(UsageError, match="not a valid host name"):
+        parse_target_text("host=2001:DB8::1/128")
+
+
+def test_pghost_names_the_server_of_a_string_with_hostaddr_only() -> None:
+    [target] = parse_target_text("hostaddr=127.0.0.1", environ={"PGHOST": "db.example.com"})
+    assert (target.verify_name, target.address) == ("db.example.com", "127.0.0.1")
+
+
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_uris(scheme: str) -> None:
     assert parse_target_text(f"{scheme}://db:5587/app?sslmode=verify-full") == [Target("db", 5587)]

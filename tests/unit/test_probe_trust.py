@@ -235,3 +235,126 @@ def test_a_crl_directory_works_like_sslcrldir(pki: tuple[Issuer, Issuer], tmp_pa
     (tmp_path / "x.crl").unlink()
     verdict = verify_chain([leaf, server_ca.cert], TrustStore((root.cert,), crl_dir=tmp_path), NOW)
     assert verdict.trusted is False and verdict.revoked
+
+
+def _rsa_leaf(issuer: Issuer, bits: int) -> x509.Certificate:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name("db.test"))
+        .issuer_name(issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .sign(issuer.key, hashes.SHA256())
+    )
+
+
+def test_the_client_security_level_refuses_small_keys(pki: tuple[Issuer, Issuer]) -> None:
+    """libssl checks the chain at its context's security level; `openssl verify` only when told. Level 2
+    (Debian's, Ubuntu's and RHEL's default) refuses RSA keys under 2048 bits, level 1 accepts them."""
+    root, server_ca = pki
+    leaf = _rsa_leaf(server_ca, 1024)
+    store = TrustStore((root.cert,))
+    refused = verify_chain([leaf, server_ca.cert], store, NOW, auth_level=2)
+    assert refused.trusted is False and refused.code == trust.EE_KEY_TOO_SMALL
+    assert "security level" in refused.reason
+    assert verify_chain([leaf, server_ca.cert], store, NOW, auth_level=1).trusted is True
+
+
+def test_the_client_security_level_refuses_sha1_signatures(tmp_path: Path) -> None:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        "ca.key", "-out", "ca.pem", "-subj", "/CN=sha1 root", "-days", "30")  # fmt: skip
+    run("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        "s.key", "-out", "s.csr", "-subj", "/CN=db.test")  # fmt: skip
+    run("x509", "-req", "-sha1", "-in", "s.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-out", "s.pem")
+    leaf = x509.load_pem_x509_certificate((tmp_path / "s.pem").read_bytes())
+    store = TrustStore((x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes()),))
+    now = dt.datetime.now(dt.UTC)
+    refused = verify_chain([leaf], store, now, auth_level=2)
+    assert refused.trusted is False and refused.code == trust.CA_MD_TOO_WEAK
+    assert verify_chain([leaf], store, now, auth_level=0).trusted is True
+
+
+def test_the_default_level_is_the_one_this_machines_libssl_gives_a_client(
+    pki: tuple[Issuer, Issuer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    level = trust.client_security_level()
+    assert level is None or 0 <= level <= 5
+    root, server_ca = pki
+    leaf = _rsa_leaf(server_ca, 1024)
+    monkeypatch.setattr(trust, "client_security_level", lambda: 2)
+    assert verify_chain([leaf, server_ca.cert], TrustStore((root.cert,)), NOW).trusted is False
+    monkeypatch.setattr(trust, "client_security_level", lambda: None)  # libssl not found: no level check
+    assert verify_chain([leaf, server_ca.cert], TrustStore((root.cert,)), NOW).trusted is True
+
+
+# ----------------------------------------------------------------- sslcrl / sslcrldir as libpq loads them
+
+
+@pytest.fixture
+def files(pki: tuple[Issuer, Issuer], tmp_path: Path) -> Path:
+    root, server_ca = pki
+    (tmp_path / "root+server_ca.crt").write_bytes(
+        b"".join(c.cert.public_bytes(serialization.Encoding.PEM) for c in (root, server_ca))
+    )
+    (tmp_path / "root+server.crl").write_bytes(
+        b"".join(make_crl(i, []).public_bytes(serialization.Encoding.PEM) for i in (root, server_ca))
+    )
+    (tmp_path / "server.der").write_bytes(make_crl(server_ca, []).public_bytes(serialization.Encoding.DER))
+    return tmp_path
+
+
+def test_a_sslcrl_that_does_not_load_turns_crl_checks_off_as_in_libpq(
+    pki: tuple[Issuer, Issuer], files: Path
+) -> None:
+    """libpq gives sslcrl to X509_STORE_load_locations, as PEM; when that fails it checks no CRL, silently
+    (PostgreSQL's suite: "sslcrl option with invalid file name" connects). check agrees, and says so."""
+    _root, server_ca = pki
+    leaf = make_leaf(server_ca)
+    ca = files / "root+server_ca.crt"
+    for crl in (files / "missing.crl", files / "server.der"):
+        store = trust.load_trust_store(ca, crl, as_libpq=True)
+        assert store is not None and not store.checks_crls
+        assert len(store.notes) == 1 and str(crl) in store.notes[0]
+        assert verify_chain([leaf, server_ca.cert], store, NOW).trusted is True
+    # The file failing, the directory beside it is not loaded either.
+    skipped = trust.load_trust_store(ca, files / "missing.crl", files, as_libpq=True)
+    assert skipped is not None and not skipped.checks_crls and "sslcrldir" in skipped.notes[0]
+
+
+def test_a_sslcrldir_turns_crl_checks_on_even_when_missing(pki: tuple[Issuer, Issuer], files: Path) -> None:
+    """libpq's X509_STORE_load_locations accepts any directory name: CRL checks on, no CRL found."""
+    _root, server_ca = pki
+    store = trust.load_trust_store(files / "root+server_ca.crt", None, files / "nowhere", as_libpq=True)
+    assert store is not None and store.checks_crls and store.notes
+    verdict = verify_chain([make_leaf(server_ca), server_ca.cert], store, NOW)
+    assert verdict.trusted is False and verdict.code == trust.UNABLE_TO_GET_CRL
+
+
+def test_a_sslcrl_holding_certificates_only_turns_checks_on(pki: tuple[Issuer, Issuer], files: Path) -> None:
+    _root, server_ca = pki
+    store = trust.load_trust_store(files / "root+server_ca.crt", files / "root+server_ca.crt", as_libpq=True)
+    assert store is not None and store.checks_crls and not store.notes
+    verdict = verify_chain([make_leaf(server_ca), server_ca.cert], store, NOW)
+    assert verdict.trusted is False and verdict.code == trust.UNABLE_TO_GET_CRL
+
+
+def test_check_crl_is_strict_and_takes_a_directory(pki: tuple[Issuer, Issuer], files: Path) -> None:
+    from pgbatten.errors import FileProblem
+
+    ca = files / "root+server_ca.crt"
+    with pytest.raises(FileProblem, match="No such file"):
+        trust.load_trust_store(ca, files / "missing.crl")
+    with pytest.raises(FileProblem, match="openssl crl -inform DER"):
+        trust.load_trust_store(ca, files / "server.der")
+    as_dir = trust.load_trust_store(ca, files)
+    assert as_dir is not None and as_dir.crl_dir == files and as_dir.checks_crls
+    loaded = trust.load_trust_store(ca, files / "root+server.crl")
+    assert loaded is not None and len(loaded.crls) == 2 and not loaded.notes

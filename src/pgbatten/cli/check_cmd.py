@@ -31,9 +31,9 @@ from pgbatten.cli.app import (
 @click.option(
     "--crl",
     "crl_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path),
     default=None,
-    help="CRL(s) a verify-full client checks (PEM or DER), as its sslcrl.",
+    help="CRL(s) a verify-full client checks: a PEM file (as its sslcrl) or a hashed directory (sslcrldir).",
 )
 @click.option(
     "--ca-dir",
@@ -126,16 +126,17 @@ def check_cmd(
             crl_file = store_dir.crl_path
     if crl_file is not None and ca_file is None and not any(t.sslrootcert for t in parsed):
         raise UsageError("--crl needs the CA it belongs to: give --ca or --ca-dir as well")
-    stores: dict[tuple[str | None, str | None, str | None], TrustStore | None] = {}
+    stores: dict[tuple[str | None, str | None, str | None, bool], TrustStore | None] = {}
 
     def trust_for(target: Target) -> TrustStore | None:
-        key = (
-            target.sslrootcert or (str(ca_file) if ca_file else None),
-            target.sslcrl or (str(crl_file) if crl_file else None),
-            target.sslcrldir,
-        )
+        ca = target.sslrootcert or (str(ca_file) if ca_file else None)
+        if target.sslcrl or target.sslcrldir:
+            # The target's own CRL settings replace --crl, and load exactly as libpq loads them.
+            key = (ca, target.sslcrl, target.sslcrldir, True)
+        else:
+            key = (ca, str(crl_file) if crl_file else None, None, False)
         if key not in stores:
-            stores[key] = load_trust_store(*key)
+            stores[key] = load_trust_store(key[0], key[1], key[2], as_libpq=key[3])
         return stores[key]
 
     for target in parsed:

@@ -16,6 +16,7 @@ from pgbatten.findings import Finding
 from pgbatten.probe.chain import ChainShape
 from pgbatten.probe.findings import CIS_TLS, FIX_SECURE, fix_host
 from pgbatten.probe.result import VerifyFull
+from pgbatten.probe.trust import TrustStore
 
 EXPIRES_SOON = dt.timedelta(days=30)
 MIN_RSA_BITS = 2048
@@ -142,6 +143,22 @@ def certificate_findings(
     return out
 
 
+def trust_setting_findings(store: TrustStore | None) -> list[Finding]:
+    """What the target's own trust settings do in libpq that their author would not expect."""
+    if store is None:
+        return []
+    return [
+        Finding(
+            "crl-not-loaded",
+            "low",
+            "libpq ignores the CRL settings given",
+            note,
+            "give sslcrl a PEM CRL file that exists (pgbatten crl refresh writes the CA's crl.pem)",
+        )
+        for note in store.notes
+    ]
+
+
 def signature_findings(chain: Sequence[CertificateInfo]) -> list[Finding]:
     """MD5/SHA-1 signatures on the certificates clients verify (leaf first)."""
     out: list[Finding] = []
@@ -206,4 +223,5 @@ __all__ = [
     "certificate_findings",
     "chain_findings",
     "signature_findings",
+    "trust_setting_findings",
 ]

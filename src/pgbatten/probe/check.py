@@ -65,17 +65,31 @@ def trust_store(
 
 
 def _verify_full(
-    host: str, chain: Sequence[x509.Certificate], whole: bool, store: TrustStore | None, now: dt.datetime
+    host: str,
+    chain: Sequence[x509.Certificate],
+    whole: bool,
+    store: TrustStore | None,
+    now: dt.datetime,
+    *,
+    name_given: bool = True,
 ) -> VerifyFull:
     leaf = chain[0]
-    match = hostname_matches(leaf, host)
-    old = hostname_matches_before_15(leaf, host)
+    # Only hostaddr given: libpq has no name to compare (``host`` merely labels the target).
+    name = host if name_given else ""
+    match = hostname_matches(leaf, name)
+    old = hostname_matches_before_15(leaf, name)
     if store is not None:
         verdict = verify_chain(chain, store, now)
         trusted, trust_reason = verdict.trusted, verdict.reason
         if trusted is False and not whole:
             trust_reason += " (only the leaf certificate could be read from this connection)"
         revoked = verdict.revoked
+    elif now > leaf.not_valid_after_utc or now < leaf.not_valid_before_utc:
+        # Whatever CA a client trusts, OpenSSL refuses a certificate outside its validity.
+        when = "has expired" if now > leaf.not_valid_after_utc else "is not yet valid"
+        trusted, revoked = False, False
+        trust_reason = f"certificate verify failed: certificate {when} (the server certificate; whatever CA "
+        trust_reason += "the client trusts)"
     else:
         trusted, trust_reason, revoked = None, "no --ca given, chain not checked", False
     return VerifyFull(
@@ -120,11 +134,12 @@ def _certificate_part(
         return None, (), [], None, [], load_problem
     cert_info = CertificateInfo.from_certificate(chain[0])
     infos = tuple(CertificateInfo.from_certificate(c) for c in chain)
-    verify = [_verify_full(target.host, chain, whole, store, now)]
+    verify = [_verify_full(target.host, chain, whole, store, now, name_given=target.host_name_given)]
     anchors = store.certificates if store is not None else None
     shape = chain_shape(chain, anchors) if whole else None
     found = cert_findings.certificate_findings(cert_info, verify, store is not None, now)
     found += cert_findings.chain_findings(chain, infos, shape)
+    found += cert_findings.trust_setting_findings(store)
     return cert_info, infos, verify, shape, found, load_problem
 
 

@@ -60,6 +60,7 @@ FINDING_SEVERITIES: Mapping[str, tuple[Severity, ...]] = {
     "chain-misordered": ("medium",),
     "cert-expires-soon": ("medium",),
     "cert-self-signed": ("low",),
+    "crl-not-loaded": ("low",),
     # the server-side audit (check --dsn) when it cannot run
     "server-audit-failed": ("high",),
     "server-audit-incomplete": ("low",),

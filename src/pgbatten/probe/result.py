@@ -52,10 +52,13 @@ class VerifyFull:
 
     @property
     def why(self) -> str:
-        """One line explaining :attr:`ok`."""
+        """One line explaining :attr:`ok`, as libpq reports it: the chain first (OpenSSL refuses it during the
+        handshake, before libpq compares names), then the host name."""
+        if self.trusted is False:
+            return self.trust_reason
         if not self.name_ok:
             return self.name_reason
-        return self.trust_reason if self.trusted is not True else f"{self.name_reason}; {self.trust_reason}"
+        return self.trust_reason if self.trusted is None else f"{self.name_reason}; {self.trust_reason}"
 
 
 @dataclass(frozen=True)

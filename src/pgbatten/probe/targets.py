@@ -96,13 +96,17 @@ def _port(text: str, original: str) -> int:
     return int(text)
 
 
-def _check_host(host: str, original: str) -> str:
+def _check_host(host: str, original: str, *, resolved: bool = True) -> str:
+    """``host`` as a target may carry it. With ``resolved`` False (a ``hostaddr`` gives the address) libpq
+    never looks the name up, only compares it with the certificate: any text goes, as in libpq."""
     if host.startswith("/") or host.startswith("@"):
+        if not resolved:
+            return host
         raise UsageError(
             f"invalid target {original!r}: {host!r} is a Unix-domain socket, which carries no TLS; "
             "give a TCP host name or address"
         )
-    if not (is_ip_literal(host) or valid_host_name(host)):
+    if resolved and not (is_ip_literal(host) or valid_host_name(host)):
         raise UsageError(f"invalid target {original!r}: {host!r} is not a valid host name")
     return host
 
@@ -127,16 +131,20 @@ def targets_from_params(params: Mapping[str, str], original: str) -> list[Target
         host = hosts[i] if hosts else ""
         if addr and not is_ip_literal(addr):
             raise UsageError(f"invalid target {original!r}: hostaddr {addr!r} is not an IP address")
-        name = _check_host(host or addr, original)
+        if not host and not addr:
+            raise UsageError(f"invalid target {original!r}: host {i + 1} of the list is empty")
+        name = _check_host(host, original, resolved=not addr) if host else addr
         port_text = ports[0] if len(ports) == 1 else (ports[i] if ports else "")
         out.append(
             Target(
                 name,
                 _port(port_text, original),
-                hostaddr=(addr or None) if host else None,
+                hostaddr=addr or None,
                 sslrootcert=params.get("sslrootcert") or None,
                 sslcrl=params.get("sslcrl") or None,
                 sslcrldir=params.get("sslcrldir") or None,
+                # hostaddr alone: libpq connects there but has no name to verify.
+                host_name_given=bool(host),
             )
         )
     return out
@@ -150,10 +158,10 @@ def parse_target_text(text: str, *, environ: Mapping[str, str] | None = None) ->
     params = _libpq_parse(text.strip())
     if "service" in params:
         params = {**_service_values(params["service"], env), **params}
+    # Each keyword the string leaves out comes from its variable, as libpq fills them: PGHOST names the
+    # server even when the string gives only hostaddr.
     for keyword, variable in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR"), ("port", "PGPORT")):
         if keyword not in params and env.get(variable):
-            if keyword == "host" and "hostaddr" in params:
-                continue
             params[keyword] = env[variable]
     return targets_from_params(params, text.strip())
 

@@ -60,6 +60,10 @@ class Target:
     As in libpq, ``host`` is the name a ``verify-full`` client checks the certificate against and
     ``hostaddr`` (when given) the address it connects to; ``sslrootcert``, ``sslcrl`` and ``sslcrldir``
     are the trust settings that came with the target (a conninfo string or service).
+
+    ``host_name_given`` is False for a connection string with ``hostaddr`` and no ``host``: ``host`` then
+    holds the address only to name the target, and libpq has no name to verify (``verify-full`` fails
+    with "host name must be specified for a verified SSL connection").
     """
 
     host: str
@@ -68,15 +72,23 @@ class Target:
     sslrootcert: str | None = None
     sslcrl: str | None = None
     sslcrldir: str | None = None
+    host_name_given: bool = True
 
     @property
     def address(self) -> str:
         """Where to connect: ``hostaddr`` when given, else ``host``."""
         return self.hostaddr or self.host
 
+    @property
+    def verify_name(self) -> str:
+        """The name a ``verify-full`` client compares with the certificate ("" when none was given)."""
+        return self.host if self.host_name_given else ""
+
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         shown = f"{host}:{self.port}"
+        if not self.host_name_given:
+            return f"{shown} (hostaddr only)"
         return f"{shown} (hostaddr {self.hostaddr})" if self.hostaddr else shown
 
 
