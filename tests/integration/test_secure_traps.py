@@ -340,3 +340,25 @@ def test_lockout_refusal_needs_a_running_server_to_list_roles(
     with pytest.raises(UsageError, match="lock out"):
         cluster.start()
         secure(discover(pgdata=cluster.data_dir), SecureRequest(client_auth="verify-full"))
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["SSL = off", "ssl = true", "ssl = 1", "ssl = ON", "Ssl = 'yes'"],
+)
+def test_ssl_spelled_any_way_postgres_reads_is_secured(
+    make_cluster: Callable[..., TempCluster], ca_dir: Path, line: str
+) -> None:
+    # Seen: "ssl = 'on' would not take effect" for a postgresql.conf saying ssl = true (PostgreSQL reads it
+    # as on) or SSL = off (PostgreSQL's names are case-insensitive). The server runs with ssl off; the line
+    # is the one the administrator wrote last, not yet reloaded when it spells on.
+    cluster = make_cluster(hba=SEED_HBA)
+    with cluster.config_file.open("a") as conf:
+        conf.write(f"{line}\n")
+    described = discover(pgdata=cluster.data_dir)
+    result = secure(described, SecureRequest(ca_dir=ca_dir))
+    assert result.status == "applied" and all(p.ok for p in result.proofs), result.proofs
+    assert cluster.sql().value("SHOW ssl") == "on"
+    assert check_target(f"127.0.0.1:{cluster.port}", timeout=5).plaintext_accepted is False
+    again = cli("secure", "--pgdata", str(cluster.data_dir), "--yes")
+    assert again.exit_code == 0, again.output

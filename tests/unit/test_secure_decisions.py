@@ -191,7 +191,8 @@ def test_user_tokens_match_as_postgresql_matches_them() -> None:
 
 
 def test_settings_are_compared_the_way_postgresql_reads_them() -> None:
-    from pgbatten.secure.validate import parse_bool, same_setting
+    from pgbatten.pgconf.guc_values import parse_bool
+    from pgbatten.secure.validate import same_setting
 
     for word in ("on", "ON", "true", "yes", "1", "t", "ye", "tru"):
         assert parse_bool(word) is True, word

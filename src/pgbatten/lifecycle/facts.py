@@ -20,6 +20,7 @@ from pgbatten.cluster.discover import Cluster, discover
 from pgbatten.errors import PgBattenError
 from pgbatten.fsutil import read_bytes_or_none
 from pgbatten.pgconf import postgresql_conf as conf_mod
+from pgbatten.pgconf.guc_values import parse_bool
 from pgbatten.pki import CAStore, InventoryEntry
 from pgbatten.secure.hosts import MachineNames, probe_addresses, resolve_like_postgres, split_listen_addresses
 from pgbatten.secure.plan import CERT_NAME
@@ -119,7 +120,7 @@ class ClusterFacts:
 
     @property
     def ssl_on(self) -> bool:
-        return self.settings.get("ssl", "off").lower() in ("on", "true", "yes", "1")
+        return parse_bool(self.settings.get("ssl", "off")) is True
 
     @property
     def managed(self) -> bool:

@@ -20,13 +20,13 @@ from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import PgBattenError
 from pgbatten.pgconf import hba as hba_mod
 from pgbatten.pgconf import postgresql_conf as conf_mod
+from pgbatten.pgconf.guc_values import parse_bool
 from pgbatten.pki.inventory import ClusterRef, Installation, InventoryEntry
 from pgbatten.pki.names import classify_host
 from pgbatten.pki.store import CAStore
 
 __all__ = ["ClusterView", "inspect_cluster", "learn_installation", "served_certificates", "still_installed"]
 
-_TRUE = frozenset({"on", "true", "yes", "1"})
 # PostgreSQL's defaults when postgresql.conf says nothing.
 _DEFAULT_PORT = 5432
 _DEFAULT_CERT_FILE = "server.crt"
@@ -135,12 +135,12 @@ def inspect_cluster(cluster: Cluster, ca_certificate: x509.Certificate | None) -
         label=cluster.label,
         ref=ClusterRef.of(cluster.label, cluster.data_dir),
         port=port,
-        ssl=(value("ssl") or "off").lower() in _TRUE,
+        ssl=parse_bool(value("ssl") or "off") is True,
         cert_file=cert_file,
         served=_first_certificate(cert_file),
         ca_file=ca_file,
         trusts_ca=ca_file is not None and ca_certificate is not None and _holds(ca_file, ca_certificate),
-        cert_rules=_cert_rules(cluster.hba_file),
+        cert_rules=_cert_rules(cluster.hba_file, cluster.major),
         major=cluster.major,
     )
 
@@ -199,9 +199,10 @@ def _holds(path: Path, certificate: x509.Certificate) -> bool:
         return False
 
 
-def _cert_rules(hba_file: Path) -> tuple[CertRule, ...]:
+def _cert_rules(hba_file: Path, major: int | None) -> tuple[CertRule, ...]:
     rules = []
-    for rule in hba_mod.load_hba(hba_file).rules:
+    # Read as the cluster's own major reads it (continuations, includes and options differ by version).
+    for rule in hba_mod.load_hba(hba_file, major=major).rules:
         if not rule.is_tcp or rule.conn_type in (hba_mod.ConnType.HOSTNOSSL, hba_mod.ConnType.HOSTGSSENC):
             continue
         if rule.method == "cert" or (rule.option("clientcert") or "") in _CLIENTCERT_CHECKS:

@@ -29,13 +29,13 @@ from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import ClusterError, FileProblem
 from pgbatten.fsutil import atomic_write, directory_lock, read_bytes_or_none
 from pgbatten.pgconf import postgresql_conf as conf_mod
+from pgbatten.pgconf.guc_values import parse_bool
 from pgbatten.pki import CAStore, CertificateAuthority, IssuedCertificate
 from pgbatten.secure.apply import ApplyResult, apply_plan
 from pgbatten.secure.facts import read_state
 from pgbatten.secure.hosts import probe_addresses
 from pgbatten.secure.plan import CRL_NAME, ClusterState, FileChange, conf_changes
 from pgbatten.secure.request import DEFAULT_LOCK_WAIT
-from pgbatten.secure.validate import parse_bool
 from pgbatten.secure.verify import Proof
 
 __all__ = [

@@ -117,7 +117,7 @@ def _served_elsewhere(
     cluster: Cluster, conf_files: list[conf_mod.ConfFile], ours: Path
 ) -> tuple[Path, bytes] | None:
     """The file ssl_cert_file names, when ssl is on and it is not pgbatten's (unreadable: None)."""
-    from pgbatten.secure.validate import parse_bool
+    from pgbatten.pgconf.guc_values import parse_bool
 
     effective = conf_mod.effective_settings(conf_files)
     ssl, cert = effective.get("ssl"), effective.get("ssl_cert_file")

@@ -22,6 +22,7 @@ from pgbatten.cluster.osuser import OsUser
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.errors import ValidationError
 from pgbatten.fsutil import atomic_write
+from pgbatten.pgconf.guc_values import same_setting_value
 
 # What PostgreSQL reports for a value that parses but cannot be applied by a reload: a setting that needs
 # a restart (shared_buffers changed and not yet restarted), or a bad value of a setting that is not ours.
@@ -29,35 +30,13 @@ from pgbatten.fsutil import atomic_write
 NOT_APPLIED = "setting could not be applied"
 _FILE_SETTINGS = ("ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_crl_file")
 
-
-def parse_bool(text: str) -> bool | None:
-    """A boolean as PostgreSQL's parse_bool reads it, unique prefixes included (``t``, ``ye``, ``of``)."""
-    value = text.strip().lower()
-    if value in ("1", "0"):
-        return value == "1"
-    if len(value) >= 2 and "on".startswith(value):
-        return True
-    if len(value) >= 2 and "off".startswith(value):
-        return False
-    for word, result in (("true", True), ("false", False), ("yes", True), ("no", False)):
-        if value and word.startswith(value):
-            return result
-    return None
-
-
-# Enum settings compare without case (PostgreSQL accepts TLSV1.2); paths and cipher lists do not.
-_ENUMS = frozenset({"ssl_min_protocol_version", "ssl_max_protocol_version", "password_encryption"})
+__all__ = ["NOT_APPLIED", "check_tls_files", "same_setting", "validate_with_postgres"]
 
 
 def same_setting(name: str, current: str | None, wanted: str) -> bool:
-    """Whether the value PostgreSQL reads for ``name`` means ours: booleans by meaning, enums without case."""
-    if current is None:
-        return False
-    if current == wanted:
-        return True
-    if wanted in ("on", "off"):
-        return parse_bool(current) == (wanted == "on")
-    return name in _ENUMS and current.lower() == wanted.lower()
+    """Whether the value PostgreSQL reads for ``name`` means ours (``TRUE`` is ``on``, ``tlsv1.2`` is
+    ``TLSv1.2``): PostgreSQL's own comparison, :func:`pgbatten.pgconf.same_setting_value`."""
+    return current is not None and same_setting_value(name, current, wanted)
 
 
 def validate_with_postgres(sql: OwnerSQL, settings: Mapping[str, str], owner: OsUser) -> list[str]:
