@@ -7,6 +7,9 @@ Each section is independent (``--only NAME`` runs one; every section is a functi
 - ``inventory``: with 0 to 100,000 certificates already issued, the time to issue one more client bundle
   (``pgbatten cert client``, in process) and to list them all (``pgbatten cert list``, a real process).
 - ``startup``: ``pgbatten --help`` against Python's and click's own start-up.
+- ``hba``: ``pgbatten secure --dry-run`` end to end (a process, start-up included) on a running throwaway
+  cluster whose pg_hba.conf has 10 to 100,000 generated rules (``bench_scale_hba.py`` generates them and
+  times the steps inside one process): seconds and peak memory (max RSS).
 - ``pg-crl``: what the CRL costs PostgreSQL itself: a throwaway cluster verifying client certificates,
   pgbench opening a new TLS connection per transaction with a client certificate, and a CRL of 1, 10,000
   or 100,000 entries written in random order (as CRLs used to be) and sorted by serial (as pgbatten writes
@@ -15,7 +18,7 @@ Each section is independent (``--only NAME`` runs one; every section is a functi
 A benchmark, not a test: figures vary with the machine and its load. ``--small`` runs every section at
 small sizes (the smoke test does).
 
-    python scripts/bench_scale.py [--small] [--only startup|crl|inventory|pg-crl] [--seconds 3] [--clients 2]
+    python scripts/bench_scale.py [--small] [--only startup|hba|crl|inventory|pg-crl] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -346,6 +349,34 @@ def section_pg_crl(options: Options) -> None:
     )
 
 
+# -- section: pg_hba.conf rules, secure --dry-run end to end ---------------------------------------------
+
+
+def section_hba(options: Options) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_scale_hba import end_to_end
+
+    sizes = [10, 1_000] if options.small else [10, 1_000, 10_000, 100_000]
+    repeat = 1 if options.small else 3
+    runs = end_to_end(sizes, runs=repeat)
+    rows = [
+        [f"{r.rules:,}", f"{r.wall:.2f} s", f"{r.cpu:.2f} s", f"{r.max_rss_mib:.0f} MiB", str(r.exit_code)]
+        for r in runs
+    ]
+    table(
+        f"pg_hba.conf rules: pgbatten secure --dry-run end to end (best wall of {repeat})",
+        ["rules", "wall", "CPU", "max RSS", "exit"],
+        rows,
+    )
+    # What the rules add, above start-up and the rest of the run (the 10-rule figure).
+    base, rest = runs[0], runs[1:]
+    sizes_above = [r.rules for r in rest]
+    cpu_growth = growth(sizes_above, [r.cpu - base.cpu for r in rest])
+    rss_growth = growth(sizes_above, [r.max_rss_mib - base.max_rss_mib for r in rest])
+    print(f"\ngrowth of CPU above the 10-rule run: {cpu_growth}")
+    print(f"growth of max RSS above the 10-rule run: {rss_growth}")
+
+
 # -- section: start-up -------------------------------------------------------------------------------------
 
 
@@ -372,6 +403,7 @@ def section_startup(options: Options) -> None:
 
 SECTIONS: dict[str, Callable[[Options], None]] = {
     "startup": section_startup,
+    "hba": section_hba,
     "crl": section_crl,
     "inventory": section_inventory,
     "pg-crl": section_pg_crl,

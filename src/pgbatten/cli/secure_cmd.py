@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pgbatten.bench.server import BenchReport
     from pgbatten.cluster.discover import Cluster
     from pgbatten.secure import SecurePreview, SecureRequest, SecureResult
+    from pgbatten.secure.changes import FileChange
     from pgbatten.secure.sessions import PlaintextSession
 
 # One rich row per finding made printing half of a 100,000-rule dry run; past this many the table stops
@@ -231,10 +232,8 @@ def print_preview(out: Console, preview: SecurePreview) -> None:
     if not plan.changed:
         out.print("[green]Nothing to change:[/] the cluster is already TLS-only with the planned settings.")
     else:
-        from pgbatten.secure.plan import render_diff
-
         out.print(f"[bold]Plan for {escape(preview.cluster)}[/] ({len(plan.changes)} file(s)):")
-        out.out(render_diff(plan), highlight=False, end="")
+        print_diff(out, plan.changes)
     _print_certificate_needs(out, preview)
     if preview.unproved:
         out.print(
@@ -242,6 +241,44 @@ def print_preview(out: Console, preview: SecurePreview) -> None:
             + escape(", ".join(preview.unproved))
             + " (link-local), which the proofs cannot reach: those addresses are not proved"
         )
+
+
+def print_diff(out: Console, changes: Sequence[FileChange]) -> None:
+    """The diff as plain text, straight to the console's stream, as rich printed it (see ``as_printed``):
+    through rich a diff of 100,000 rules took seconds and several times its size in memory."""
+    from pgbatten.secure.changes import iter_diff
+
+    stream = out.file
+    for piece in iter_diff(changes):
+        stream.write(as_printed(piece))
+    stream.flush()
+
+
+# rich drops these control characters (BEL, BS, VT, FF, CR) from what it prints; so does the diff.
+_DROPPED = dict.fromkeys((7, 8, 11, 12, 13))
+
+
+def as_printed(text: str) -> str:
+    """``text`` as ``Console.out`` printed it: those control characters dropped, tabs expanded to every
+    eighth terminal cell."""
+    text = text.translate(_DROPPED)
+    if "\t" not in text:
+        return text
+    from rich.cells import cell_len
+
+    lines = []
+    for line in text.split("\n"):
+        if "\t" in line:
+            parts = line.split("\t")
+            column = 0
+            for k, part in enumerate(parts[:-1]):
+                column += cell_len(part) + 1
+                pad = -column % 8
+                parts[k] = part + " " * (1 + pad)
+                column += pad
+            line = "".join(parts)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def print_lint(out: Console, before: Sequence[Finding], remaining: Sequence[Finding]) -> None:

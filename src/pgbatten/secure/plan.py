@@ -7,67 +7,58 @@ the user can be shown the whole change before anything happens.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
-import ipaddress
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
-from pgbatten.certfacts import dns_names, fingerprint_sha256, host_names, ip_addresses
-from pgbatten.errors import PKIError, UsageError
+from pgbatten.errors import UsageError
 from pgbatten.findings import Finding
 from pgbatten.pgconf import hba as hba_mod
 from pgbatten.pgconf import pg_ident
 from pgbatten.pgconf import postgresql_conf as conf_mod
-from pgbatten.pki import (
-    CACertificate,
-    CertificateAuthority,
-    IssuedCertificate,
-    KeyType,
-    classify_host,
-    key_type_of,
-)
-from pgbatten.pki.keys import load_private_key_pem, public_key_matches
+from pgbatten.pki import IssuedCertificate
+from pgbatten.secure.changes import FileChange, describe_pem, hba_kept_lines, iter_diff
 from pgbatten.secure.hosts import MachineNames, certificate_hosts
-from pgbatten.secure.provided import check_provided, keyless_stand_in
+from pgbatten.secure.names import CA_NAME, CERT_NAME, CRL_NAME, KEY_NAME, PENDING_KEY_NAME
 from pgbatten.secure.request import ClientAuth, SecureRequest
+from pgbatten.secure.servercert import (
+    RENEW_BEFORE,
+    AnyCA,
+    CaConflict,
+    ca_conflict,
+    certificate_names,
+    foreign_certificate_note,
+    reusable_certificate,
+    server_certificate,
+)
 from pgbatten.secure.settings import tls_settings
 
+# The file names, the certificate decisions and the diff used to live here: importable from here still.
 __all__ = [
     "CA_NAME",
     "CERT_NAME",
     "CRL_NAME",
     "KEY_NAME",
     "PENDING_KEY_NAME",
+    "RENEW_BEFORE",
+    "AnyCA",
     "CaConflict",
     "ClientAuth",
     "ClusterState",
     "FileChange",
     "SecurePlan",
     "SecureRequest",
+    "ca_conflict",
     "certificate_names",
     "conf_changes",
+    "describe_pem",
     "plan_secure",
     "render_diff",
     "requires_client_certificates",
     "reusable_certificate",
 ]
-
-AnyCA = CertificateAuthority | CACertificate
-"""A CA with its key, or (on a server of a fleet) its certificate alone."""
-
-# A certificate closer than this to its end is replaced rather than reused.
-RENEW_BEFORE = dt.timedelta(days=30)
-
-CERT_NAME = "pgbatten-server.crt"
-KEY_NAME = "pgbatten-server.key"
-CA_NAME = "pgbatten-ca.crt"
-CRL_NAME = "pgbatten-ca.crl"
-PENDING_KEY_NAME = "pgbatten-server.key.pending"
-"""A key made by ``pgbatten csr`` for a certificate the CA has yet to sign (the key in use is left alone)."""
 
 
 @dataclass(frozen=True)
@@ -84,41 +75,6 @@ class ClusterState:
     existing: Mapping[Path, bytes] = field(default_factory=dict)
     served: tuple[Path, bytes] | None = None
     """The certificate the server is configured to serve today when it is not pgbatten's (ssl on)."""
-
-
-@dataclass(frozen=True)
-class FileChange:
-    """One file to create or replace. ``old`` is None for a new file."""
-
-    path: Path
-    old: bytes | None
-    new: bytes
-    mode: int
-    secret: bool = False
-    purpose: str = ""
-
-    @property
-    def is_new(self) -> bool:
-        return self.old is None
-
-
-@dataclass(frozen=True)
-class CaConflict:
-    """pgbatten's files in the cluster come from another CA than the one in use."""
-
-    installed: str
-    """The other CA: the installed ``pgbatten-ca.crt``'s subject and fingerprint, or the served issuer."""
-    installed_fingerprint: str | None
-    ours: str
-    """The SHA-256 fingerprint of the CA in use."""
-    files: tuple[str, ...]
-
-    def describe(self) -> str:
-        return (
-            f"{' and '.join(self.files)} in the cluster come from another CA ({self.installed}) than the one"
-            f" in use (SHA-256 {self.ours}); replacing them breaks every client that verifies the server"
-            " with the old root.crt, and every client certificate the old CA issued"
-        )
 
 
 @dataclass(frozen=True)
@@ -195,10 +151,11 @@ def plan_secure(
     conflict = ca_conflict(state.existing.get(ca_path), state.existing.get(cert_path), ca, also_ours)
     if conflict is not None and request.replace_ca:
         notes.append(f"--replace-ca: {conflict.describe()}")
-    notes.extend(_foreign_certificate_note(state, ca))
+    notes.extend(foreign_certificate_note(state.served, ca))
 
     ca_pem = roots or ca.cert_pem()
-    certificate, issued = _server_certificate(state, request, ca, hosts, revoked, now, notes, provided)
+    installed = (state.existing.get(cert_path), state.existing.get(key_path))
+    certificate, issued = server_certificate(installed, request, ca, hosts, revoked, now, notes, provided)
     if issued is not None and state.existing.get(cert_path) != issued.cert_pem():
         changes.append(
             FileChange(
@@ -218,8 +175,9 @@ def plan_secure(
     # Each pg_hba.conf is linted once, before its text is rendered, so the lint's index and the file's text
     # are never in memory together (a file of 100,000 rules is big).
     lint_before = tuple(hba_mod.lint(state.hba))
-    tls_hba, _ = hba_mod.require_tls(state.hba)
-    hba_new, _ = hba_mod.set_client_auth(tls_hba, request.client_auth, request.cert_map)
+    to_tls = hba_mod.require_tls_edit(state.hba)
+    hba_edit = to_tls.then(hba_mod.client_auth_edit(to_tls.after, request.client_auth, request.cert_map))
+    tls_hba, hba_new = to_tls.after, hba_edit.after
     verifies = request.verifies_client_certificates or requires_client_certificates(hba_new)
     effective = conf_mod.effective_settings(state.conf_files)
     crl_path = _crl_slot(state, effective, verifies, crl, notes)
@@ -251,7 +209,8 @@ def plan_secure(
     new_hba = _encode(hba_mod.render(hba_new))
     if new_hba != old_hba:
         assert state.hba.path is not None
-        changes.append(FileChange(state.hba.path, old_hba, new_hba, 0o640, purpose="pg_hba"))
+        kept = hba_kept_lines(hba_edit)
+        changes.append(FileChange(state.hba.path, old_hba, new_hba, 0o640, purpose="pg_hba", kept=kept))
     changes.extend(_ident_changes(state, request))
     if not any(r.is_tcp for r in state.hba.rules):
         notes.append("pg_hba.conf has no TCP rules: only local socket connections are possible")
@@ -328,167 +287,6 @@ def _newly_certificate_rules(before: hba_mod.HbaFile, after: hba_mod.HbaFile) ->
     )
 
 
-def ca_conflict(
-    ca_file: bytes | None,
-    cert_file: bytes | None,
-    ca: AnyCA,
-    also_ours: Sequence[x509.Certificate] = (),
-) -> CaConflict | None:
-    """Whether ``pgbatten-ca.crt`` or ``pgbatten-server.crt`` in the cluster come from another CA than
-    ``ca`` (or a root in ``also_ours``, the one a CA rotation is retiring)."""
-    ours = fingerprint_sha256(ca.certificate)
-    files: list[str] = []
-    installed = installed_fp = None
-    installed_ca = _load_certificate(ca_file)
-    if installed_ca is not None and installed_ca != ca.certificate and installed_ca not in also_ours:
-        installed_fp = fingerprint_sha256(installed_ca)
-        installed = f"{installed_ca.subject.rfc4514_string()}, SHA-256 {installed_fp}"
-        files.append(CA_NAME)
-    served = _load_certificate(cert_file)
-    if served is not None and not any(_issued_by(served, c) for c in (ca.certificate, *also_ours)):
-        files.append(CERT_NAME)
-        if installed is None:
-            installed = f"issuer {served.issuer.rfc4514_string()}"
-            if installed_ca is not None and _issued_by(served, installed_ca):
-                installed_fp = fingerprint_sha256(installed_ca)
-    if not files:
-        return None
-    assert installed is not None
-    return CaConflict(installed=installed, installed_fingerprint=installed_fp, ours=ours, files=tuple(files))
-
-
-def _foreign_certificate_note(state: ClusterState, ca: AnyCA) -> list[str]:
-    """A certificate of someone else's that the server serves today is replaced: say so, and what it means."""
-    if state.served is None:
-        return []
-    path, data = state.served
-    served = _load_certificate(data)
-    if served is None or _issued_by(served, ca.certificate):
-        return []
-    issuer = served.issuer.rfc4514_string() or "an empty issuer"
-    kind = "self-signed" if served.issuer == served.subject else f"issued by {issuer}"
-    return [
-        f"the server serves {path} today ({kind}); it is replaced by a certificate from the pgbatten CA"
-        f" (SHA-256 {fingerprint_sha256(ca.certificate)}): clients that verify the server (verify-ca,"
-        " verify-full) against the old one or its CA need the pgbatten CA certificate instead"
-    ]
-
-
-def _load_certificate(data: bytes | None) -> x509.Certificate | None:
-    if data is None:
-        return None
-    try:
-        return x509.load_pem_x509_certificate(data)
-    except ValueError:
-        return None
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _server_certificate(
-    state: ClusterState,
-    request: SecureRequest,
-    ca: AnyCA,
-    hosts: Sequence[str],
-    revoked: Collection[int],
-    now: dt.datetime,
-    notes: list[str],
-    provided: IssuedCertificate | None = None,
-) -> tuple[x509.Certificate, IssuedCertificate | None]:
-    """Install the certificate provided; else reuse the installed one when it still fits; else issue one."""
-    if provided is not None:
-        return check_provided(provided, ca, hosts, revoked), provided
-    cert_pem = state.existing.get(state.cert_dir / CERT_NAME)
-    reusable = reusable_certificate(
-        cert_pem,
-        state.existing.get(state.cert_dir / KEY_NAME),
-        ca,
-        hosts,
-        request.key_type,
-        now,
-        legacy_ip_sans=request.legacy_ip_sans,
-    )
-    if reusable is not None and reusable.serial_number in revoked:
-        notes.append(
-            f"the installed server certificate (serial {reusable.serial_number:#x}) is revoked in the CA"
-            " inventory: issuing a new one"
-        )
-        reusable = None
-    if reusable is not None:
-        return reusable, None
-    if isinstance(ca, CACertificate):
-        return keyless_stand_in(request, hosts, now, notes)
-    issued = ca.issue_server(
-        hosts, key_type=request.key_type, days=request.days, now=now, ip_as_dns=request.legacy_ip_sans
-    )
-    return issued.certificate, issued
-
-
-def certificate_names(certificate: x509.Certificate) -> tuple[str, ...]:
-    """The SANs of a certificate in order, names and addresses as text, each once.
-
-    A reused certificate may carry names from an earlier ``--host``; the client instructions and the login
-    proofs follow what the served certificate really says.
-    """
-    return tuple(dict.fromkeys(host_names(certificate)))
-
-
-def _ip_dns_names(certificate: x509.Certificate) -> set[str]:
-    """DNS SANs that spell an IP address (what ``--legacy-ip-sans`` adds for libpq before 15)."""
-    found = set()
-    for name in dns_names(certificate):
-        try:
-            found.add(str(ipaddress.ip_address(name)))
-        except ValueError:
-            continue
-    return found
-
-
-def reusable_certificate(
-    cert_pem: bytes | None,
-    key_pem: bytes | None,
-    ca: AnyCA,
-    hosts: Sequence[str],
-    key_type: KeyType,
-    now: dt.datetime,
-    *,
-    legacy_ip_sans: bool = False,
-) -> x509.Certificate | None:
-    """The installed certificate if it is ours, covers every host, has its key, and is not about to end.
-
-    With ``legacy_ip_sans`` it must also name each address as a DNS name; without, it must not, so that
-    dropping the option takes effect on the next run.
-    """
-    if cert_pem is None or key_pem is None:
-        return None
-    try:
-        certificate = x509.load_pem_x509_certificate(cert_pem)
-        certificate.verify_directly_issued_by(ca.certificate)
-        key = load_private_key_pem(key_pem)
-    except (ValueError, TypeError, PKIError, InvalidSignature):
-        return None
-    if not public_key_matches(key, certificate) or key_type_of(key) != key_type:
-        return None
-    if certificate.not_valid_after_utc - RENEW_BEFORE < now:
-        return None
-    present = set(host_names(certificate))
-    if not all(str(classify_host(h)) in present for h in hosts):
-        return None
-    addresses = {str(ip) for ip in ip_addresses(certificate)}
-    as_dns = _ip_dns_names(certificate)
-    if legacy_ip_sans and not addresses <= as_dns:
-        return None
-    if not legacy_ip_sans and as_dns:
-        return None
-    return certificate
-
-
 def conf_changes(
     files: Sequence[conf_mod.ConfFile], settings: Mapping[str, str]
 ) -> tuple[list[FileChange], list[str]]:
@@ -536,35 +334,4 @@ def _encode(text: str) -> bytes:
 
 def render_diff(plan: SecurePlan) -> str:
     """A unified diff of every text file, and a description of each certificate and key file."""
-    parts: list[str] = []
-    for change in plan.changes:
-        if change.secret:
-            action = "new file" if change.is_new else "replace"
-            parts.append(f"{action} {change.path} (private key, mode {change.mode:04o}; content not shown)\n")
-            continue
-        if change.purpose in ("server cert", "CA cert", "CRL"):
-            action = "new file" if change.is_new else "replace"
-            parts.append(f"{action} {change.path} ({describe_pem(change.new)})\n")
-            continue
-        old = (change.old or b"").decode(errors="replace").splitlines(keepends=True)
-        new = change.new.decode(errors="replace").splitlines(keepends=True)
-        label = str(change.path)
-        diff = difflib.unified_diff(old, new, fromfile=f"a{label}", tofile=f"b{label}")
-        parts.append("".join(line if line.endswith("\n") else line + "\n" for line in diff))
-    return "".join(parts)
-
-
-def describe_pem(data: bytes) -> str:
-    """One line about a PEM certificate or CRL, for the plan."""
-    try:
-        cert = x509.load_pem_x509_certificate(data)
-    except ValueError:
-        try:
-            crl = x509.load_pem_x509_crl(data)
-        except ValueError:
-            return f"{len(data)} bytes"
-        return f"CRL, {len(list(crl))} revoked, next update {crl.next_update_utc:%Y-%m-%d}"
-    subject = cert.subject.rfc4514_string() or "(empty subject)"
-    names = [*dns_names(cert), *(str(ip) for ip in ip_addresses(cert))]
-    sans = "; SANs: " + ", ".join(names) if names else ""
-    return f"certificate {subject}{sans}; valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+    return "".join(iter_diff(plan.changes))

@@ -7,8 +7,9 @@ only new and edited lines are parsed, so a transform costs one pass over the fil
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 from pgbatten.pgconf._bulk import gc_paused
@@ -33,7 +34,15 @@ from pgbatten.pgconf.hba.syntax import (
 )
 from pgbatten.pgconf.lines import dominant_eol
 
-__all__ = ["DISABLED_MARK", "GUARD_MARK", "require_tls", "set_client_auth"]
+__all__ = [
+    "DISABLED_MARK",
+    "GUARD_MARK",
+    "HbaEdit",
+    "client_auth_edit",
+    "require_tls",
+    "require_tls_edit",
+    "set_client_auth",
+]
 
 GUARD_MARK = "# pgbatten: reject every TCP connection that does not use TLS, whatever rules follow"
 DISABLED_MARK = "# pgbatten: disabled plaintext rule:"
@@ -123,24 +132,61 @@ def _changed(line: HbaLine, **changes: object) -> HbaLine:
     return cls(*[changes[f] if f in changes else getattr(line, f) for f in _FIELDS[cls]])  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True)
+class HbaEdit:
+    """What a transform did: the file before and after, and where each line of ``after`` comes from.
+
+    ``origin[j]`` is the index in ``before.lines`` of the line that ``after.lines[j]`` is, text unchanged
+    (renumbering aside), or -1 for a line the transform wrote or rewrote. The diff of the plan is built
+    from it, in one pass, instead of searching both texts for what they share.
+    """
+
+    before: HbaFile
+    after: HbaFile
+    origin: array[int]
+
+    @property
+    def changed(self) -> bool:
+        return self.after is not self.before
+
+    @classmethod
+    def unchanged(cls, hba: HbaFile) -> HbaEdit:
+        return cls(hba, hba, array("l", range(len(hba.lines))))
+
+    def then(self, later: HbaEdit) -> HbaEdit:
+        """This edit followed by ``later`` (an edit of this one's ``after``)."""
+        if not later.changed:
+            return self
+        if not self.changed:
+            return HbaEdit(self.before, later.after, later.origin)
+        first = self.origin
+        return HbaEdit(
+            self.before, later.after, array("l", [first[i] if i >= 0 else -1 for i in later.origin])
+        )
+
+
 class _Rebuild:
     """A transformed file, assembled line by line: kept lines are reused (renumbered), new text is parsed."""
 
     def __init__(self, hba: HbaFile) -> None:
         self.hba = hba
         self.lines: list[HbaLine] = []
+        self.origin: array[int] = array("l")
         self.lineno = 1
 
-    def keep(self, line: HbaLine, **changes: object) -> None:
-        """``line`` at the current line number, with ``changes`` (field values) made."""
+    def keep(self, line: HbaLine, index: int, **changes: object) -> None:
+        """``line`` (``hba.lines[index]``) at the current line number, ``changes`` (field values) made."""
         if line.lineno != self.lineno or changes:
             line = _changed(line, lineno=self.lineno, **changes)
         self.lines.append(line)
+        self.origin.append(-1 if "raw" in changes or "eol" in changes else index)
         self.lineno += line.raw.count("\n") + 1
 
     def add(self, text: str) -> None:
         """Whole new lines, each with its line ending."""
-        self.lines.extend(parse_lines(text, self.lineno, self.hba.path, self.hba.dialect))
+        parsed = parse_lines(text, self.lineno, self.hba.path, self.hba.dialect)
+        self.lines.extend(parsed)
+        self.origin.extend([-1] * len(parsed))
         self.lineno += text.count("\n")
 
     def end_last_line(self, eol: str) -> None:
@@ -148,21 +194,30 @@ class _Rebuild:
         if not self.lines:
             return
         last = self.lines.pop()
+        index = self.origin.pop()
         self.lineno = last.lineno
         if len(logical_lines(last.raw + eol + "#", self.hba.dialect)) == 1:
             # PostgreSQL would read the next line as part of this one (a backslash or a NUL byte at the very
             # end of the file): an empty line ends it.
             self.add(last.raw + eol + eol)
+        elif last.eol:
+            self.keep(last, index)
         else:
-            self.keep(last, eol=last.eol or eol)
+            self.keep(last, index, eol=eol)
 
-    def result(self) -> HbaFile:
-        return replace(self.hba, lines=tuple(self.lines))
+    def result(self) -> HbaEdit:
+        return HbaEdit(self.hba, replace(self.hba, lines=tuple(self.lines)), self.origin)
+
+
+def require_tls(hba: HbaFile) -> tuple[HbaFile, bool]:
+    """``require_tls_edit`` as ``(new, changed)``."""
+    edit = require_tls_edit(hba)
+    return edit.after, edit.changed
 
 
 @gc_paused
-def require_tls(hba: HbaFile) -> tuple[HbaFile, bool]:
-    """Make plaintext TCP connections impossible; returns ``(new, changed)``, idempotent.
+def require_tls_edit(hba: HbaFile) -> HbaEdit:
+    """Make plaintext TCP connections impossible; idempotent (the edit of a TLS-only file changes nothing).
 
     - ``host`` rules that do not ``reject`` become ``hostssl`` (same columns); ``host … reject`` is kept
       since it already refuses both.
@@ -189,28 +244,36 @@ def require_tls(hba: HbaFile) -> tuple[HbaFile, bool]:
         if isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOST and not ln.is_reject:
             # Only the type token changes: everything parsed from the rest of the line stays as it is.
             raw = edit_line(ln.raw, {0: ConnType.HOSTSSL.value}, rules)
-            out.keep(ln, raw=raw, conn_type=ConnType.HOSTSSL)
+            out.keep(ln, idx, raw=raw, conn_type=ConnType.HOSTSSL)
             changed = True
         elif isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOSTNOSSL and not ln.is_reject:
             out.add(DISABLED_MARK + eol + "#" + ln.raw.replace("\n", "\n#") + ln.eol)
             changed = True
         else:
-            out.keep(ln)
+            out.keep(ln, idx)
     if stop == len(hba.lines) and missing:
         out.end_last_line(eol)
         insert_guard()
         changed = True
-    if not changed:
-        return hba, False
-    return out.result(), True
+    return out.result() if changed else HbaEdit.unchanged(hba)
 
 
-@gc_paused
 def set_client_auth(
     hba: HbaFile,
     mode: Literal["none", "verify-full", "cert"],
     map_name: str | None = None,
 ) -> tuple[HbaFile, bool]:
+    """``client_auth_edit`` as ``(new, changed)``."""
+    edit = client_auth_edit(hba, mode, map_name)
+    return edit.after, edit.changed
+
+
+@gc_paused
+def client_auth_edit(
+    hba: HbaFile,
+    mode: Literal["none", "verify-full", "cert"],
+    map_name: str | None = None,
+) -> HbaEdit:
     """Require client certificates on ``hostssl`` rules that use a password method; idempotent.
 
     ``verify-full`` adds ``clientcert=verify-full`` (upgrading ``verify-ca``) and keeps the password check;
@@ -224,14 +287,14 @@ def set_client_auth(
     if map_name is not None and mode != "cert":
         raise ValueError("map_name only applies to mode 'cert'")
     if mode == "none":
-        return hba, False
+        return HbaEdit.unchanged(hba)
     out = _Rebuild(hba)
     changed = False
-    for ln in hba.lines:
+    for idx, ln in enumerate(hba.lines):
         if not (
             isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOSTSSL and ln.method in PASSWORD_METHODS
         ):
-            out.keep(ln)
+            out.keep(ln, idx)
             continue
         toks = tokenize(ln.raw, ln.lineno, hba.path, hba.dialect).tokens
         method_idx = next(i for i, t in enumerate(toks) if t.field == (5 if ln.netmask is not None else 4))
@@ -240,7 +303,7 @@ def set_client_auth(
         append: list[str] = []
         if mode == "verify-full":
             if ln.option("clientcert") == "verify-full":
-                out.keep(ln)
+                out.keep(ln, idx)
                 continue
             if cert_idx:
                 edits = {i: None for i in cert_idx[:-1]}
@@ -254,6 +317,4 @@ def set_client_auth(
         text = edit_line(ln.raw, edits, hba.dialect, append) + ln.eol
         out.add(text)
         changed = True
-    if not changed:
-        return hba, False
-    return out.result(), True
+    return out.result() if changed else HbaEdit.unchanged(hba)
