@@ -1,4 +1,4 @@
-"""The plan's diff: built from the edit, it is what ``difflib.unified_diff`` prints, and never hides a change."""
+"""The plan's diff, built from the edit: what ``difflib.unified_diff`` prints, never hiding a change."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def _patched(old: list[str], diff: str) -> list[str]:
             out += old[at:target]
             at = target
         elif line[0] in " -":
-            assert old[at].rstrip("\r\n") == line[1:].rstrip("\r\n"), (line, old[at])  # noqa: B005
+            assert old[at].rstrip("\r\n") == line[1:].rstrip("\r\n"), (line, old[at])
             if line[0] == " ":
                 out.append(old[at])
             at += 1
@@ -114,7 +114,10 @@ def test_a_big_file_is_diffed_from_the_edit_in_hunks() -> None:
     assert "".join(pieces) == _difflib(_lines(change.old), _lines(change.new))
 
 
-@given(st.text(st.sampled_from(["a", "\t", "\n", "\r", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "漢", "\u0301"])))
+PRINTED = ["a", "\t", "\n", "\r", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "漢", "\u0301"]
+
+
+@given(st.text(st.sampled_from(PRINTED)))
 def test_printed_as_rich_printed_it(text: str) -> None:
     buf = io.StringIO()
     Console(file=buf, highlight=False, width=80).out(text, highlight=False, end="")
