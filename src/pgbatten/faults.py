@@ -28,6 +28,7 @@ POINTS = (
     "reloaded",  # the new files are in effect, before any proof
     "proving",  # the throwaway proof role exists
     "proved",  # every proof passed: the change is complete (a signal now leaves it), not yet recorded
+    "ca-key-written",  # a new CA's key is on disk, its certificate not yet (ca init, or secure's new CA)
 )
 
 

@@ -18,6 +18,7 @@ from pgbatten.pki import (
     KeyType,
     default_ca_dir,
     parse_serial,
+    private_key_pem,
 )
 
 NOW = dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -119,11 +120,56 @@ def test_key_not_matching_certificate_is_refused(store: CAStore, tmp_path: Path)
 
 
 def test_half_a_ca_is_reported(store: CAStore) -> None:
+    # A complete CA (its inventory exists) that lost its certificate may have signed what is in use.
     store.init()
     store.ca_cert_path.unlink()
-    assert store.exists()
-    with pytest.raises(PKIError, match=r"ca\.crt is missing"):
+    key = store.ca_key_path.read_bytes()
+    assert store.exists() and not store.half_made()
+    with pytest.raises(PKIError, match=r"ca\.crt is missing, and this CA was in use.*restore"):
         store.load()
+    with pytest.raises(PKIError, match=r"will not replace a CA"):
+        store.init()
+    assert store.set_aside_half_made() is None
+    assert store.ca_key_path.read_bytes() == key
+    assert list(store.path.glob("ca.key.*")) == []
+
+
+def _half_made(store: CAStore) -> bytes:
+    """Only ca.key, as a run killed between writing the key and the certificate leaves it."""
+    store.path.mkdir(parents=True)
+    key = private_key_pem(CertificateAuthority.create().key)
+    store.ca_key_path.write_bytes(key)
+    store.ca_key_path.chmod(0o600)
+    return key
+
+
+def test_a_half_made_ca_says_how_to_finish_it(store: CAStore) -> None:
+    _half_made(store)
+    assert store.half_made()
+    with pytest.raises(PKIError, match=r"interrupted 'pgbatten ca init'.*run 'pgbatten ca init'"):
+        store.load()
+
+
+def test_init_replaces_a_half_made_ca_and_keeps_its_key(store: CAStore) -> None:
+    key = _half_made(store)
+    ca = store.init()
+    assert store.load().certificate == ca.certificate
+    (kept,) = store.path.glob("ca.key.interrupted-*")
+    assert kept.read_bytes() == key and _mode(kept) == 0o600
+    assert store.ca_key_path.read_bytes() != key
+
+
+@pytest.mark.parametrize("signed", ["inventory", "crl"])
+def test_a_key_that_may_have_signed_something_is_never_replaced(store: CAStore, signed: str) -> None:
+    key = _half_made(store)
+    if signed == "inventory":
+        store.inventory.create()
+    else:
+        store.crl_path.write_bytes(b"-----BEGIN X509 CRL-----\n")
+    assert not store.half_made()
+    with pytest.raises(PKIError, match="will not replace"):
+        store.init()
+    assert store.ca_key_path.read_bytes() == key and not store.ca_cert_path.exists()
 
 
 # -- inventory, revocation, CRL ---------------------------------------------------------------------------

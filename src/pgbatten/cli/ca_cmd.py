@@ -43,6 +43,8 @@ def ca_init(
 
     store = CAStore(ca_dir or default_ca_dir())
     kind = KeyType.parse(key_type)
+    # A key alone is what a `ca init` killed before writing the certificate leaves: replaced, kept aside.
+    aside = store.set_aside_half_made()
     authority = store.init(
         key_type=kind,
         passphrase=read_secret_file(ca_passphrase_file),
@@ -67,10 +69,17 @@ def ca_init(
             "not_before": iso(authority.certificate.not_valid_before_utc),
             "not_after": iso(authority.not_after),
             "fingerprint_sha256": fingerprint_sha256(authority.certificate),
+            "interrupted_key_moved_to": None if aside is None else str(aside),
         }
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
     out = make_console()
+    if aside is not None:
+        out.print(
+            f"{store.ca_key_path} was left by an interrupted run (no certificate, nothing signed with it):"
+            f" moved aside to {aside}",
+            markup=False,
+        )
     # The name and paths are data: "[ops]" or "x[/]" print as written rather than as markup.
     out.print(f"Created CA [bold]{escape(common_name)}[/] in {escape(str(store.path))}")
     out.print(f"  certificate (hand to clients as sslrootcert): {store.ca_cert_path}", markup=False)

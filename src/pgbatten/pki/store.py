@@ -22,8 +22,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from pgbatten import faults
 from pgbatten.errors import FileProblem, PKIError
-from pgbatten.fsutil import atomic_write, ensure_private_dir
+from pgbatten.fsutil import atomic_write, describe_os_error, ensure_private_dir, timestamp
 from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, crl_cutoff, utc_now
 from pgbatten.pki.inventory import (
     KINDS,
@@ -112,6 +113,31 @@ class CAStore:
         """True if a CA certificate or key is present (even half a CA must not be overwritten)."""
         return self.ca_cert_path.exists() or self.ca_key_path.exists()
 
+    def half_made(self) -> bool:
+        """True if only a key is here: what a run killed between writing ``ca.key`` and ``ca.crt`` leaves.
+
+        ``init`` writes the key, then the certificate, then the inventory, and nothing is signed before the
+        certificate exists. A key with no certificate, no inventory and no CRL therefore signed nothing and
+        no client holds its certificate: it may be replaced (moved aside, never deleted). A key whose CA was
+        complete once (an inventory, a CRL) may have signed what is in use, and is never replaced.
+        """
+        return self.ca_key_path.exists() and not any(
+            p.exists()
+            for p in (self.ca_cert_path, self.inventory_path, self.legacy_inventory_path, self.crl_path)
+        )
+
+    def set_aside_half_made(self) -> Path | None:
+        """Move the key of a half-made CA aside (``ca.key.interrupted-STAMP``); the new name, or None."""
+        with self._locked():
+            if not self.half_made():
+                return None
+            aside = self.ca_key_path.with_name(f"{self.ca_key_path.name}.interrupted-{timestamp()}")
+            try:
+                self.ca_key_path.rename(aside)
+            except OSError as exc:
+                raise FileProblem(self.ca_key_path, f"cannot move aside: {describe_os_error(exc)}") from exc
+            return aside
+
     # -- the CA itself -----------------------------------------------------------------------------------
 
     def init(
@@ -124,9 +150,16 @@ class CAStore:
         now: dt.datetime | None = None,
         authority: CertificateAuthority | None = None,
     ) -> CertificateAuthority:
-        """Create a CA here, or store ``authority`` made earlier in memory; ``PKIError`` if one exists."""
+        """Create a CA here, or store ``authority`` made earlier in memory; ``PKIError`` if one exists.
+
+        The key of a half-made CA (see ``half_made``) is moved aside first: call ``set_aside_half_made``
+        before to learn its new name.
+        """
         ensure_private_dir(self.path)
         with self._locked():
+            self.set_aside_half_made()
+            if self.ca_key_path.exists() and not self.ca_cert_path.exists():
+                raise PKIError(self._keyless_message())
             if self.exists():
                 raise PKIError(f"a CA already exists in {self.path}; refusing to overwrite it")
             ca = authority or CertificateAuthority.create(
@@ -135,6 +168,7 @@ class CAStore:
             # Key first: a crash in between leaves a key without a certificate, which load() reports,
             # never a certificate whose key is lost.
             atomic_write(self.ca_key_path, private_key_pem(ca.key, passphrase), mode=0o600)
+            faults.point("ca-key-written")
             atomic_write(self.ca_cert_path, ca.cert_pem(), mode=0o644)
         self.inventory.create()
         return ca
@@ -142,8 +176,14 @@ class CAStore:
     def load(self, passphrase: bytes | None = None) -> CertificateAuthority:
         """Load the CA, checking the key's permissions, passphrase and that it matches the certificate."""
         if not self.ca_cert_path.exists():
+            if self.half_made():
+                raise PKIError(
+                    f"no CA in {self.path}: {self.ca_key_path} is what an interrupted 'pgbatten ca init' left"
+                    " (no certificate, nothing signed with it); run 'pgbatten ca init' (or 'pgbatten"
+                    " secure') to create the CA, the old key is moved aside and kept"
+                )
             if self.ca_key_path.exists():
-                raise PKIError(f"{self.ca_key_path} exists but {self.ca_cert_path} is missing")
+                raise PKIError(self._keyless_message())
             raise PKIError(f"no CA in {self.path}; run 'pgbatten ca init' to create one")
         if not self.ca_key_path.exists():
             raise PKIError(f"{self.ca_cert_path} exists but its key {self.ca_key_path} is missing")
@@ -177,6 +217,15 @@ class CAStore:
             return self.load(passphrase)
         return self.init(
             key_type=key_type, passphrase=passphrase, common_name=common_name, days=days, now=now
+        )
+
+    def _keyless_message(self) -> str:
+        # A complete CA lost its certificate: clients hold it and it may have signed certificates in use.
+        return (
+            f"{self.ca_key_path} exists but {self.ca_cert_path} is missing, and this CA was in use (it has"
+            f" an inventory or a CRL): restore {self.ca_cert_path.name} from a copy (every client's root.crt"
+            f" and each bundle's root.crt is one); pgbatten will not replace a CA that may have signed"
+            f" certificates"
         )
 
     def _check_key_mode(self) -> None:

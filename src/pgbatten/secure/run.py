@@ -29,7 +29,6 @@ from pgbatten.fsutil import (
     real_path,
     remove_file,
     stale_temp_files,
-    timestamp,
 )
 from pgbatten.pki import (
     CACertificate,
@@ -273,12 +272,7 @@ def _authority(store: CAStore, request: SecureRequest) -> tuple[AnyCA, bool, boo
     """(the CA, whether it is new and only in memory, whether an orphan ca.key is in the way)."""
     if request.ca_certificate is not None:
         return CACertificate.from_pem(request.ca_certificate), False, False
-    orphan = (
-        store.ca_key_path.exists()
-        and not store.ca_cert_path.exists()
-        and not store.crl_path.exists()
-        and not _has_entries(store)
-    )
+    orphan = store.half_made()
     if store.exists() and not orphan:
         return store.load(request.ca_passphrase), False, False
     # Planned with a CA that lives in memory; it reaches the disk only once the change is confirmed, so a
@@ -286,19 +280,13 @@ def _authority(store: CAStore, request: SecureRequest) -> tuple[AnyCA, bool, boo
     return CertificateAuthority.create(key_type=request.key_type), True, orphan
 
 
-def _has_entries(store: CAStore) -> bool:
-    try:
-        return bool(store.entries())
-    except PgBattenError:
-        return True  # unreadable or corrupt: not ours to replace
-
-
 def _create_ca(
     store: CAStore, authority: CertificateAuthority, request: SecureRequest, orphan_key: bool, log: Progress
 ) -> None:
     """Write the CA made in memory (an orphan key moved aside, kept)."""
-    if orphan_key:
-        store.ca_key_path.rename(store.ca_key_path.with_name(f"ca.key.interrupted-{timestamp()}"))
+    aside = store.set_aside_half_made() if orphan_key else None
+    if aside is not None:
+        log(f"moved {store.ca_key_path.name}, left by an interrupted run, aside to {aside}")
     store.init(authority=authority, passphrase=request.ca_passphrase)
     log(f"created a CA in {store.path} (clients verify the server with {store.ca_cert_path})")
 
