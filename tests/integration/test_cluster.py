@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pgbatten.cluster.discover import CONF_ROOT_ENV, discover
-from pgbatten.cluster.temp import TempCluster
+from pgbatten.cluster.temp import TempCluster, processes_naming
 from pgbatten.errors import ClusterError, UsageError
 
 pytestmark = pytest.mark.integration
@@ -93,3 +93,13 @@ def test_clusters_copied_from_one_template_are_independent(make_cluster: Callabl
     # PostgreSQL insists on these: a copy must keep the owner and the 0700 of the data directory.
     assert first.data_dir.stat().st_uid == first.owner.uid
     assert first.data_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_cleanup_ends_a_server_pg_ctl_cannot_find(make_cluster: Callable[..., TempCluster]) -> None:
+    # What an interrupt during `pg_ctl start` leaves: a postmaster running before postmaster.pid exists.
+    cluster = make_cluster()
+    (cluster.data_dir / "postmaster.pid").rename(cluster.root / "postmaster.pid.away")
+    assert processes_naming(cluster.root)
+    cluster.cleanup()
+    assert processes_naming(cluster.root) == []
+    assert not cluster.root.exists()

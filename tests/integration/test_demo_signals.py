@@ -1,4 +1,5 @@
-"""`pgbatten demo` killed with SIGTERM (kill, timeout, a CI runner) still removes everything it made."""
+"""`pgbatten demo` killed with SIGTERM (kill, timeout, a CI runner), SIGHUP (a closed terminal) or Ctrl-C
+still removes everything it made, and exits as every command does: 128 + the signal, 130 for Ctrl-C."""
 
 from __future__ import annotations
 
@@ -45,7 +46,15 @@ def private_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_sigterm_mid_demo_cleans_up(private_tmp: Path) -> None:
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [
+        pytest.param(signal.SIGTERM, 143, "pgbatten: terminated by signal 15", id="sigterm"),
+        pytest.param(signal.SIGHUP, 129, "pgbatten: terminated by signal 1", id="sighup"),
+        pytest.param(signal.SIGINT, 130, "pgbatten: interrupted", id="ctrl-c"),
+    ],
+)
+def test_a_signal_mid_demo_cleans_up(private_tmp: Path, sig: signal.Signals, code: int, said: str) -> None:
     demo = subprocess.Popen(
         [sys.executable, "-c", "from pgbatten.cli import main; main()", "demo"],
         stdout=subprocess.DEVNULL,
@@ -53,14 +62,19 @@ def test_sigterm_mid_demo_cleans_up(private_tmp: Path) -> None:
         text=True,
         env={**os.environ, "TMPDIR": str(private_tmp)},
     )
-    # Wait until the demo's server runs, so the signal lands while there is most to undo.
-    deadline = time.monotonic() + 60
+    # Wait until the demo's server runs, so the signal lands while there is most to undo. The first sight
+    # of a server process may be initdb's bootstrap backend or a postmaster that has not yet written
+    # postmaster.pid: the cleanup must end those too.
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not demo_servers(private_tmp) and demo.poll() is None:
         time.sleep(0.05)
     assert demo_servers(private_tmp), "the demo's server was never seen running"
     assert leftovers(private_tmp)
-    os.kill(demo.pid, signal.SIGTERM)
-    _, err = demo.communicate(timeout=120)
-    assert demo.returncode in (130, 0), err
+    os.kill(demo.pid, sig)
+    _, err = demo.communicate(timeout=180)
+    assert demo.returncode == code, err
+    assert err.strip().splitlines()[-1] == said
+    assert "Traceback" not in err
+    # Whatever the demo started has ended by the time it exits: nothing to wait for.
     assert leftovers(private_tmp) == set()
     assert demo_servers(private_tmp) == set()

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-from types import FrameType
-
 import click
 
 from pgbatten.cli.app import main, make_console
-
-
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    # Unwind like Ctrl-C does, so the demo's cleanup stops its cluster and removes its files on
-    # `kill` or `timeout` too.
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @main.command("demo")
@@ -22,5 +13,6 @@ def demo_cmd(keep: bool) -> None:
     """Show an eavesdropper reading a plaintext query, secure the server, and show it again."""
     from pgbatten.demo.run import run_demo
 
-    signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM and SIGHUP unwind like Ctrl-C (as for every command, see cli.app), so the demo's cleanup stops
+    # its cluster and removes its files on `kill` or `timeout` too, and the exit status says which signal.
     raise SystemExit(run_demo(make_console(), keep=keep))

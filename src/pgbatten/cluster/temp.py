@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +36,42 @@ def _private_root(owner: OsUser, prefix: str) -> Path:
     if os.geteuid() == 0:
         os.chown(root, owner.uid, owner.gid)
     return root
+
+
+def processes_naming(root: Path) -> list[int]:
+    """PIDs of live processes whose command line names a path under ``root`` (from /proc; none elsewhere).
+
+    A throwaway cluster's server and initdb's bootstrap backend carry their data directory on their command
+    line (a running server's backends do not, and end with their postmaster). Zombies have none.
+    """
+    needle = f"{root}/".encode()
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:  # ended meanwhile
+                continue
+            if any(needle in arg + b"/" for arg in cmdline.split(b"\0")):
+                found.append(int(entry.name))
+    return found
+
+
+def end_processes_naming(root: Path, *, grace: float = 15.0) -> None:
+    """End what still runs from ``root`` and wait until it has: SIGQUIT (PostgreSQL's immediate shutdown,
+    which also removes its shared memory), then SIGKILL after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGQUIT, grace), (signal.SIGKILL, 5.0)):
+        pids = processes_naming(root)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while processes_naming(root) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def _as_owner(owner: OsUser, *argv: str | Path) -> None:
@@ -231,6 +269,10 @@ class TempCluster:
     def cleanup(self) -> None:
         with contextlib.suppress(ClusterError):
             self.stop()
+        # An interrupt can leave a server that pg_ctl cannot stop: one launched by an interrupted
+        # ``pg_ctl start`` that has not written postmaster.pid yet, or initdb's bootstrap backend ending
+        # after its group was killed. The directory goes only once nothing runs from it any more.
+        end_processes_naming(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> TempCluster:
