@@ -7,8 +7,9 @@ only says what a finding is.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
@@ -37,6 +38,24 @@ class Finding:
     fix: str | None = None
     cis: str | None = None
     lineno: int | None = None
+
+
+PGDATA_PLACEHOLDER = "<data_directory>"
+"""Stands for the cluster's data directory in a ``fix`` where it is not known. Not valid shell on purpose: a
+command pasted with it fails before anything runs, instead of running on a directory that is not meant."""
+
+
+def secure_fix(*extra: str, pgdata: str | None = None) -> str:
+    """``pgbatten secure --pgdata DATA_DIR EXTRA...``, with the placeholder when the directory is unknown."""
+    target = shlex.quote(pgdata) if pgdata else PGDATA_PLACEHOLDER
+    return " ".join(("pgbatten secure --pgdata", target, *extra))
+
+
+def with_data_dir(finding: Finding, data_dir: str) -> Finding:
+    """``finding`` with the data directory placeholder in its fix replaced by ``data_dir`` (shell-quoted)."""
+    if finding.fix is None or PGDATA_PLACEHOLDER not in finding.fix:
+        return finding
+    return replace(finding, fix=finding.fix.replace(PGDATA_PLACEHOLDER, shlex.quote(data_dir)))
 
 
 def worst(findings: Iterable[Finding]) -> Severity | None:

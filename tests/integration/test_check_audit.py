@@ -213,7 +213,7 @@ def test_exact_list_rsa_without_forward_secrecy(tls_cluster: Callable[..., tuple
     assert (result.certificate.key_type, result.certificate.key_size) == ("RSA", 2048)
     assert {"cipher-no-forward-secrecy", "cipher-non-aead"} <= ids(result)
     fs = next(f for f in result.findings if f.id == "cipher-no-forward-secrecy")
-    assert fs.fix == "pgbatten secure --pgdata DIR"
+    assert fs.fix == "pgbatten secure --pgdata <data_directory>"
     assert fs.cis is not None and "6.10" in fs.cis
     assert result.grade == "B"
     assert result.connections_used == seen
@@ -268,7 +268,7 @@ def test_wrong_host_name(tls_cluster: Callable[..., tuple[TempCluster, Pki]]) ->
     result, seen = audit(cluster, pki)
     assert "hostname-mismatch" in ids(result)
     mismatch = next(f for f in result.findings if f.id == "hostname-mismatch")
-    assert mismatch.fix == "pgbatten secure --pgdata DIR --host 127.0.0.1"
+    assert mismatch.fix == "pgbatten secure --pgdata <data_directory> --host 127.0.0.1"
     assert result.verify_full[0].ok is False
     assert result.grade == "B"
     assert result.connections_used == seen

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from pgbatten.audit.ciphers import Expander, judge_ciphers
 from pgbatten.audit.facts import HbaRow, KeyFileStat, RoleRow, ServerFacts
-from pgbatten.findings import SEVERITY_ORDER, Finding, Severity
+from pgbatten.findings import SEVERITY_ORDER, Finding, Severity, secure_fix
 from pgbatten.pgconf.hba import ConnType, HbaFile, HbaRule, lint, shadows, token_value
 from pgbatten.probe.findings import CIS_CIPHERS, CIS_OLD_TLS, CIS_TLS
 
@@ -54,9 +54,7 @@ def _finding(
 
 
 def _secure_cmd(settings: Mapping[str, str], *extra: str) -> str:
-    pgdata = settings.get("data_directory")
-    target = shlex.quote(pgdata) if pgdata else "<data_directory>"
-    return " ".join(["pgbatten secure --pgdata", target, *extra])
+    return secure_fix(*extra, pgdata=settings.get("data_directory"))
 
 
 def _names(names: Sequence[str]) -> str:

@@ -97,6 +97,7 @@ def check_cmd(
     """
     from pgbatten.errors import UsageError
     from pgbatten.probe import check_target, exit_status
+    from pgbatten.probe.fixes import with_known_data_dir
     from pgbatten.probe.fleet import read_targets_file, run_fleet
     from pgbatten.probe.grading import with_findings
     from pgbatten.probe.result import CheckResult
@@ -160,6 +161,7 @@ def check_cmd(
             per_server=per_server,
             on_done=lambda _t, _r: advance(),
         )
+    known: str | None = None  # the data directory, once the server audit has read it
     if dsn is not None:
         from pgbatten.audit import server_audit
 
@@ -167,6 +169,9 @@ def check_cmd(
         if audit.errors:
             click.echo(f"pgbatten: server audit incomplete: {'; '.join(audit.errors)}", err=True)
         results = [with_findings(results[0], audit.findings)]
+        known = audit.settings.get("data_directory")
+    # Fixes name the data directory where it is known (the audit read it, or the server is on this machine).
+    results = [with_known_data_dir(r, known) for r in results]
     if as_json:
         click.echo(check_json(results))
     else:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from cryptography import x509
 
 from pgbatten.certfacts import CertificateInfo
-from pgbatten.findings import Finding
+from pgbatten.findings import Finding, secure_fix
 from pgbatten.probe.chain import ChainShape
 from pgbatten.probe.findings import CIS_TLS, FIX_SECURE, fix_host
 from pgbatten.probe.result import VerifyFull
@@ -22,7 +22,7 @@ EXPIRES_SOON = dt.timedelta(days=30)
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
 WEAK_HASHES = frozenset({"md5", "sha1", "md2", "md4"})
-LEGACY_IP_SANS = "pgbatten secure --pgdata DIR --legacy-ip-sans"
+LEGACY_IP_SANS = secure_fix("--legacy-ip-sans")
 
 
 def _validity_findings(info: CertificateInfo, now: dt.datetime) -> list[Finding]:
@@ -136,7 +136,7 @@ def certificate_findings(
                 "high",
                 f"Weak {info.key_type} key ({info.key_size} bits)",
                 f"use RSA >= {MIN_RSA_BITS} or EC >= {MIN_EC_BITS} bits",
-                "pgbatten secure --pgdata DIR --key-type ecdsa-p256",
+                secure_fix("--key-type", "ecdsa-p256"),
                 CIS_TLS,
             )
         )

@@ -4,16 +4,18 @@ Pure functions from observations (the SSLRequest answer and handshakes, the plai
 enumeration) to :class:`Finding` lists; no I/O. The certificate's findings are in
 :mod:`probe.cert_findings`. :data:`FINDING_SEVERITIES` lists every id either module emits; the README's
 finding table is generated from it (with :mod:`probe.grading`).
-``fix`` is the exact pgbatten command where there is one (``DIR`` stands for the cluster's data directory,
-``NAME`` for the host clients use). ``cis`` cites the CIS PostgreSQL Benchmark recommendation that covers
-the finding; only sections checked against the published benchmarks are cited, otherwise it stays None.
+``fix`` is the exact pgbatten command where there is one (:data:`~pgbatten.findings.PGDATA_PLACEHOLDER`
+stands for the cluster's data directory until ``check`` knows it, see :mod:`probe.fixes`). ``cis`` cites
+the CIS PostgreSQL Benchmark recommendation that covers the finding; only sections checked against the
+published benchmarks are cited, otherwise it stays None.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 
-from pgbatten.findings import Finding, Severity
+from pgbatten.findings import Finding, Severity, secure_fix
 from pgbatten.probe import wire
 from pgbatten.probe.cipher_suites import BY_NAME, GROUP_BY_NAME, CipherSuite, Rating
 from pgbatten.probe.enumerate import TlsEnumeration
@@ -73,14 +75,14 @@ CIS_OLD_TLS = "CIS PostgreSQL 14 Benchmark 6.9: Ensure the TLSv1.0 and TLSv1.1 P
 CIS_TLS13 = "CIS PostgreSQL 17 Benchmark 6.9: Ensure that TLSv1.3, or later, is configured"
 CIS_CIPHERS = "CIS PostgreSQL 14 Benchmark 6.10: Ensure Weak SSL/TLS Ciphers Are Disabled"
 
-FIX_SECURE = "pgbatten secure --pgdata DIR"
-FIX_TLS12 = "pgbatten secure --pgdata DIR --tls-min 1.2"
-FIX_TLS13 = "pgbatten secure --pgdata DIR --tls-min 1.3"
+FIX_SECURE = secure_fix()
+FIX_TLS12 = secure_fix("--tls-min", "1.2")
+FIX_TLS13 = secure_fix("--tls-min", "1.3")
 
 
 def fix_host(host: str) -> str:
     """The command that reissues the server certificate with ``host`` as a subjectAltName."""
-    return f"pgbatten secure --pgdata DIR --host {host}"
+    return secure_fix("--host", shlex.quote(host))
 
 
 def _names(suites: Sequence[str], limit: int = 6) -> str:
