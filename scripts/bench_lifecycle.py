@@ -12,13 +12,10 @@ on in throwaway clusters). A benchmark, not a test.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-from rich.console import Console
 
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
@@ -27,7 +24,7 @@ from pgbatten.lifecycle.facts import ClusterRef
 from pgbatten.lifecycle.renew import RenewOptions, renew
 from pgbatten.lifecycle.rotation import rotate
 from pgbatten.pki import CAStore
-from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure import SecureRequest, secure
 
 HBA = """\
 local   all   all                     peer
@@ -46,8 +43,7 @@ def main() -> int:
         ca_dir = Path(tmp) / "ca"
         secure(
             discover(pgdata=cluster.data_dir),
-            SecureOptions(ca_dir=ca_dir, yes=True, client_auth="verify-full"),
-            console=Console(file=io.StringIO()),
+            SecureRequest(ca_dir=ca_dir, client_auth="verify-full"),
         )
         store = CAStore(ca_dir)
         ca = store.load()

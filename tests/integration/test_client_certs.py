@@ -5,7 +5,6 @@ node-postgres connect with a ``pgbatten cert client`` bundle under ``--client-au
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
@@ -16,13 +15,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from rich.console import Console
 
 from pgbatten.cli import main
 from pgbatten.cluster.binaries import PgBinaries
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import ClusterTemplate, TempCluster
-from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure import SecureRequest, secure
 from pgbatten.secure.plan import ClientAuth
 from tests.conftest import REAL_HOME
 
@@ -66,8 +64,7 @@ def _secure(template: ClusterTemplate, root: Path, client_auth: ClientAuth) -> t
     secure(
         discover(pgdata=cluster.data_dir),
         # Only the cluster's superuser logs in over TCP yet; it is the one being locked out on purpose.
-        SecureOptions(ca_dir=ca_dir, client_auth=client_auth, allow_lockout=True, yes=True),
-        console=Console(file=io.StringIO(), width=200),
+        SecureRequest(ca_dir=ca_dir, client_auth=client_auth, allow_lockout=True),
     )
     (root / "p12pw").write_text(P12_PASSWORD + "\n")
     bundles: dict[str, Path] = {}

@@ -5,7 +5,6 @@ nothing; client certificates go into fresh bundles a real psql uses; CRLs are re
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import subprocess
@@ -16,7 +15,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from rich.console import Console
 
 from pgbatten import libpq
 from pgbatten.cli import main
@@ -26,7 +24,7 @@ from pgbatten.lifecycle import renew as renew_mod
 from pgbatten.lifecycle.facts import ClusterRef
 from pgbatten.lifecycle.renew import RenewOptions, renew
 from pgbatten.pki import CAStore, generate_key, private_key_pem
-from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure import SecureRequest, secure
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +40,7 @@ def secured(make_cluster: Callable[..., TempCluster], ca_dir: Path, **options: o
     secure(
         discover(pgdata=cluster.data_dir),
         # allow_lockout: only the cluster's superuser logs in over TCP here, and it needs no certificate.
-        SecureOptions(ca_dir=ca_dir, yes=True, allow_lockout=True, **options),  # type: ignore[arg-type]
-        console=Console(file=io.StringIO()),
+        SecureRequest(ca_dir=ca_dir, allow_lockout=True, **options),  # type: ignore[arg-type]
     )
     return cluster
 

@@ -6,7 +6,6 @@ are refused. ``status`` says the stage and its exit code at each step."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import subprocess
@@ -17,7 +16,6 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
-from rich.console import Console
 
 from pgbatten import libpq
 from pgbatten.certfacts import issued_by
@@ -26,7 +24,7 @@ from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.lifecycle import status
 from pgbatten.lifecycle.facts import ClusterRef
-from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure import SecureRequest, secure
 
 pytestmark = pytest.mark.integration
 
@@ -87,8 +85,7 @@ def test_rotation_overlap_and_retirement(
     secure(
         discover(pgdata=cluster.data_dir),
         # allow_lockout: only the cluster's superuser logs in over TCP here, and it needs no certificate.
-        SecureOptions(ca_dir=ca_dir, yes=True, client_auth="verify-full", allow_lockout=True),
-        console=Console(file=io.StringIO()),
+        SecureRequest(ca_dir=ca_dir, client_auth="verify-full", allow_lockout=True),
     )
     for user in ("alice", "bob", "mallory"):
         cluster.sql().query(
@@ -162,8 +159,7 @@ def test_rotation_overlap_and_retirement(
     files = {n: (cluster.data_dir / n).read_bytes() for n in ("pgbatten-ca.crt", "pgbatten-server.crt")}
     again = secure(
         discover(pgdata=cluster.data_dir),
-        SecureOptions(ca_dir=ca_dir, yes=True, client_auth="verify-full", allow_lockout=True),
-        console=Console(file=io.StringIO()),
+        SecureRequest(ca_dir=ca_dir, client_auth="verify-full", allow_lockout=True),
     )
     assert not again.plan.changed, [c.path for c in again.plan.changes]
     assert {n: (cluster.data_dir / n).read_bytes() for n in files} == files
@@ -171,8 +167,7 @@ def test_rotation_overlap_and_retirement(
     newcomer = make_cluster(hba=HBA)
     secure(
         discover(pgdata=newcomer.data_dir),
-        SecureOptions(ca_dir=ca_dir, yes=True, client_auth="verify-full", allow_lockout=True),
-        console=Console(file=io.StringIO()),
+        SecureRequest(ca_dir=ca_dir, client_auth="verify-full", allow_lockout=True),
     )
     assert (newcomer.data_dir / "pgbatten-ca.crt").read_bytes() == both.read_bytes()
     newcomer.sql().query("SELECT format('CREATE ROLE alice LOGIN PASSWORD %L', 'pw-of-alice') \\gexec")

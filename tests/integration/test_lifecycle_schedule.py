@@ -3,7 +3,6 @@ runs the unit's ExecStart itself, with an environment as bare as systemd's."""
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -11,13 +10,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from rich.console import Console
 
 from pgbatten.cli import main
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.lifecycle.schedule import systemd_unquote
-from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure import SecureRequest, secure
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +26,7 @@ def test_schedule_writes_units_whose_command_renews(
     cluster = make_cluster()
     secure(
         discover(pgdata=cluster.data_dir),
-        SecureOptions(ca_dir=ca_dir, yes=True),
-        console=Console(file=io.StringIO()),
+        SecureRequest(ca_dir=ca_dir),
     )
     units = tmp_path / "units"
     result = CliRunner().invoke(
@@ -95,8 +92,7 @@ def test_schedule_cron_prints_a_line(make_cluster: Callable[..., TempCluster], c
     cluster = make_cluster()
     secure(
         discover(pgdata=cluster.data_dir),
-        SecureOptions(ca_dir=ca_dir, yes=True),
-        console=Console(file=io.StringIO()),
+        SecureRequest(ca_dir=ca_dir),
     )
     result = CliRunner().invoke(
         main, ["schedule", "--pgdata", str(cluster.data_dir), "--ca-dir", str(ca_dir), "--cron"]

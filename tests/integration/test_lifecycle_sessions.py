@@ -3,7 +3,6 @@ the revoked certificate (and only those), once the CRL is in force; ``--keep-ses
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,13 +10,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from rich.console import Console
 
 from pgbatten import libpq
 from pgbatten.cli import main
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
-from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure import SecureRequest, secure
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +38,7 @@ def test_revocation_ends_the_sessions_of_the_revoked_certificate(
     secure(
         discover(pgdata=cluster.data_dir),
         # allow_lockout: only the cluster's superuser logs in over TCP here, and it needs no certificate.
-        SecureOptions(ca_dir=ca_dir, yes=True, client_auth="cert", allow_lockout=True),
-        console=Console(file=io.StringIO()),
+        SecureRequest(ca_dir=ca_dir, client_auth="cert", allow_lockout=True),
     )
     pgdata = str(cluster.data_dir)
     sessions: dict[str, psycopg.Connection[tuple[object, ...]]] = {}

@@ -3,7 +3,6 @@ and exit statuses a monitoring system can act on."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable
@@ -11,14 +10,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from rich.console import Console
 
 from pgbatten.cli import main
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.fsutil import atomic_write
 from pgbatten.pki import CAStore
-from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure import SecureRequest, secure
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +26,7 @@ def secured(make_cluster: Callable[..., TempCluster], ca_dir: Path, **options: o
     secure(
         discover(pgdata=cluster.data_dir),
         # allow_lockout: only the cluster's superuser logs in over TCP here, and it needs no certificate.
-        SecureOptions(ca_dir=ca_dir, yes=True, allow_lockout=True, **options),  # type: ignore[arg-type]
-        console=Console(file=io.StringIO()),
+        SecureRequest(ca_dir=ca_dir, allow_lockout=True, **options),  # type: ignore[arg-type]
     )
     return cluster
 

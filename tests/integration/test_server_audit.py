@@ -6,20 +6,18 @@ over TCP on loopback with a password role made for the test.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 from pgbatten.audit import ServerAudit, server_audit
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.pki import CertificateAuthority
-from pgbatten.secure import SecureOptions, secure
+from pgbatten.secure import SecureRequest, secure
 
 pytestmark = pytest.mark.integration
 
@@ -114,8 +112,7 @@ def test_secured_cluster_has_no_high_finding(
     add_role(cluster, "auditor", "SUPERUSER")
     secure(
         discover(pgdata=cluster.data_dir),
-        SecureOptions(ca_dir=tmp_path / "ca", yes=True),
-        console=Console(file=io.StringIO()),
+        SecureRequest(ca_dir=tmp_path / "ca"),
     )
     audit = server_audit(dsn(cluster, "auditor", ssl=True))
     assert audit.errors == ()
@@ -135,8 +132,7 @@ def test_group_readable_key_is_found(make_cluster: Callable[..., TempCluster], t
     add_role(cluster, "auditor", "SUPERUSER")
     secure(
         discover(pgdata=cluster.data_dir),
-        SecureOptions(ca_dir=tmp_path / "ca", yes=True),
-        console=Console(file=io.StringIO()),
+        SecureRequest(ca_dir=tmp_path / "ca"),
     )
     audit = server_audit(dsn(cluster, "auditor", ssl=True))
     key = Path(audit.settings["ssl_key_file"])

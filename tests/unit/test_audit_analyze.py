@@ -371,9 +371,9 @@ def test_hba_findings_are_well_formed(rows: tuple[HbaRow, ...]) -> None:
 
 
 def test_md5_roles() -> None:
-    assert role_findings(None, {}) == []
-    assert role_findings((), {}) == []
-    (f,) = role_findings(("alice", "bob"), {})
+    assert role_findings(None) == []
+    assert role_findings(()) == []
+    (f,) = role_findings(("alice", "bob"))
     assert f.id == "server-md5-passwords"
     assert "alice, bob" in f.detail
 

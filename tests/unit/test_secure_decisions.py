@@ -18,7 +18,6 @@ from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pki import CertificateAuthority, InventoryEntry
 from pgbatten.secure.lockout import LoginRole, certificate_needs, parse_user_file, user_matches
 from pgbatten.secure.plan import CA_NAME, CERT_NAME, CRL_NAME, KEY_NAME, SecureRequest, plan_secure
-from pgbatten.secure.request import SecureOptions
 from tests.unit.test_secure_plan import NOW, PGDATA, applied, state
 
 
@@ -36,8 +35,6 @@ def test_request_is_validated_once_when_made() -> None:
         SecureRequest(hosts="db.example.test")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="--tls-min"):
         SecureRequest(tls_min="1.1")  # type: ignore[arg-type]
-    # The old spelling is the same type, so callers that still use it pass the same validation.
-    assert isinstance(SecureOptions(yes=True), SecureRequest)
 
 
 def test_server_asks_for_client_certificates_only_when_they_are_verified(ca: CertificateAuthority) -> None:

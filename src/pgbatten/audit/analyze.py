@@ -482,7 +482,7 @@ def _broad_rule_findings(
 # --------------------------------------------------------------------------------------- roles, key
 
 
-def role_findings(md5_roles: Sequence[str] | None, settings: Mapping[str, str]) -> list[Finding]:
+def role_findings(md5_roles: Sequence[str] | None) -> list[Finding]:
     """Roles whose stored password is still an MD5 hash."""
     if not md5_roles:
         return []
@@ -572,7 +572,7 @@ def analyze(facts: ServerFacts, *, expand: Expander | None = None) -> tuple[Find
     )
     if facts.hba_rows is not None:
         out.extend(hba_findings(facts.hba_rows, settings, facts.roles))
-    out.extend(role_findings(facts.md5_roles, settings))
+    out.extend(role_findings(facts.md5_roles))
     out.extend(key_file_findings(facts.key_stat, facts.key_stat_note, settings))
     if facts.unreadable:
         out.append(_privilege_finding(facts.unreadable))

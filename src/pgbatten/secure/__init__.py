@@ -7,7 +7,7 @@ when it is made) and a ``confirm`` callback that sees the :class:`SecurePreview`
 """
 
 from pgbatten.secure.plan import SecurePlan
-from pgbatten.secure.request import ClientAuth, SecureOptions, SecureRequest
+from pgbatten.secure.request import ClientAuth, SecureRequest
 from pgbatten.secure.result import JSON_SCHEMA, ClientInstructions, SecurePreview, SecureResult
 from pgbatten.secure.run import secure
 
@@ -15,7 +15,6 @@ __all__ = [
     "JSON_SCHEMA",
     "ClientAuth",
     "ClientInstructions",
-    "SecureOptions",
     "SecurePlan",
     "SecurePreview",
     "SecureRequest",

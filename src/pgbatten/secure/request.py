@@ -89,16 +89,3 @@ class SecureRequest:
     def verifies_client_certificates(self) -> bool:
         """Whether the request itself turns on client-certificate checks."""
         return self.client_auth != "none"
-
-
-@dataclass(frozen=True)
-class SecureOptions(SecureRequest):
-    """Deprecated spelling of :class:`SecureRequest`, kept until every caller has switched.
-
-    ``yes`` is ignored: the library applies unless the ``confirm`` callback says no.
-    """
-
-    yes: bool = False
-
-    def request(self) -> SecureRequest:
-        return self

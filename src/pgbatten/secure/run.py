@@ -100,15 +100,12 @@ def secure(
     confirm: Confirm | None = None,
     progress: Progress | None = None,
     now: dt.datetime | None = None,
-    console: object | None = None,
 ) -> SecureResult:
     """Make ``cluster`` TLS-only as ``request`` asks and prove it; see the README's ``secure`` section.
 
     ``confirm`` sees the preview (plan, lint, who will need a certificate) before anything is written and
     returns whether to apply; None applies. ``progress`` receives one line per step while applying.
-    ``console`` is ignored (kept for callers of the earlier printing API).
     """
-    del console
     log = progress or (lambda _line: None)
     if not request.dry_run:
         # Said before any plan: a change is applied by reload, which needs the server up.
