@@ -12,8 +12,8 @@ from pgbatten.certfacts import fingerprint_sha256, host_names, issued_by
 from pgbatten.lifecycle.renew import with_crl
 from pgbatten.lifecycle.renew_plan import RenewRequest, ServerFiles, plan_server_renewal
 from pgbatten.lifecycle.rotation import cross_certificate
-from pgbatten.lifecycle.trust import Trust, pem
 from pgbatten.pki import CertificateAuthority, KeyType, key_type_of, load_private_key_pem
+from pgbatten.pki.trust import Trust, pem
 
 T0 = dt.datetime.now(dt.UTC)
 DAY = dt.timedelta(days=1)

@@ -14,15 +14,9 @@ from cryptography import x509
 from pgbatten.certfacts import issued_by
 from pgbatten.errors import PKIError
 from pgbatten.lifecycle import rotation as rot
-from pgbatten.lifecycle.rotation import (
-    load_rotation,
-    next_common_name,
-    replaced_old_certificates,
-    retire,
-    rotate,
-    trust_for,
-)
+from pgbatten.lifecycle.rotation import next_common_name, replaced_old_certificates, retire, rotate
 from pgbatten.pki import CAStore, CertificateAuthority
+from pgbatten.pki.overlap import load_rotation, trust_for
 
 NOW = dt.datetime.now(dt.UTC)
 

@@ -167,9 +167,10 @@ def ca_retire(
 
     from pgbatten.errors import PKIError
     from pgbatten.lifecycle.facts import read_cluster
-    from pgbatten.lifecycle.rotation import load_rotation, retire
+    from pgbatten.lifecycle.rotation import retire
     from pgbatten.pki import default_ca_dir
     from pgbatten.pki.operations import open_store
+    from pgbatten.pki.overlap import load_rotation
 
     store = open_store(ca_dir or default_ca_dir())
     rotation = load_rotation(store.path)

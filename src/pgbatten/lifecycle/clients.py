@@ -20,9 +20,9 @@ from typing import Any
 from pgbatten.errors import PKIError, UsageError
 from pgbatten.fsutil import atomic_write, read_bytes_or_none
 from pgbatten.lifecycle.timeline import Validity, format_duration, renew_at, renewal_due
-from pgbatten.lifecycle.trust import Trust
 from pgbatten.pki import CAStore, InventoryEntry, KeyType
 from pgbatten.pki.operations import IssuedBundle, issue_client_bundle, prepare_client_bundle
+from pgbatten.pki.trust import Trust
 
 RENEWALS_FILE = "renewals.json"
 BUNDLES_DIR = "bundles"

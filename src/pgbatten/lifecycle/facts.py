@@ -7,7 +7,6 @@ handshake per cluster (the served certificate), no CA key, no passphrase.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pgbatten.fsutil import read_bytes_or_none
 from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pgconf.guc_values import parse_bool
 from pgbatten.pki import CAStore, InventoryEntry
+from pgbatten.pki.overlap import retired_roots
 from pgbatten.secure.hosts import MachineNames, probe_addresses, resolve_like_postgres, split_listen_addresses
 from pgbatten.secure.plan import CERT_NAME
 
@@ -148,20 +148,6 @@ def read_ca(path: Path) -> CAFacts:
         crl_size=size,
         retired=retired_roots(path),
     )
-
-
-def retired_roots(ca_dir: Path) -> tuple[x509.Certificate, ...]:
-    """The roots of CAs retired here (``retired/*/ca.crt``), oldest first."""
-    found: list[x509.Certificate] = []
-    directory = ca_dir / "retired"
-    if not directory.is_dir():
-        return ()
-    for entry in sorted(directory.iterdir()):
-        data = read_bytes_or_none(entry / "ca.crt") if entry.is_dir() else None
-        if data is not None:
-            with contextlib.suppress(ValueError):
-                found.append(x509.load_pem_x509_certificate(data))
-    return tuple(found)
 
 
 def read_cluster(ref: ClusterRef, *, timeout: float = 5.0) -> ClusterFacts:

@@ -39,12 +39,12 @@ from pgbatten.lifecycle.clients import (
 )
 from pgbatten.lifecycle.facts import ClusterRef, ask_server
 from pgbatten.lifecycle.renew_plan import RenewPlan, RenewRequest, ServerFiles, plan_server_renewal
-from pgbatten.lifecycle.rotation import load_rotation, trust_for
 from pgbatten.lifecycle.sessions import end_sessions, report_line
 from pgbatten.lifecycle.timeline import Validity, crl_resign_due
-from pgbatten.lifecycle.trust import Trust
 from pgbatten.pki import CAStore, KeyType
 from pgbatten.pki.operations import open_store, refresh_crl
+from pgbatten.pki.overlap import crl_bundle, load_rotation, trust_for
+from pgbatten.pki.trust import Trust
 from pgbatten.secure.apply import apply_plan, reload_and_wait
 from pgbatten.secure.hosts import gather_machine_names, probe_addresses
 from pgbatten.secure.plan import CRL_NAME, FileChange, describe_pem
@@ -194,14 +194,6 @@ def crl_reason(store: CAStore, now: dt.datetime, *, needed: bool) -> str | None:
     return None
 
 
-def crl_bundle(stores: Sequence[CAStore]) -> bytes | None:
-    """The ``ssl_crl_file`` for servers: one CRL per CA in force (PostgreSQL checks every CA in a chain)."""
-    parts = [read_bytes_or_none(s.crl_path) for s in stores]
-    if any(p is None for p in parts):
-        return None
-    return b"".join(p for p in parts if p is not None)
-
-
 # -- rendering and proving -----------------------------------------------------------------------------------
 
 
@@ -267,7 +259,7 @@ def prove_renewal(
 
 
 def _root_sets(trust: Trust) -> list[tuple[str, bytes]]:
-    from pgbatten.lifecycle.trust import pem
+    from pgbatten.pki.trust import pem
 
     if not trust.rotating:
         return [("the CA's root", trust.roots_pem())]
@@ -574,7 +566,6 @@ __all__ = [
     "RenewOptions",
     "RenewPlan",
     "RenewResult",
-    "crl_bundle",
     "crl_reason",
     "plan_server_renewal",
     "prove_renewal",

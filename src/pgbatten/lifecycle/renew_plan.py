@@ -18,8 +18,8 @@ from cryptography import x509
 from pgbatten.certfacts import fingerprint_sha256, host_names
 from pgbatten.errors import PKIError
 from pgbatten.lifecycle.timeline import Validity, format_duration, renewal_due
-from pgbatten.lifecycle.trust import Trust
 from pgbatten.pki import IssuedCertificate, KeyType, key_type_of, load_private_key_pem
+from pgbatten.pki.trust import Trust
 from pgbatten.secure.plan import CA_NAME, CERT_NAME, CRL_NAME, FileChange
 
 
@@ -220,7 +220,7 @@ def plan_server_renewal(files: ServerFiles, trust: Trust, request: RenewRequest)
 
 
 def _pem(cert: x509.Certificate) -> bytes:
-    from pgbatten.lifecycle.trust import pem
+    from pgbatten.pki.trust import pem
 
     return pem(cert)
 

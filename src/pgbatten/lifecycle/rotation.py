@@ -28,7 +28,6 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -37,83 +36,23 @@ from cryptography.x509.oid import NameOID
 from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.errors import PKIError
 from pgbatten.fsutil import atomic_write, directory_lock, ensure_private_dir, read_bytes_or_none
-from pgbatten.lifecycle.facts import RotationFacts, read_ca, retired_roots
-from pgbatten.lifecycle.trust import Trust
+from pgbatten.lifecycle.facts import RotationFacts, read_ca
 from pgbatten.pki import CAStore, CertificateAuthority, InventoryEntry, key_type_of
-
-ROTATION_DIR = "rotation"
-STATE_FILE = "state.json"
-CROSS_FILE = "cross.crt"
-PREVIOUS_DIR = "previous"
-
-
-def rotation_dir(ca_dir: Path) -> Path:
-    return ca_dir / ROTATION_DIR
-
-
-@dataclass(frozen=True)
-class Rotation:
-    """An overlap in progress."""
-
-    ca_dir: Path
-    started_at: dt.datetime
-    planned_end: dt.datetime
-    cross: x509.Certificate
-    previous_certificate: x509.Certificate
-
-    @property
-    def previous(self) -> CAStore:
-        """The retiring CA's own directory (inventory, CRL, key)."""
-        return CAStore(rotation_dir(self.ca_dir) / PREVIOUS_DIR)
-
-
-def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse(text: Any) -> dt.datetime:
-    value = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError("timestamp without time zone")
-    return value.astimezone(dt.UTC)
-
-
-def load_rotation(ca_dir: Path) -> Rotation | None:
-    """The overlap in progress in ``ca_dir``, None when there is none; ``PKIError`` if it is damaged."""
-    base = rotation_dir(ca_dir)
-    data = read_bytes_or_none(base / STATE_FILE)
-    if data is None:
-        return None
-    try:
-        state = json.loads(data)
-        if state.get("phase", "overlap") != "overlap":
-            raise PKIError(
-                f"a CA rotation in {ca_dir} was interrupted ({state.get('phase')}); run pgbatten ca rotate"
-                " again to finish it"
-            )
-        started = _parse(state["started_at"])
-        planned = _parse(state["planned_end"])
-        cross = x509.load_pem_x509_certificate((base / CROSS_FILE).read_bytes())
-        previous = x509.load_pem_x509_certificate((base / PREVIOUS_DIR / "ca.crt").read_bytes())
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PKIError(f"the CA rotation state in {base} is damaged: {exc}") from exc
-    return Rotation(ca_dir, started, planned, cross, previous)
-
-
-def state_json(started_at: dt.datetime, planned_end: dt.datetime, old: str, new: str) -> bytes:
-    return (
-        json.dumps(
-            {
-                "version": 1,
-                "started_at": _iso(started_at),
-                "planned_end": _iso(planned_end),
-                "old_ca_sha256": old,
-                "new_ca_sha256": new,
-            },
-            indent=2,
-        )
-        + "\n"
-    ).encode()
+from pgbatten.pki.overlap import (
+    CROSS_FILE,
+    PREVIOUS_DIR,
+    RETIRED_DIR,
+    ROOTS_FILE,
+    ROTATION_DIR,
+    STATE_FILE,
+    Rotation,
+    format_timestamp,
+    load_rotation,
+    parse_timestamp,
+    rotation_dir,
+    state_json,
+)
+from pgbatten.pki.trust import Trust
 
 
 def read_rotation(ca_dir: Path) -> RotationFacts | None:
@@ -127,45 +66,14 @@ def read_rotation(ca_dir: Path) -> RotationFacts | None:
     return RotationFacts(
         previous=read_ca(rotation.previous.path),
         cross=rotation.cross,
-        started_at=_iso(rotation.started_at),
-        planned_end=_iso(rotation.planned_end),
+        started_at=format_timestamp(rotation.started_at),
+        planned_end=format_timestamp(rotation.planned_end),
     )
-
-
-def trust_for(store: CAStore, authority: CertificateAuthority | None = None) -> Trust:
-    """What the CA directory issues and trusts now: one CA, or the new one with the old during an overlap.
-
-    Without ``authority`` only the root is read (no key, no passphrase): enough to decide what is due.
-    """
-    root = authority.certificate if authority is not None else _read_root(store)
-    rotation = load_rotation(store.path)
-    retired = retired_roots(store.path)
-    if rotation is None:
-        return Trust(root, retired=retired, authority=authority)
-    # Every certificate the new CA issues through the overlap carries the cross certificate after it.
-    signer = authority.with_cross(rotation.cross) if authority is not None else None
-    return Trust(
-        root,
-        previous=rotation.previous_certificate,
-        cross=rotation.cross,
-        retired=retired,
-        authority=signer,
-    )
-
-
-def _read_root(store: CAStore) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(store.ca_cert_path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise PKIError(f"cannot read the CA certificate {store.ca_cert_path}: {exc}") from exc
 
 
 # -- starting and ending an overlap --------------------------------------------------------------------------
 
 STAGING_DIR = "staging"
-RETIRED_DIR = "retired"  # facts.retired_roots reads it too
-ROOTS_FILE = "roots.crt"
-"""Every root in force, for clients: both during an overlap, the one CA otherwise."""
 # What stays in the CA directory when the CA files move: the lock, pgbatten's own bookkeeping, bundles.
 _KEPT = {".lock", ROTATION_DIR, RETIRED_DIR, ROOTS_FILE, "renewals.json", "bundles"}
 DEFAULT_OVERLAP = dt.timedelta(days=90)
@@ -272,9 +180,9 @@ def rotate(
     base = rotation_dir(ca_dir)
     phase = _phase(base)
     if phase == "overlap":
+        since = parse_timestamp(json.loads((base / STATE_FILE).read_bytes())["started_at"])
         raise PKIError(
-            f"a CA rotation is already in progress in {ca_dir} (since "
-            f"{_parse(json.loads((base / STATE_FILE).read_bytes())['started_at']):%Y-%m-%d}); end it first"
+            f"a CA rotation is already in progress in {ca_dir} (since {since:%Y-%m-%d}); end it first"
             " with pgbatten ca retire"
         )
     with _ca_lock(ca_dir):
@@ -300,7 +208,7 @@ def rotate(
             _write_state(base, "preparing", now, now + overlap, _fp(old.certificate), _fp(new.certificate))
             phase = "preparing"
         state = json.loads((base / STATE_FILE).read_bytes())
-        started, planned = _parse(state["started_at"]), _parse(state["planned_end"])
+        started, planned = parse_timestamp(state["started_at"]), parse_timestamp(state["planned_end"])
         if phase == "preparing":
             _move_ca_files(ca_dir, base / PREVIOUS_DIR)
             _write_state(base, "old-moved", started, planned, state["old_ca_sha256"], state["new_ca_sha256"])

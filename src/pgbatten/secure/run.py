@@ -42,6 +42,7 @@ from pgbatten.pki import (
     default_ca_dir,
 )
 from pgbatten.pki.keys import load_private_key_pem
+from pgbatten.pki.overlap import crl_bundle, load_rotation, trust_for
 from pgbatten.secure import facts
 from pgbatten.secure.apply import apply_plan
 from pgbatten.secure.hosts import (
@@ -163,9 +164,6 @@ def _secure_locked(
     elif not new_ca:
         # During a CA rotation the new CA issues with the cross certificate, and the cluster trusts (and
         # holds the CRLs of) both CAs, exactly as renew leaves it: secure must not drop the old root.
-        from pgbatten.lifecycle.renew import crl_bundle
-        from pgbatten.lifecycle.rotation import load_rotation, trust_for
-
         rotation = load_rotation(store.path)
         if rotation is not None:
             trust = trust_for(store, authority)

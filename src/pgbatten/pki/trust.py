@@ -1,7 +1,8 @@
 """Which CA issues, which roots a server trusts, and which chain it serves — one CA, or two in an overlap.
 
 Pure. Outside a rotation this is one CA: it issues, it is the one root in ``ssl_ca_file``, and the server
-serves its leaf alone. During a rotation (see :mod:`pgbatten.lifecycle.rotation`) the new CA issues, the
+serves its leaf alone. During a rotation (see :mod:`pgbatten.lifecycle.rotation`; its state on disk is read by
+:mod:`pgbatten.pki.overlap`) the new CA issues, the
 server trusts both roots (client certificates of either CA are accepted), and serves its leaf followed by
 the *cross certificate* — the new CA's name and key certified by the old CA — so that a client holding only
 the old root still builds a path to it, while clients holding the new root stop at the new root.
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pgbatten.pki import CertificateAuthority
+from pgbatten.pki.authority import CertificateAuthority
 
 
 def pem(cert: x509.Certificate) -> bytes:
