@@ -74,7 +74,7 @@ def atomic_write(
             os.chown(tmp, owner[0], owner[1])
         os.chmod(tmp, mode)
         tmp.replace(path)
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -85,8 +85,8 @@ def atomic_write(
         raise
 
 
-def _fsync_directory(directory: Path) -> None:
-    # The rename is only durable once the directory entry is on disk.
+def fsync_directory(directory: Path) -> None:
+    """Make the renames and removals in ``directory`` durable (best effort: not every file system can)."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:

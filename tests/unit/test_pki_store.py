@@ -433,3 +433,71 @@ def test_crl_refresh_of_a_directory_still_holding_inventory_json(store: CAStore)
     crl = store.write_crl(ca, now=NOW)
     assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 4
     assert [r.serial_number for r in crl] == [bob.serial]
+
+
+# -- the CA directory's one lock ----------------------------------------------------------------------------
+
+
+def test_the_ca_lock_nests_within_one_process(store: CAStore) -> None:
+    # secure, renew, ca rotate and cert revoke hold the lock for their whole run; the store's own steps
+    # (signing the CRL, creating the inventory) take it again inside and must not wait for themselves.
+    ca = store.init(now=NOW)
+    number = x509.CRLNumber
+    # The same directory by another spelling is the same lock.
+    with store.lock(wait=0), CAStore(store.path / ".." / "ca").lock(wait=0):
+        crl = store.write_crl(ca, now=NOW)
+        assert crl.extensions.get_extension_for_class(number).value.crl_number == 1
+        with store.lock(wait=0):
+            crl = store.write_crl(ca, now=NOW)
+            assert crl.extensions.get_extension_for_class(number).value.crl_number == 2
+    # Released when the outermost holder leaves: a second process gets it at once.
+    assert _other_process_locks(store.path, wait=0) == "locked"
+
+
+def test_a_second_process_waits_for_the_ca_lock_then_refuses(store: CAStore) -> None:
+    store.init()
+    with store.lock(wait=0):
+        # Another run (here: another process) waits its lock_wait, then says who holds the directory.
+        assert _other_process_locks(store.path, wait=0.3).startswith(
+            f"busy: another pgbatten run is changing the CA in {store.path}"
+        )
+        # CRL signing in another process is refused the same way (it would otherwise race a rotation).
+        assert _other_process_locks(store.path, wait=0.3, then="crl").startswith("busy:")
+    assert _other_process_locks(store.path, wait=0, then="crl") == "locked"
+
+
+def _other_process_locks(path: Path, *, wait: float, then: str = "") -> str:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pgbatten.errors import BusyError\n"
+        "from pgbatten.pki import CAStore\n"
+        "store = CAStore(Path(sys.argv[1]))\n"
+        "try:\n"
+        "    with store.lock(wait=float(sys.argv[2])):\n"
+        "        if sys.argv[3] == 'crl':\n"
+        "            store.write_crl(store.load())\n"
+        "    print('locked')\n"
+        "except BusyError as exc:\n"
+        "    print('busy:', exc)\n"
+    )
+    if then == "crl":
+        # write_crl takes the lock itself (waiting CA_LOCK_WAIT): ask it alone, with a short wait.
+        code = code.replace(
+            "    with store.lock(wait=float(sys.argv[2])):\n        if", "    if True:\n        if"
+        )
+        code = code.replace(
+            "store = CAStore(",
+            "import pgbatten.pki.store as m; m.CA_LOCK_WAIT = float(sys.argv[2])\nstore = CAStore(",
+        )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(wait), then],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()

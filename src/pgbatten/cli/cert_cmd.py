@@ -273,83 +273,86 @@ def cert_revoke(
     from pgbatten.pki.served import served_certificates
 
     store = _store(ca_dir)
-    cluster = _cluster(pgdata, cluster_name, pg_bindir)
-    view = _view(cluster, store)
-    served = served_certificates(store, view)
-    operations.select_revocation(
-        store,
-        target,
-        refresh_hint=hints.crl_refresh(store, view.ref) if view is not None else None,
-        served=served,
-        allow_served=allow_served,
-    )
-    authority = store.load(read_secret_file(ca_passphrase_file))
-    if cluster is not None:
-        from pgbatten.secure.crl import preflight
-
-        preflight(cluster, authority)  # refuse before the inventory changes
-
-    result = operations.revoke(store, authority, target, crl_days=crl_days)
-    _learn(store, view)
-    still_served = [e for e in result.revoked if e.serial in served]
-    warnings = [
-        f"server certificate {_hex(e.serial)} is revoked but {served[e.serial]} still serves it; "
-        f"replace it: {_secure_hint(store, e, view)}"
-        for e in still_served
-    ]
-    out = make_console()
-    lines = [f"Revoked {e.kind} certificate {_hex(e.serial)} of {e.name}" for e in result.revoked]
-    summary = result.crl.summary()
-    lines.append(_crl_line(summary, "CRL"))
-    installed: dict[str, Any] | None = None
-    if cluster is None:
-        hint = hints.crl_refresh_hint(store)
-        if not as_json:
-            lines.append(
-                f"{_tag(out, 'The servers do not know yet:', 'yellow')} install the CRL with: {hint}"
-            )
-    else:
-        if not as_json:
-            _write(out, lines)
-            lines = []
-        installed = _install(
-            out,
-            cluster,
+    # One run at a time from the decision to the last proof: a concurrent secure, renew or revoke cannot
+    # sign a CRL in between, or install one computed before this revocation.
+    with store.lock():
+        cluster = _cluster(pgdata, cluster_name, pg_bindir)
+        view = _view(cluster, store)
+        served = served_certificates(store, view)
+        operations.select_revocation(
             store,
-            authority,
-            list(result.proof_serials),
-            timeout,
-            after="revoked",
-            quiet=as_json,
+            target,
+            refresh_hint=hints.crl_refresh(store, view.ref) if view is not None else None,
+            served=served,
+            allow_served=allow_served,
         )
-        # The CRL is in force now, so a client whose session is ended cannot come back with the certificate.
-        from pgbatten.lifecycle.sessions import end_sessions, report_line
+        authority = store.load(read_secret_file(ca_passphrase_file))
+        if cluster is not None:
+            from pgbatten.secure.crl import preflight
 
-        sessions = end_sessions(
-            cluster.sql(),
-            [(e.serial, authority.certificate.subject) for e in result.revoked],
-            keep=keep_sessions,
-        )
-        if installed is not None:
-            installed["sessions"] = sessions.to_json()
-        if not as_json:
-            lines.append(report_line(sessions))
-    if as_json:
-        _print_json(
-            {
-                "schema": "pgbatten.cert-revoke/1",
-                "ca_dir": str(store.path),
-                "revoked": [{**e.to_json(), "serial_hex": _hex(e.serial)} for e in result.revoked],
-                "crl": summary.to_json(),
-                "cluster": installed,
-                "warnings": warnings,
-            }
-        )
-        return
-    _write(out, lines)
-    if view is not None:
-        _remind_refresh(out, store, view, summary.next_update)
-    _write(out, [_tag(out, "warning:", "yellow") + " " + w for w in warnings])
+            preflight(cluster, authority)  # refuse before the inventory changes
+
+        result = operations.revoke(store, authority, target, crl_days=crl_days)
+        _learn(store, view)
+        still_served = [e for e in result.revoked if e.serial in served]
+        warnings = [
+            f"server certificate {_hex(e.serial)} is revoked but {served[e.serial]} still serves it; "
+            f"replace it: {_secure_hint(store, e, view)}"
+            for e in still_served
+        ]
+        out = make_console()
+        lines = [f"Revoked {e.kind} certificate {_hex(e.serial)} of {e.name}" for e in result.revoked]
+        summary = result.crl.summary()
+        lines.append(_crl_line(summary, "CRL"))
+        installed: dict[str, Any] | None = None
+        if cluster is None:
+            hint = hints.crl_refresh_hint(store)
+            if not as_json:
+                lines.append(
+                    f"{_tag(out, 'The servers do not know yet:', 'yellow')} install the CRL with: {hint}"
+                )
+        else:
+            if not as_json:
+                _write(out, lines)
+                lines = []
+            installed = _install(
+                out,
+                cluster,
+                store,
+                authority,
+                list(result.proof_serials),
+                timeout,
+                after="revoked",
+                quiet=as_json,
+            )
+            # The CRL is in force now: a client whose session is ended cannot come back with the certificate.
+            from pgbatten.lifecycle.sessions import end_sessions, report_line
+
+            sessions = end_sessions(
+                cluster.sql(),
+                [(e.serial, authority.certificate.subject) for e in result.revoked],
+                keep=keep_sessions,
+            )
+            if installed is not None:
+                installed["sessions"] = sessions.to_json()
+            if not as_json:
+                lines.append(report_line(sessions))
+        if as_json:
+            _print_json(
+                {
+                    "schema": "pgbatten.cert-revoke/1",
+                    "ca_dir": str(store.path),
+                    "revoked": [{**e.to_json(), "serial_hex": _hex(e.serial)} for e in result.revoked],
+                    "crl": summary.to_json(),
+                    "cluster": installed,
+                    "warnings": warnings,
+                }
+            )
+            return
+        _write(out, lines)
+        if view is not None:
+            _remind_refresh(out, store, view, summary.next_update)
+        _write(out, [_tag(out, "warning:", "yellow") + " " + w for w in warnings])
 
 
 def _secure_hint(store: CAStore, entry: InventoryEntry, view: ClusterView | None) -> str:
@@ -528,41 +531,43 @@ def crl_refresh(
     from pgbatten.pki.operations import refresh_crl
 
     store = _store(ca_dir)
-    authority = store.load(read_secret_file(ca_passphrase_file))
-    cluster = _cluster(pgdata, cluster_name, pg_bindir)
-    view = _view(cluster, store)
-    if cluster is not None:
-        from pgbatten.secure.crl import preflight
+    # Held from signing to the last proof, as cert revoke holds it.
+    with store.lock():
+        authority = store.load(read_secret_file(ca_passphrase_file))
+        cluster = _cluster(pgdata, cluster_name, pg_bindir)
+        view = _view(cluster, store)
+        if cluster is not None:
+            from pgbatten.secure.crl import preflight
 
-        preflight(cluster, authority)
-    result = refresh_crl(store, authority, crl_days=crl_days)
-    _learn(store, view)
-    summary = result.summary()
-    out = make_console()
-    if not as_json:
-        _write(out, [_crl_line(summary, "Signed CRL")])
-    installed = None
-    if cluster is not None:
-        # Prove with the newest revocations of certificates that could still be presented.
-        installed = _install(
-            out,
-            cluster,
-            store,
-            authority,
-            list(result.newest_serials),
-            timeout,
-            after="refreshed",
-            quiet=as_json,
-        )
-    if as_json:
-        _print_json(
-            {
-                "schema": "pgbatten.crl-refresh/1",
-                "ca_dir": str(store.path),
-                "crl": summary.to_json(),
-                "cluster": installed,
-            }
-        )
-        return
-    if view is not None:
-        _remind_refresh(out, store, view, summary.next_update)
+            preflight(cluster, authority)
+        result = refresh_crl(store, authority, crl_days=crl_days)
+        _learn(store, view)
+        summary = result.summary()
+        out = make_console()
+        if not as_json:
+            _write(out, [_crl_line(summary, "Signed CRL")])
+        installed = None
+        if cluster is not None:
+            # Prove with the newest revocations of certificates that could still be presented.
+            installed = _install(
+                out,
+                cluster,
+                store,
+                authority,
+                list(result.newest_serials),
+                timeout,
+                after="refreshed",
+                quiet=as_json,
+            )
+        if as_json:
+            _print_json(
+                {
+                    "schema": "pgbatten.crl-refresh/1",
+                    "ca_dir": str(store.path),
+                    "crl": summary.to_json(),
+                    "cluster": installed,
+                }
+            )
+            return
+        if view is not None:
+            _remind_refresh(out, store, view, summary.next_update)

@@ -386,9 +386,7 @@ def renew(
         if not options.dry_run:
             # One run changes a CA directory and a cluster at a time (secure takes the same locks), from the
             # decision to the proof, so a concurrent secure or cert revoke cannot undo what this one does.
-            locks.enter_context(
-                directory_lock(store.path, wait=options.lock_wait, what=f"the CA in {store.path}")
-            )
+            locks.enter_context(store.lock(wait=options.lock_wait))
             for cluster in discovered:
                 locks.enter_context(
                     directory_lock(cluster.data_dir, wait=options.lock_wait, what=f"cluster {cluster.label}")

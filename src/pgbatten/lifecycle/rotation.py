@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
-import os
 import re
 import shlex
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.errors import PKIError
-from pgbatten.fsutil import atomic_write, directory_lock, ensure_private_dir, read_bytes_or_none
+from pgbatten.fsutil import atomic_write, ensure_private_dir, fsync_directory, read_bytes_or_none
 from pgbatten.lifecycle.facts import RotationFacts, read_ca
 from pgbatten.pki import CAStore, CertificateAuthority, InventoryEntry, key_type_of
 from pgbatten.pki.overlap import (
@@ -74,7 +71,8 @@ def read_rotation(ca_dir: Path) -> RotationFacts | None:
 # -- starting and ending an overlap --------------------------------------------------------------------------
 
 STAGING_DIR = "staging"
-# What stays in the CA directory when the CA files move: the lock, pgbatten's own bookkeeping, bundles.
+# What stays in the CA directory when the CA files move: the lock file of earlier versions, pgbatten's own
+# bookkeeping, bundles.
 _KEPT = {".lock", ROTATION_DIR, RETIRED_DIR, ROOTS_FILE, "renewals.json", "bundles"}
 DEFAULT_OVERLAP = dt.timedelta(days=90)
 
@@ -107,36 +105,14 @@ class RotateResult:
     resumed: bool = False
 
 
-@contextlib.contextmanager
-def _ca_lock(path: Path) -> Iterator[None]:
-    # The directory lock that secure and renew hold, and the CA store's own lock file: no run may plan with,
-    # issue from or sign a CRL with a CA whose files are moving.
-    with directory_lock(path, wait=15.0, what=f"the CA in {path}"):
-        fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-
 def _move_ca_files(source: Path, target: Path) -> None:
     ensure_private_dir(target)
     for entry in sorted(source.iterdir()):
         if entry.name in _KEPT or entry.is_dir() or entry.name.endswith(".tmp"):
             continue
         entry.replace(target / entry.name)
-    _fsync(source)
-    _fsync(target)
-
-
-def _fsync(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_directory(source)
+    fsync_directory(target)
 
 
 def _phase(base: Path) -> str | None:
@@ -185,7 +161,8 @@ def rotate(
             f"a CA rotation is already in progress in {ca_dir} (since {since:%Y-%m-%d}); end it first"
             " with pgbatten ca retire"
         )
-    with _ca_lock(ca_dir):
+    # No run may plan with, issue from or sign a CRL with a CA whose files are moving.
+    with store.lock():
         resumed = phase is not None
         if phase is None:
             old = store.load(passphrase)
@@ -298,13 +275,13 @@ def retire(
         / RETIRED_DIR
         / f"{now:%Y%m%dT%H%M%SZ}-{_fp(rotation.previous_certificate)[:11].replace(':', '')}"
     )
-    with _ca_lock(ca_dir):
+    with CAStore(ca_dir).lock():
         ensure_private_dir(archive.parent)
         (base / PREVIOUS_DIR).replace(archive)
         for name in (CROSS_FILE, STATE_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (base / name).replace(archive / name)
-        _fsync(archive.parent)
+        fsync_directory(archive.parent)
         with contextlib.suppress(OSError):
             base.rmdir()
     store = CAStore(ca_dir)

@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from pgbatten import faults
 from pgbatten.errors import FileProblem, PKIError
-from pgbatten.fsutil import atomic_write, describe_os_error, ensure_private_dir, timestamp
+from pgbatten.fsutil import atomic_write, describe_os_error, directory_lock, ensure_private_dir, timestamp
 from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, crl_cutoff, utc_now
 from pgbatten.pki.inventory import (
     KINDS,
@@ -39,12 +38,8 @@ from pgbatten.pki.inventory import (
 )
 from pgbatten.pki.keys import KeyType, load_private_key_pem, private_key_pem
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows has no fcntl; the CA directory is then unlocked.
-    fcntl = None  # type: ignore[assignment]
-
 __all__ = [
+    "CA_LOCK_WAIT",
     "BundleRecord",
     "CAStore",
     "CertKind",
@@ -55,6 +50,11 @@ __all__ = [
     "default_ca_dir",
     "parse_serial",
 ]
+
+
+# How long a run waits for another one holding the CA directory (``secure`` and ``renew`` take theirs from
+# --lock-wait).
+CA_LOCK_WAIT = 15.0
 
 
 def default_ca_dir() -> Path:
@@ -103,11 +103,7 @@ class CAStore:
     @property
     def inventory(self) -> Inventory:
         """The inventory database (opened per operation; nothing is read until asked)."""
-        return Inventory(self.inventory_path, self.legacy_inventory_path, self._locked)
-
-    @property
-    def _lock_path(self) -> Path:
-        return self.path / ".lock"
+        return Inventory(self.inventory_path, self.legacy_inventory_path, self.lock)
 
     def exists(self) -> bool:
         """True if a CA certificate or key is present (even half a CA must not be overwritten)."""
@@ -128,7 +124,7 @@ class CAStore:
 
     def set_aside_half_made(self) -> Path | None:
         """Move the key of a half-made CA aside (``ca.key.interrupted-STAMP``); the new name, or None."""
-        with self._locked():
+        with self.lock():
             if not self.half_made():
                 return None
             aside = self.ca_key_path.with_name(f"{self.ca_key_path.name}.interrupted-{timestamp()}")
@@ -156,7 +152,7 @@ class CAStore:
         before to learn its new name.
         """
         ensure_private_dir(self.path)
-        with self._locked():
+        with self.lock():
             self.set_aside_half_made()
             if self.ca_key_path.exists() and not self.ca_cert_path.exists():
                 raise PKIError(self._keyless_message())
@@ -299,7 +295,7 @@ class CAStore:
     ) -> x509.CertificateRevocationList:
         """Sign a CRL of every revoked certificate with the next CRL number and write it to ``crl.pem``."""
         # The lock keeps two runs from writing crl.pem out of number order.
-        with self._locked():
+        with self.lock():
             # Reserved (committed) before the CRL is written: a failure may skip a number, never reuse one.
             number = self.inventory.next_crl_number()
             now = utc_now(now)
@@ -325,32 +321,18 @@ class CAStore:
         except ValueError as exc:
             raise PKIError(f"{self.crl_path} is not a PEM CRL") from exc
 
-    # -- plumbing ----------------------------------------------------------------------------------------
+    # -- the lock ----------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        # Creating the CA or its inventory and writing the CRL are each done by one pgbatten run at a time;
-        # the inventory's own updates are SQLite transactions. Re-entrant within this process: flock on a
-        # second descriptor of the same file would wait for ourselves (writing the CRL of a CA directory
-        # whose inventory.json is about to be migrated takes the lock twice).
-        key = self._lock_path.absolute()
-        if fcntl is None or not self.path.is_dir() or key in _HELD:  # pragma: no cover - no fcntl
-            yield
-            return
-        try:
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise FileProblem(self._lock_path, f"cannot open lock file: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            _HELD.add(key)
-            try:
-                yield
-            finally:
-                _HELD.discard(key)
-        finally:
-            os.close(fd)
+    def lock(self, *, wait: float | None = None) -> contextlib.AbstractContextManager[None]:
+        """The CA directory's one lock, held by every run that issues from, signs a CRL with, or moves the CA.
 
-
-# The CA directories whose lock this process holds (see CAStore._locked).
-_HELD: set[Path] = set()
+        ``directory_lock`` on the directory itself: re-entrant within this process (``secure``, ``renew``,
+        ``ca rotate`` and ``cert revoke`` hold it for their whole run, and the store's own steps take it
+        again inside), exclusive across processes; another run holding it is waited for ``wait`` seconds
+        (default ``CA_LOCK_WAIT``), then ``BusyError``. A directory that does not exist yet has nothing to
+        lock: whoever creates it takes the lock once it is there.
+        """
+        if not self.path.is_dir():
+            return contextlib.nullcontext()
+        wait = CA_LOCK_WAIT if wait is None else wait
+        return directory_lock(self.path, wait=wait, what=f"the CA in {self.path}")

@@ -115,9 +115,7 @@ def secure(
     with contextlib.ExitStack() as locks:
         if not request.dry_run:
             if store.path.is_dir() and not request.external_ca:
-                locks.enter_context(
-                    directory_lock(store.path, wait=request.lock_wait, what=f"the CA in {store.path}")
-                )
+                locks.enter_context(store.lock(wait=request.lock_wait))
             locks.enter_context(
                 directory_lock(cluster.data_dir, wait=request.lock_wait, what=f"cluster {cluster.label}")
             )
@@ -224,9 +222,7 @@ def _secure_locked(
     try:
         if new_ca and isinstance(authority, CertificateAuthority):
             _create_ca(store, authority, request, orphan_key, log)
-            locks.enter_context(
-                directory_lock(store.path, wait=request.lock_wait, what=f"the CA in {store.path}")
-            )
+            locks.enter_context(store.lock(wait=request.lock_wait))
             faults.point("ca-created")
         outcome = apply_plan(
             cluster,
