@@ -20,10 +20,9 @@ from pathlib import Path
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.lifecycle import status
-from pgbatten.lifecycle.facts import ClusterRef
 from pgbatten.lifecycle.renew import RenewOptions, renew
 from pgbatten.lifecycle.rotation import rotate
-from pgbatten.pki import CAStore
+from pgbatten.pki import CAStore, ClusterRef
 from pgbatten.secure import SecureRequest, secure
 
 HBA = """\
@@ -49,7 +48,7 @@ def main() -> int:
         ca = store.load()
         store.record(ca.issue_client("mallory"), "client", "mallory")
         store.revoke("mallory")
-        ref = ClusterRef(pgdata=cluster.data_dir)
+        ref = ClusterRef.data_directory(cluster.data_dir)
         options = RenewOptions(clusters=(ref,), yes=True)
         later = dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
 

@@ -21,9 +21,8 @@ from pgbatten.cli import main
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.lifecycle import renew as renew_mod
-from pgbatten.lifecycle.facts import ClusterRef
 from pgbatten.lifecycle.renew import RenewOptions, renew
-from pgbatten.pki import CAStore, generate_key, private_key_pem
+from pgbatten.pki import CAStore, ClusterRef, generate_key, private_key_pem
 from pgbatten.secure import SecureRequest, secure
 
 pytestmark = pytest.mark.integration
@@ -238,7 +237,7 @@ def test_client_certificates_renewed_into_fresh_bundles_and_crl_kept_current(
     assert run.stdout.strip() == "alice", run.stderr
 
     # With a grace period, a later renew revokes the replaced certificate and installs the CRL.
-    options = RenewOptions(clusters=(ClusterRef(pgdata=cluster.data_dir),), yes=True)
+    options = RenewOptions(clusters=(ClusterRef.data_directory(cluster.data_dir),), yes=True)
     store = CAStore(ca_dir)
     from pgbatten.lifecycle.clients import load_replacements, save_replacements
 
@@ -320,7 +319,7 @@ def test_renew_waits_for_another_run_on_the_cluster(
     from pgbatten.fsutil import directory_lock
 
     cluster = secured(make_cluster, ca_dir)
-    options = RenewOptions(clusters=(ClusterRef(pgdata=cluster.data_dir),), yes=True, lock_wait=0.2)
+    options = RenewOptions(clusters=(ClusterRef.data_directory(cluster.data_dir),), yes=True, lock_wait=0.2)
     lock_holder = subprocess.Popen(
         [
             "python3",

@@ -23,7 +23,7 @@ from pgbatten.cli import main
 from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.lifecycle import status
-from pgbatten.lifecycle.facts import ClusterRef
+from pgbatten.pki import ClusterRef
 from pgbatten.secure import SecureRequest, secure
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ class Psql:
 
 
 def served_leaf(cluster: TempCluster, ca_dir: Path) -> tuple[x509.Certificate, int]:
-    report = status(ca_dir, [ClusterRef(pgdata=cluster.data_dir)])
+    report = status(ca_dir, [ClusterRef.data_directory(cluster.data_dir)])
     served = report.clusters[0].served
     assert served is not None and served.matches_installed, report
     chain = x509.load_pem_x509_certificates((cluster.data_dir / "pgbatten-server.crt").read_bytes())
@@ -124,7 +124,7 @@ def test_rotation_overlap_and_retirement(
     assert code == 0, out  # a CRL is in force from now on: each CA needs its own in the overlap
     psql = Psql(cluster)
     assert psql.connect("alice", old_root, tmp_path / "alice-old") == "alice"
-    assert status(ca_dir, [ClusterRef(pgdata=cluster.data_dir)]).exit_status == 0
+    assert status(ca_dir, [ClusterRef.data_directory(cluster.data_dir)]).exit_status == 0
 
     # A session open across the whole rotation: it is never dropped, the postmaster never restarts.
     session = psycopg.connect(
@@ -190,11 +190,13 @@ def test_rotation_overlap_and_retirement(
     # Revoked stays revoked across the rotation.
     assert "revoked" in psql.connect("mallory", both, tmp_path / "mallory")
 
-    report = status(ca_dir, [ClusterRef(pgdata=cluster.data_dir)])
+    report = status(ca_dir, [ClusterRef.data_directory(cluster.data_dir)])
     assert report.rotation is not None and str(report.rotation.stage) == "moving-clients"
     assert report.exit_status == 0
     later = status(
-        ca_dir, [ClusterRef(pgdata=cluster.data_dir)], now=dt.datetime.now(dt.UTC) + dt.timedelta(days=91)
+        ca_dir,
+        [ClusterRef.data_directory(cluster.data_dir)],
+        now=dt.datetime.now(dt.UTC) + dt.timedelta(days=91),
     )
     # The planned overlap is over and alice still depends on the old CA: a warning (the CRLs have lapsed
     # by then too, which is critical on its own).
@@ -211,7 +213,7 @@ def test_rotation_overlap_and_retirement(
     assert code == 0, out
     alice_new = next((ca_dir / "bundles").glob("alice-*"))
     assert psql.connect("alice", alice_new / "root.crt", alice_new) == "alice"
-    report = status(ca_dir, [ClusterRef(pgdata=cluster.data_dir)])
+    report = status(ca_dir, [ClusterRef.data_directory(cluster.data_dir)])
     assert report.rotation is not None and str(report.rotation.stage) == "moving-clients"
 
     code, out = cli("ca", "retire", "--pgdata", pgdata, "--revoke-replaced", "--yes")
@@ -225,7 +227,7 @@ def test_rotation_overlap_and_retirement(
     assert refused != "alice" and ("unknown ca" in refused or "certificate" in refused), refused
     assert psql.connect("alice", alice_new / "root.crt", alice_new) == "alice"
     assert psql.connect("bob", new_root, tmp_path / "bob") == "bob"
-    report = status(ca_dir, [ClusterRef(pgdata=cluster.data_dir)])
+    report = status(ca_dir, [ClusterRef.data_directory(cluster.data_dir)])
     assert report.rotation is None and report.exit_status == 0, report.findings
     assert session.execute("SELECT pg_backend_pid()").fetchone() == backend
     assert (cluster.data_dir / "postmaster.pid").read_text().splitlines()[0] == postmaster

@@ -11,10 +11,10 @@ import pytest
 from cryptography import x509
 
 from pgbatten.lifecycle.export import prometheus_text, report_json, write_textfile
-from pgbatten.lifecycle.facts import CAFacts, ClusterFacts, ClusterRef, Served, split_crls
+from pgbatten.lifecycle.facts import CAFacts, ClusterFacts, Served, split_crls
 from pgbatten.lifecycle.status import evaluate
 from pgbatten.lifecycle.timeline import Thresholds, Window
-from pgbatten.pki import CertificateAuthority, InventoryEntry
+from pgbatten.pki import CertificateAuthority, ClusterRef, InventoryEntry
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -49,7 +49,7 @@ def cluster(
 ) -> ClusterFacts:
     chain = (cert,) if cert is not None else ()
     return ClusterFacts(
-        ref=ClusterRef(pgdata=PGDATA),
+        ref=ClusterRef.data_directory(PGDATA),
         label=str(PGDATA),
         running=True,
         pid=4711,
@@ -174,7 +174,7 @@ def test_ca_close_to_its_end_asks_for_rotation(ca: CertificateAuthority) -> None
 def test_missing_ca_and_unreadable_cluster_are_critical() -> None:
     report = evaluate(CAFacts(path=CA_DIR, certificate=None, error="no CA"), [], now=T0)
     assert report.exit_status == 2
-    bad = ClusterFacts(ref=ClusterRef(cluster="15/main"), label="15/main", error="no cluster 15/main")
+    bad = ClusterFacts(ref=ClusterRef.named("15/main"), label="15/main", error="no cluster 15/main")
     ca = CertificateAuthority.create(now=T0)
     assert evaluate(ca_facts(ca), [bad], now=T0).exit_status == 2
 

@@ -10,7 +10,8 @@ import pytest
 
 from pgbatten.cluster.discover import discover
 from pgbatten.errors import ParseError
-from pgbatten.lifecycle.facts import ClusterFacts, ClusterRef
+from pgbatten.lifecycle.facts import ClusterFacts
+from pgbatten.pki import ClusterRef
 from pgbatten.pki.served import inspect_cluster
 
 
@@ -29,7 +30,7 @@ def test_ssl_is_read_in_any_spelling_postgres_accepts(tmp_path: Path, word: str,
     # "t" and "ye" used to read as off: a hand-written set of four words stood in for PostgreSQL's parse_bool.
     view = inspect_cluster(discover(pgdata=data_dir(tmp_path, 15, f"SSL = {word}\n")), None)
     assert view.ssl is on
-    facts = ClusterFacts(ref=ClusterRef(pgdata=tmp_path), label="db", settings={"ssl": word})
+    facts = ClusterFacts(ref=ClusterRef.data_directory(tmp_path), label="db", settings={"ssl": word})
     assert facts.ssl_on is on
 
 

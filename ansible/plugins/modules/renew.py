@@ -133,15 +133,15 @@ def main() -> None:
     require_pgbatten(module)
     from pgbatten.cli.app import read_secret_file
     from pgbatten.lifecycle.export import renew_json
-    from pgbatten.lifecycle.facts import ClusterRef
     from pgbatten.lifecycle.renew import RenewOptions, renew
     from pgbatten.lifecycle.timeline import parse_duration
+    from pgbatten.pki import ClusterRef
 
     p = module.params
     log: list[str] = []
     try:
-        refs = [ClusterRef(pgdata=Path(d)) for d in p["pgdata"]] + [
-            ClusterRef(cluster=c) for c in p["cluster"]
+        refs = [ClusterRef.data_directory(Path(d)) for d in p["pgdata"]] + [
+            ClusterRef.named(c) for c in p["cluster"]
         ]
         options = RenewOptions(
             clusters=tuple(refs),

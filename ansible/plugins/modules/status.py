@@ -136,8 +136,8 @@ def main() -> None:
     require_pgbatten(module)
     from pgbatten.fleet.status import cluster_status, status_facts
     from pgbatten.lifecycle import status
-    from pgbatten.lifecycle.facts import ClusterRef
     from pgbatten.lifecycle.timeline import Thresholds, Window, parse_duration
+    from pgbatten.pki import ClusterRef
 
     params = module.params
     try:
@@ -145,8 +145,10 @@ def main() -> None:
             certificate=Window(parse_duration(params["warn"]), parse_duration(params["critical"])),
             renew_before=parse_duration(params["renew_before"]) if params["renew_before"] else None,
         )
-        ref = ClusterRef(
-            pgdata=Path(params["pgdata"]) if params["pgdata"] else None, cluster=params["cluster"]
+        ref = (
+            ClusterRef.named(params["cluster"])
+            if params["cluster"]
+            else ClusterRef.data_directory(Path(params["pgdata"]))
         )
         if params["ca_dir"]:
             report = status(Path(params["ca_dir"]), [ref], thresholds=thresholds, timeout=params["timeout"])

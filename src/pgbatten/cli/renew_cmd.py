@@ -159,7 +159,7 @@ def renew_cmd(
 
         click.echo(json.dumps(renew_json(result), indent=2))
     else:
-        print_result(out, result, ca, refs_option=[o for r in refs for o in r.option()])
+        print_result(out, result, ca, refs_option=[o for r in refs for o in r.args()])
     if result.failed:
         raise VerificationError("; ".join(failure_line(c) for c in result.failed))
 

@@ -32,7 +32,7 @@ def _renew_clusters(
     result = renew(
         ca_dir, options, log=lambda m: out.print(m, markup=False, soft_wrap=True), confirm=_confirm
     )
-    print_result(out, result, ca_dir, refs_option=[o for r in refs for o in r.option()])
+    print_result(out, result, ca_dir, refs_option=[o for r in refs for o in r.args()])
     if result.failed:
         raise VerificationError("; ".join(failure_line(c) for c in result.failed))
 
@@ -190,7 +190,7 @@ def ca_retire(
         if not issued_by(served, new_root) and not force:
             raise PKIError(
                 f"{facts.label} still serves a certificate of the old CA; switch it first: "
-                + shlex.join(["pgbatten", "renew", *ref.option(), "--ca-dir", str(store.path)])
+                + shlex.join(["pgbatten", "renew", *ref.args(), "--ca-dir", str(store.path)])
             )
     result = retire(store.path, force=force, revoke_replaced=revoke_replaced)
     out = make_console()

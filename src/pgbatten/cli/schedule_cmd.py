@@ -70,7 +70,7 @@ def schedule_cmd(
     clusters = [ref.discover() for ref in refs]
     user = sched.run_as_user(sched.ca_key_owner(ca), [c.owner for c in clusters])
     extra = [*(["--before", before] if before else []), *(["--all"] if all_clients else [])]
-    options = [o for ref in refs for o in ref.option()]
+    options = [o for ref in refs for o in ref.args()]
     job = sched.Job(
         argv=sched.renew_argv(
             sched.pgbatten_command(), options, ca, passphrase_file=ca_passphrase_file, extra=extra

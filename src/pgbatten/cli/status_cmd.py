@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from pgbatten.lifecycle.facts import ClusterRef
     from pgbatten.lifecycle.views import CertificateView, ClusterView, CrlView, StatusReport
+    from pgbatten.pki import ClusterRef
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,10 +41,10 @@ def clusters_option(func: F) -> F:
 
 
 def cluster_refs(pgdatas: tuple[Path, ...], names: tuple[str, ...]) -> list[ClusterRef]:
-    from pgbatten.lifecycle.facts import ClusterRef
+    from pgbatten.pki import ClusterRef
 
-    refs = [ClusterRef(pgdata=p.expanduser().absolute()) for p in pgdatas]
-    refs += [ClusterRef(cluster=n) for n in names]
+    refs = [ClusterRef.data_directory(p.expanduser().absolute()) for p in pgdatas]
+    refs += [ClusterRef.named(n) for n in names]
     return refs
 
 

@@ -16,10 +16,11 @@ from cryptography import x509
 from pgbatten.errors import PKIError
 from pgbatten.fleet.request import load_roots
 from pgbatten.lifecycle.export import cert_json, report_json
-from pgbatten.lifecycle.facts import CAFacts, ClusterRef, read_cluster
+from pgbatten.lifecycle.facts import CAFacts, read_cluster
 from pgbatten.lifecycle.status import evaluate
 from pgbatten.lifecycle.timeline import Thresholds
 from pgbatten.lifecycle.views import StatusReport
+from pgbatten.pki import ClusterRef
 
 
 def cluster_status(

@@ -10,10 +10,11 @@ import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
-from pgbatten.lifecycle.facts import ClusterRef, read_all
+from pgbatten.lifecycle.facts import read_all
 from pgbatten.lifecycle.status import evaluate
 from pgbatten.lifecycle.timeline import Thresholds
 from pgbatten.lifecycle.views import StatusReport
+from pgbatten.pki import ClusterRef
 
 
 def status(

@@ -15,12 +15,12 @@ from pathlib import Path
 from cryptography import x509
 
 from pgbatten.certfacts import fingerprint_sha256, load_der_chain
-from pgbatten.cluster.discover import Cluster, discover
+from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import PgBattenError
 from pgbatten.fsutil import read_bytes_or_none
 from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pgconf.guc_values import parse_bool
-from pgbatten.pki import CAStore, InventoryEntry
+from pgbatten.pki import CAStore, ClusterRef, InventoryEntry
 from pgbatten.pki.overlap import retired_roots
 from pgbatten.secure.hosts import MachineNames, probe_addresses, resolve_like_postgres, split_listen_addresses
 from pgbatten.secure.plan import CERT_NAME
@@ -37,24 +37,6 @@ SSL_SETTINGS = (
 )
 _PATH_SETTINGS = ("ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_crl_file", "ssl_crl_dir")
 _CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class ClusterRef:
-    """How the user named a cluster, so that printed commands name it the same way."""
-
-    pgdata: Path | None = None
-    cluster: str | None = None
-
-    def option(self) -> list[str]:
-        """``["--pgdata", DIR]`` or ``["--cluster", "15/main"]``."""
-        if self.cluster is not None:
-            return ["--cluster", self.cluster]
-        assert self.pgdata is not None
-        return ["--pgdata", str(self.pgdata)]
-
-    def discover(self) -> Cluster:
-        return discover(pgdata=self.pgdata, cluster=self.cluster)
 
 
 @dataclass(frozen=True)
@@ -152,7 +134,7 @@ def read_ca(path: Path) -> CAFacts:
 
 def read_cluster(ref: ClusterRef, *, timeout: float = 5.0) -> ClusterFacts:
     """Discover the cluster and read its TLS state; a cluster that cannot be read is a fact with an error."""
-    label = ref.cluster or str(ref.pgdata)
+    label = ref.value
     try:
         cluster = ref.discover()
     except PgBattenError as exc:

@@ -37,11 +37,11 @@ from pgbatten.lifecycle.clients import (
     reissue,
     revocations_due,
 )
-from pgbatten.lifecycle.facts import ClusterRef, ask_server
+from pgbatten.lifecycle.facts import ask_server
 from pgbatten.lifecycle.renew_plan import RenewPlan, RenewRequest, ServerFiles, plan_server_renewal
 from pgbatten.lifecycle.sessions import end_sessions, report_line
 from pgbatten.lifecycle.timeline import Validity, crl_resign_due
-from pgbatten.pki import CAStore, KeyType
+from pgbatten.pki import CAStore, ClusterRef, KeyType
 from pgbatten.pki.operations import open_store, refresh_crl
 from pgbatten.pki.overlap import crl_bundle, load_rotation, trust_for
 from pgbatten.pki.trust import Trust

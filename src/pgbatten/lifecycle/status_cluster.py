@@ -45,7 +45,7 @@ def _server_view(
     limits: Thresholds,
     rotation: RotationFacts | None,
 ) -> CertificateView | None:
-    renew = b.command("renew", *c.ref.option())
+    renew = b.command("renew", *c.ref.args())
     if c.cert_error is not None:
         b.add("server-cert-unreadable", "critical", f"{c.label}: the server certificate", c.cert_error)
         return None
@@ -159,7 +159,7 @@ def cluster_view(
     rotation: RotationFacts | None,
 ) -> ClusterView:
     before = len(b.findings)
-    option = tuple(c.ref.option())
+    option = tuple(c.ref.args())
     if c.error is not None:
         b.add("cluster-unreadable", "critical", f"{c.label}: cannot read the cluster", c.error)
         return _empty_cluster(c, option, b, before)
@@ -251,7 +251,7 @@ def _served_view(b: Builder, c: ClusterFacts, server: CertificateView | None) ->
             f"{c.label}: the server serves certificate {leaf.serial_number:#x}, not the installed "
             f"{server.serial:#x}",
             "the file on disk never reached the running server (no reload, or the reload refused it)",
-            b.command("renew", *c.ref.option()),
+            b.command("renew", *c.ref.args()),
             f"put the installed certificate of {c.label} in force",
         )
     return ServedView(
@@ -280,7 +280,7 @@ def _cluster_crls(
             f"{c.crl_file_error}; PostgreSQL refuses client certificates it cannot check",
         )
         return ()
-    renew = b.command("renew", *c.ref.option())
+    renew = b.command("renew", *c.ref.args())
     views: list[CrlView] = []
     authorities = [ca] + ([rotation.previous] if rotation is not None else [])
     for crl in c.crls:

@@ -25,10 +25,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pgbatten.certfacts import format_fingerprint
 from pgbatten.errors import FileProblem, PKIError
+
+if TYPE_CHECKING:
+    from pgbatten.cluster.discover import Cluster
 
 CertKind = Literal["server", "client"]
 KINDS: tuple[CertKind, ...] = ("server", "client")
@@ -77,13 +80,36 @@ _MATCH = "WHERE serial = ? OR (kind = 'client' AND name = ?) ORDER BY seq"
 
 @dataclass(frozen=True)
 class ClusterRef:
-    """How to name a cluster to pgbatten again: ``--pgdata DIR`` or ``--cluster VERSION/NAME``."""
+    """How to name a cluster to pgbatten again: ``--pgdata DIR`` or ``--cluster VERSION/NAME``.
+
+    As the user named it (``status``, ``renew``: printed commands name it the same way) or as pgbatten
+    remembers it in the inventory (``ClusterRef.of`` a discovered cluster).
+    """
 
     option: Literal["--pgdata", "--cluster"]
     value: str
 
+    @classmethod
+    def data_directory(cls, path: Path) -> ClusterRef:
+        """``--pgdata PATH``."""
+        return cls("--pgdata", str(path))
+
+    @classmethod
+    def named(cls, name: str) -> ClusterRef:
+        """``--cluster VERSION/NAME`` (Debian's postgresql-common)."""
+        return cls("--cluster", name)
+
     def args(self) -> list[str]:
+        """``["--pgdata", DIR]`` or ``["--cluster", "15/main"]``."""
         return [self.option, self.value]
+
+    def discover(self) -> Cluster:
+        """The cluster this names, found as ``--pgdata``/``--cluster`` find it."""
+        from pgbatten.cluster.discover import discover
+
+        if self.option == "--cluster":
+            return discover(cluster=self.value)
+        return discover(pgdata=Path(self.value))
 
     def _dump(self) -> str:
         return json.dumps([self.option, self.value])
