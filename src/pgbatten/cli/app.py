@@ -239,25 +239,6 @@ def main(debug: bool) -> None:
     """Turn a PostgreSQL server into a TLS-only server, hand clients what they need, and prove it."""
 
 
-def ca_dir_option(func: F) -> F:
-    return click.option(
-        "--ca-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        envvar="PGBATTEN_CA_DIR",
-        default=None,
-        help="CA directory (default: $PGBATTEN_CA_DIR or ~/.local/share/pgbatten/ca).",
-    )(func)
-
-
-def passphrase_option(func: F) -> F:
-    return click.option(
-        "--ca-passphrase-file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="File holding the CA key's passphrase (first line).",
-    )(func)
-
-
 def read_secret_file(path: Path | None) -> bytes | None:
     if path is None:
         return None
@@ -271,44 +252,3 @@ def read_secret_file(path: Path | None) -> bytes | None:
     if not first or not first[0]:
         raise FileProblem(path, "is empty")
     return first[0]
-
-
-def cluster_options(func: F) -> F:
-    """``--pgdata DIR`` (default ``$PGDATA``, as pg_ctl takes it) or ``--cluster VERSION/NAME``."""
-
-    @functools.wraps(func)
-    def with_pgdata_default(*args: Any, pgdata: Path | None, cluster_name: str | None, **kwargs: Any) -> Any:
-        if pgdata is None and cluster_name is None and os.environ.get("PGDATA"):
-            pgdata = Path(os.environ["PGDATA"])
-        return func(*args, pgdata=pgdata, cluster_name=cluster_name, **kwargs)
-
-    wrapped = click.option(
-        "--pg-bindir",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        help="The cluster's PostgreSQL binaries (default: the running server's own, then PATH, pg_config"
-        " and /usr/lib/postgresql/VERSION/bin).",
-    )(with_pgdata_default)
-    wrapped = click.option(
-        "--cluster",
-        "cluster_name",
-        metavar="VERSION/NAME",
-        default=None,
-        help="A Debian/Ubuntu cluster, e.g. 15/main (config in /etc/postgresql/VERSION/NAME).",
-    )(wrapped)
-    return click.option(  # type: ignore[return-value]
-        "--pgdata",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        help="The cluster's data directory (default: $PGDATA unless --cluster is given).",
-    )(wrapped)
-
-
-def key_type_option(func: F) -> F:
-    return click.option(
-        "--key-type",
-        default="ecdsa-p256",
-        show_default=True,
-        metavar="TYPE",
-        help="ecdsa-p256 (fastest handshakes), rsa-2048, rsa-3072 or rsa-4096.",
-    )(func)

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pgbatten.bench.server import PHASES, BenchOptions, BenchReport, ModeResult, run_bench
+from pgbatten.cli import options as opt
 from pgbatten.cli.app import main, make_console
 
 if TYPE_CHECKING:
@@ -236,7 +237,7 @@ def report_json(report: BenchReport) -> str:
     type=click.FloatRange(0.1, 3600),
     help="Time bound of each measurement.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@opt.json_output("Print one JSON object.")
 def bench_cmd(dsn: str, connections: int, seconds: float, as_json: bool) -> None:
     """Measure what each way of connecting costs: new-connection latency and rate, round trips, query rate
     and bulk transfer, for plaintext (if allowed), TLS 1.2, TLS 1.3 and direct SSL. Read-only."""

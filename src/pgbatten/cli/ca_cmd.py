@@ -6,14 +6,8 @@ from pathlib import Path
 
 import click
 
-from pgbatten.cli.app import (
-    ca_dir_option,
-    key_type_option,
-    main,
-    make_console,
-    passphrase_option,
-    read_secret_file,
-)
+from pgbatten.cli import options as opt
+from pgbatten.cli.app import main, make_console, read_secret_file
 
 
 @main.group()
@@ -22,12 +16,12 @@ def ca() -> None:
 
 
 @ca.command("init")
-@ca_dir_option
-@key_type_option
-@passphrase_option
+@opt.ca_dir
+@opt.key_type
+@opt.ca_passphrase
 @click.option("--common-name", default="pgbatten CA", show_default=True, help="Subject CN of the CA.")
 @click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 36500))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema in the README).")
+@opt.json_output()
 def ca_init(
     ca_dir: Path | None,
     key_type: str,

@@ -9,15 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from pgbatten.cli.app import (
-    ca_dir_option,
-    cluster_options,
-    key_type_option,
-    main,
-    make_console,
-    passphrase_option,
-    read_secret_file,
-)
+from pgbatten.cli import options as opt
+from pgbatten.cli.app import main, make_console, read_secret_file
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,26 +23,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def json_option(func: F) -> F:
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print one JSON document (schema in the README)."
-    )(func)
-
-
-def crl_days_option(func: F) -> F:
-    return click.option(
-        "--crl-days",
-        default=30,
-        show_default=True,
-        type=click.IntRange(1, 3650),
-        help="Days until the CRL's nextUpdate; re-sign it before then with 'pgbatten crl refresh'.",
-    )(func)
-
-
-def timeout_option(func: F) -> F:
-    return click.option(
-        "--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300), help="Seconds."
-    )(func)
+CRL_DAYS_HELP = "Days until the CRL's nextUpdate; re-sign it before then with 'pgbatten crl refresh'."
 
 
 def _store(ca_dir: Path | None) -> CAStore:
@@ -86,8 +60,8 @@ def crl() -> None:
 
 @cert.command("client")
 @click.argument("user")
-@ca_dir_option
-@passphrase_option
+@opt.ca_dir
+@opt.ca_passphrase
 @click.option(
     "--out",
     "out_dir",
@@ -97,15 +71,13 @@ def crl() -> None:
     default=None,
     help="Bundle directory (default: ./USER).",
 )
-@click.option("--days", default=365, show_default=True, type=click.IntRange(1, 3650))
-@key_type_option
-@click.option(
+@opt.days()
+@opt.key_type
+@opt.file(
     "--p12-password-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="File holding the PKCS#12 password (first line); default: generate one and print it once.",
+    "File holding the PKCS#12 password (first line); default: generate one and print it once.",
 )
-@cluster_options
+@opt.cluster
 @click.option(
     "--server-host",
     default=None,
@@ -120,7 +92,7 @@ def crl() -> None:
 )
 @click.option("--dbname", default="postgres", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
-@json_option
+@opt.json_output()
 def cert_client(
     user: str,
     ca_dir: Path | None,
@@ -239,11 +211,11 @@ def _write(out: Console, lines: list[str]) -> None:
 
 @cert.command("revoke")
 @click.argument("target", metavar="USER|SERIAL")
-@ca_dir_option
-@passphrase_option
-@cluster_options
-@crl_days_option
-@timeout_option
+@opt.ca_dir
+@opt.ca_passphrase
+@opt.cluster
+@opt.crl_days(CRL_DAYS_HELP)
+@opt.timeout()
 @click.option(
     "--allow-served",
     is_flag=True,
@@ -254,7 +226,7 @@ def _write(out: Console, lines: list[str]) -> None:
     is_flag=True,
     help="Leave open the sessions that authenticated with the revoked certificate (default: end them).",
 )
-@json_option
+@opt.json_output()
 def cert_revoke(
     target: str,
     ca_dir: Path | None,
@@ -442,8 +414,8 @@ WARNINGS_SHOWN = 20
 
 
 @cert.command("list")
-@ca_dir_option
-@json_option
+@opt.ca_dir
+@opt.json_output()
 def cert_list(ca_dir: Path | None, as_json: bool) -> None:
     """Every certificate the CA issued, the CRL's size and next update, and what ends soon."""
     from pgbatten.pki.listing import list_inventory
@@ -511,12 +483,12 @@ def _print_json(document: object) -> None:
 
 
 @crl.command("refresh")
-@ca_dir_option
-@passphrase_option
-@cluster_options
-@crl_days_option
-@timeout_option
-@json_option
+@opt.ca_dir
+@opt.ca_passphrase
+@opt.cluster
+@opt.crl_days(CRL_DAYS_HELP)
+@opt.timeout()
+@opt.json_output()
 def crl_refresh(
     ca_dir: Path | None,
     ca_passphrase_file: Path | None,

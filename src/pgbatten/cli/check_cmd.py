@@ -7,10 +7,8 @@ from pathlib import Path
 
 import click
 
-from pgbatten.cli.app import (
-    main,
-    make_console,
-)
+from pgbatten.cli import options as opt
+from pgbatten.cli.app import main, make_console
 
 
 @main.command("check")
@@ -21,12 +19,8 @@ from pgbatten.cli.app import (
     default=None,
     help="More targets, one a line (any TARGET form), # comments; - reads standard input.",
 )
-@click.option(
-    "--ca",
-    "ca_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="CA certificate(s) a verify-full client would trust (PEM), as its sslrootcert.",
+@opt.file(
+    "--ca", "CA certificate(s) a verify-full client would trust (PEM), as its sslrootcert.", dest="ca_file"
 )
 @click.option(
     "--crl",
@@ -41,14 +35,8 @@ from pgbatten.cli.app import (
     default=None,
     help="A pgbatten CA directory: its ca.crt as --ca and its crl.pem as --crl.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per target.")
-@click.option(
-    "--timeout",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 300),
-    help="Seconds per connection.",
-)
+@opt.json_output("Print a JSON array, one object per target.")
+@opt.timeout("Seconds per connection.")
 @click.option(
     "--quick",
     is_flag=True,

@@ -6,22 +6,15 @@ from pathlib import Path
 
 import click
 
-from pgbatten.cli.app import (
-    ca_dir_option,
-    cluster_options,
-    key_type_option,
-    main,
-    make_console,
-    passphrase_option,
-    read_secret_file,
-)
+from pgbatten.cli import options as opt
+from pgbatten.cli.app import main, make_console, read_secret_file
 from pgbatten.cli.ca_cmd import ca
 
 
 @ca.command("sign")
 @click.argument("csr_file", metavar="CSR", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
-@ca_dir_option
-@passphrase_option
+@opt.ca_dir
+@opt.ca_passphrase
 @click.option(
     "--allow-host",
     "allowed",
@@ -37,22 +30,12 @@ from pgbatten.cli.ca_cmd import ca
     metavar="TYPE",
     help="Key types accepted (repeat it): ecdsa-p256, rsa-2048, rsa-3072, rsa-4096. Default: all four.",
 )
-@click.option("--days", default=365, show_default=True, type=click.IntRange(1, 3650))
+@opt.days()
 @click.option("--name", default=None, help="The inventory name of the server (default: its first host).")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Write the certificate (with its chain) here; default: standard output.",
-)
-@click.option(
-    "--ca-out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Write the CA certificate(s) the server installs as its ssl_ca_file here.",
-)
-@click.option("--dry-run", is_flag=True, help="Check the CSR and say what would be signed; sign nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema in the README).")
+@opt.file("--out", "Write the certificate (with its chain) here; default: standard output.")
+@opt.file("--ca-out", "Write the CA certificate(s) the server installs as its ssl_ca_file here.")
+@opt.dry_run("Check the CSR and say what would be signed; sign nothing.")
+@opt.json_output()
 def ca_sign(
     csr_file: Path,
     ca_dir: Path | None,
@@ -121,24 +104,16 @@ def ca_sign(
 
 
 @main.command("csr")
-@cluster_options
+@opt.cluster
 @click.option("--host", "hosts", multiple=True, metavar="NAME", help="Also name NAME (repeatable).")
-@key_type_option
-@click.option(
-    "--ca-certificate",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="The CA's certificate(s): with --if-needed, judge the installed certificate by it.",
+@opt.key_type
+@opt.file(
+    "--ca-certificate", "The CA's certificate(s): with --if-needed, judge the installed certificate by it."
 )
 @click.option("--if-needed", is_flag=True, help="Make no CSR while the installed certificate can stay.")
 @click.option("--before", default=None, metavar="DURATION", help="With --if-needed: due this long before.")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Write the CSR here; default: standard output.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema in the README).")
+@opt.file("--out", "Write the CSR here; default: standard output.")
+@opt.json_output()
 def csr_cmd(
     pgdata: Path | None,
     cluster_name: str | None,

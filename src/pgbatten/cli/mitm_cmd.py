@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pgbatten.cli.app import main, make_console, passphrase_option, read_secret_file
+from pgbatten.cli import options as opt
+from pgbatten.cli.app import main, make_console, read_secret_file
 from pgbatten.cli.attack_options import parse_listen, parse_upstream, stop_on_sigterm, warning
 from pgbatten.errors import UsageError
 
@@ -124,14 +125,10 @@ def _table(connections: list[MitmConnection], attack: str) -> Table:
     default=None,
     help="A pgbatten CA directory whose CA the clients trust (to mint genuine certificates).",
 )
-@click.option(
-    "--ca-cert", type=click.Path(path_type=Path, dir_okay=False), default=None, help="That CA's certificate."
-)
-@click.option(
-    "--ca-key", type=click.Path(path_type=Path, dir_okay=False), default=None, help="That CA's key (PEM)."
-)
-@passphrase_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@opt.file("--ca-cert", "That CA's certificate.")
+@opt.file("--ca-key", "That CA's key (PEM).")
+@opt.ca_passphrase
+@opt.json_output("One JSON object per line.")
 @click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),

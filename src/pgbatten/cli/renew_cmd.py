@@ -8,15 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pgbatten.cli.app import (
-    ca_dir_option,
-    key_type_option,
-    main,
-    make_console,
-    passphrase_option,
-    read_secret_file,
-)
-from pgbatten.cli.status_cmd import cluster_refs, clusters_option
+from pgbatten.cli import options as opt
+from pgbatten.cli.app import main, make_console, read_secret_file
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,7 +26,7 @@ def _confirm(question: str) -> bool:
 
 
 @main.command("renew")
-@clusters_option
+@opt.clusters
 @click.option(
     "--client", "clients", multiple=True, metavar="USER", help="Renew USER's client certificate if due."
 )
@@ -44,23 +37,11 @@ def _confirm(question: str) -> bool:
     metavar="DURATION",
     help="Due when less than this is left (default: a third of the life).",
 )
-@ca_dir_option
-@passphrase_option
-@click.option(
-    "--days",
-    default=365,
-    show_default=True,
-    type=click.IntRange(1, 3650),
-    help="Server certificate validity.",
-)
-@click.option(
-    "--client-days",
-    default=365,
-    show_default=True,
-    type=click.IntRange(1, 3650),
-    help="Client certificate validity.",
-)
-@click.option("--crl-days", default=30, show_default=True, type=click.IntRange(1, 3650), help="CRL validity.")
+@opt.ca_dir
+@opt.ca_passphrase
+@opt.days("Server certificate validity.")
+@opt.days("Client certificate validity.", name="--client-days")
+@opt.crl_days("CRL validity.")
 @click.option(
     "--grace",
     default=None,
@@ -74,24 +55,16 @@ def _confirm(question: str) -> bool:
     default=None,
     help="Where new client bundles go, one directory each (default: CA_DIR/bundles).",
 )
-@key_type_option
-@click.option(
+@opt.key_type
+@opt.file(
     "--p12-password-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="PKCS#12 password for new client bundles (default: generated, saved in the bundle).",
+    "PKCS#12 password for new client bundles (default: generated, saved in the bundle).",
 )
-@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300), help="Seconds.")
-@click.option(
-    "--lock-wait",
-    default=15.0,
-    show_default=True,
-    type=click.FloatRange(0, 3600),
-    help="Seconds to wait for another pgbatten run on the same cluster or CA directory.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress goes to stderr).")
-@click.option("--dry-run", is_flag=True, help="Show what is due and the plan; write nothing.")
-@click.option("--yes", "-y", is_flag=True, help="Renew without asking.")
+@opt.timeout()
+@opt.lock_wait("cluster or CA directory")
+@opt.json_output("Print the result as JSON (progress goes to stderr).")
+@opt.dry_run("Show what is due and the plan; write nothing.")
+@opt.yes("Renew without asking.")
 def renew_cmd(
     pgdatas: tuple[Path, ...],
     cluster_names: tuple[str, ...],
@@ -121,7 +94,7 @@ def renew_cmd(
 
     for user in clients:
         check_role_name(user)
-    refs = cluster_refs(pgdatas, cluster_names)
+    refs = opt.cluster_refs(pgdatas, cluster_names)
     if not refs and not clients and not all_clients:
         raise UsageError(
             "nothing to renew: name clusters (--pgdata DIR, --cluster V/N), --client USER or --all"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from pgbatten.cli.app import ca_dir_option, make_console, passphrase_option, read_secret_file
+from pgbatten.cli import options as opt
+from pgbatten.cli.app import make_console, read_secret_file
 from pgbatten.cli.ca_cmd import ca
 from pgbatten.cli.renew_cmd import _confirm, failure_line, print_result
-from pgbatten.cli.status_cmd import cluster_refs, clusters_option
 
 
 def _renew_clusters(
@@ -24,7 +24,7 @@ def _renew_clusters(
     from pgbatten.errors import VerificationError
     from pgbatten.lifecycle.renew import RenewOptions, renew
 
-    refs = cluster_refs(pgdatas, names)
+    refs = opt.cluster_refs(pgdatas, names)
     if not refs:
         return
     out = make_console()
@@ -44,8 +44,8 @@ def _refuse() -> bool:
 
 
 @ca.command("rotate")
-@ca_dir_option
-@passphrase_option
+@opt.ca_dir
+@opt.ca_passphrase
 @click.option(
     "--common-name", default=None, help="Subject CN of the new CA (default: the old one's with G2, G3…)."
 )
@@ -62,9 +62,9 @@ def _refuse() -> bool:
     metavar="DURATION",
     help="How long the overlap is planned to last.",
 )
-@clusters_option
-@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300), help="Seconds.")
-@click.option("--yes", "-y", is_flag=True, help="Switch the clusters named without asking.")
+@opt.clusters
+@opt.timeout()
+@opt.yes("Switch the clusters named without asking.")
 def ca_rotate(
     ca_dir: Path | None,
     ca_passphrase_file: Path | None,
@@ -83,7 +83,7 @@ def ca_rotate(
     from pgbatten.pki.operations import open_store
 
     period = parse_duration(overlap)
-    refs = cluster_refs(pgdatas, cluster_names)
+    refs = opt.cluster_refs(pgdatas, cluster_names)
     if refs and not yes:
         _confirm("Start a CA rotation and switch these clusters to the new CA?") or _refuse()
     for ref in refs:
@@ -139,9 +139,9 @@ def ca_rotate(
 
 
 @ca.command("retire")
-@ca_dir_option
-@passphrase_option
-@clusters_option
+@opt.ca_dir
+@opt.ca_passphrase
+@opt.clusters
 @click.option(
     "--revoke-replaced",
     is_flag=True,
@@ -150,8 +150,8 @@ def ca_rotate(
 @click.option(
     "--force", is_flag=True, help="Retire although client certificates of the old CA are still valid."
 )
-@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300), help="Seconds.")
-@click.option("--yes", "-y", is_flag=True, help="Update the clusters named without asking.")
+@opt.timeout()
+@opt.yes("Update the clusters named without asking.")
 def ca_retire(
     ca_dir: Path | None,
     ca_passphrase_file: Path | None,
@@ -180,7 +180,7 @@ def ca_retire(
     from pgbatten.certfacts import issued_by, load_pem_file
 
     new_root = load_pem_file(current)[0]
-    for ref in cluster_refs(pgdatas, cluster_names):
+    for ref in opt.cluster_refs(pgdatas, cluster_names):
         facts = read_cluster(ref, timeout=timeout)
         served = facts.served.chain[0] if facts.served is not None and facts.served.chain else None
         if facts.error is not None or served is None:

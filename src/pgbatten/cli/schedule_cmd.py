@@ -10,14 +10,14 @@ from pathlib import Path
 
 import click
 
-from pgbatten.cli.app import ca_dir_option, main, make_console, passphrase_option
-from pgbatten.cli.status_cmd import cluster_refs, clusters_option
+from pgbatten.cli import options as opt
+from pgbatten.cli.app import main, make_console
 
 
 @main.command("schedule")
-@clusters_option
-@ca_dir_option
-@passphrase_option
+@opt.clusters
+@opt.ca_dir
+@opt.ca_passphrase
 @click.option(
     "--systemd", "mode", flag_value="systemd", default=True, help="Write a service and a timer (default)."
 )
@@ -34,7 +34,7 @@ from pgbatten.cli.status_cmd import cluster_refs, clusters_option
 @click.option("--before", default=None, metavar="DURATION", help="Passed to renew.")
 @click.option("--all", "all_clients", is_flag=True, help="Also renew every client certificate that is due.")
 @click.option("--force", is_flag=True, help="Replace units of that name that say something else.")
-@click.option("--dry-run", is_flag=True, help="Print the units without writing them.")
+@opt.dry_run("Print the units without writing them.")
 def schedule_cmd(
     pgdatas: tuple[Path, ...],
     cluster_names: tuple[str, ...],
@@ -57,7 +57,7 @@ def schedule_cmd(
     from pgbatten.lifecycle.timeline import parse_duration
     from pgbatten.pki import default_ca_dir
 
-    refs = cluster_refs(pgdatas, cluster_names)
+    refs = opt.cluster_refs(pgdatas, cluster_names)
     if not refs:
         raise UsageError("name the clusters to renew: --pgdata DIR or --cluster VERSION/NAME (repeatable)")
     if not re.fullmatch(r"[A-Za-z0-9_.@-]+", name):

@@ -15,15 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from pgbatten.cli.app import (
-    ca_dir_option,
-    cluster_options,
-    key_type_option,
-    main,
-    make_console,
-    passphrase_option,
-    read_secret_file,
-)
+from pgbatten.cli import options as opt
+from pgbatten.cli.app import main, make_console, read_secret_file
 from pgbatten.errors import UsageError
 from pgbatten.findings import Finding, severity_rank
 
@@ -42,30 +35,23 @@ LINT_ROWS = 20
 
 
 @main.command("secure")
-@cluster_options
+@opt.cluster
 @click.option(
     "--host", "hosts", multiple=True, metavar="NAME", help="Name or address clients use (repeatable)."
 )
-@ca_dir_option
-@passphrase_option
-@click.option(
+@opt.ca_dir
+@opt.ca_passphrase
+@opt.file(
     "--ca-certificate",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="The CA's certificate(s), for a CA whose key is on another machine (no --ca-dir here).",
+    "The CA's certificate(s), for a CA whose key is on another machine (no --ca-dir here).",
 )
-@click.option(
-    "--certificate",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Install this certificate (with its chain), signed for the key `pgbatten csr` made here.",
+@opt.file(
+    "--certificate", "Install this certificate (with its chain), signed for the key `pgbatten csr` made here."
 )
-@click.option(
+@opt.file(
     "--crl",
-    "crl_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="With --ca-certificate: the CA's CRL, installed when client certificates are verified.",
+    "With --ca-certificate: the CA's CRL, installed when client certificates are verified.",
+    dest="crl_file",
 )
 @click.option("--tls-min", type=click.Choice(["1.2", "1.3"]), default="1.2", show_default=True)
 @click.option(
@@ -76,10 +62,8 @@ LINT_ROWS = 20
     help="verify-full: password plus client certificate; cert: the certificate alone.",
 )
 @click.option("--cert-map", default=None, metavar="NAME", help="pg_ident map for --client-auth cert.")
-@key_type_option
-@click.option(
-    "--days", default=365, show_default=True, type=click.IntRange(1, 3650), help="Server cert validity."
-)
+@opt.key_type
+@opt.days("Server cert validity.")
 @click.option(
     "--legacy-ip-sans",
     is_flag=True,
@@ -100,19 +84,11 @@ LINT_ROWS = 20
     is_flag=True,
     help="Terminate the TCP sessions still unencrypted once the server is TLS-only.",
 )
-@click.option(
-    "--timeout", default=5.0, show_default=True, type=click.FloatRange(0.5, 300), help="Seconds per proof."
-)
-@click.option(
-    "--lock-wait",
-    default=15.0,
-    show_default=True,
-    type=click.FloatRange(0, 3600),
-    help="Seconds to wait for another pgbatten run on the same cluster or CA.",
-)
-@click.option("--dry-run", "-n", is_flag=True, help="Show the plan and exit without touching anything.")
-@click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schema pgbatten.secure/1).")
+@opt.timeout("Seconds per proof.", minimum=0.5)
+@opt.lock_wait("cluster or CA")
+@opt.dry_run("Show the plan and exit without touching anything.", short=True)
+@opt.yes("Apply without asking.")
+@opt.json_output("Print the result as JSON (schema pgbatten.secure/1).")
 @click.option("--bench", is_flag=True, help="Measure connection cost before and after; print the TLS tax.")
 def secure_cmd(
     pgdata: Path | None,

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from pgbatten.cli.app import ca_dir_option, main, make_console
+from pgbatten.cli import options as opt
+from pgbatten.cli.app import main, make_console
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -17,35 +18,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from pgbatten.lifecycle.views import CertificateView, ClusterView, CrlView, StatusReport
-    from pgbatten.pki import ClusterRef
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def clusters_option(func: F) -> F:
-    """Repeatable ``--pgdata DIR`` and ``--cluster VERSION/NAME``."""
-    func = click.option(
-        "--cluster",
-        "cluster_names",
-        metavar="VERSION/NAME",
-        multiple=True,
-        help="A Debian/Ubuntu cluster, e.g. 15/main (repeatable).",
-    )(func)
-    return click.option(
-        "--pgdata",
-        "pgdatas",
-        type=click.Path(path_type=Path, file_okay=False),
-        multiple=True,
-        help="A cluster's data directory (repeatable).",
-    )(func)
-
-
-def cluster_refs(pgdatas: tuple[Path, ...], names: tuple[str, ...]) -> list[ClusterRef]:
-    from pgbatten.pki import ClusterRef
-
-    refs = [ClusterRef.data_directory(p.expanduser().absolute()) for p in pgdatas]
-    refs += [ClusterRef.named(n) for n in names]
-    return refs
 
 
 def duration_option(name: str, default: str | None, help_text: str) -> Callable[[F], F]:
@@ -53,9 +27,9 @@ def duration_option(name: str, default: str | None, help_text: str) -> Callable[
 
 
 @main.command("status")
-@clusters_option
-@ca_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@opt.clusters
+@opt.ca_dir
+@opt.json_output("Print the report as JSON.")
 @click.option(
     "--prometheus",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -70,7 +44,7 @@ def duration_option(name: str, default: str | None, help_text: str) -> Callable[
 @duration_option("--ca-warn", "365d", "Warn this long before the CA ends.")
 @duration_option("--ca-critical", "90d", "Critical this long before the CA ends.")
 @duration_option("--before", None, "Renewal due when less than this is left (default: a third of the life).")
-@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 300), help="Seconds.")
+@opt.timeout()
 @click.pass_context
 def status_cmd(
     ctx: click.Context,
@@ -103,7 +77,7 @@ def status_cmd(
         ca=Window(parse_duration(ca_warn), parse_duration(ca_critical)),
         renew_before=parse_duration(before) if before is not None else None,
     )
-    refs = cluster_refs(pgdatas, cluster_names)
+    refs = opt.cluster_refs(pgdatas, cluster_names)
     report = status(ca_dir or default_ca_dir(), refs, thresholds=thresholds, timeout=timeout)
     if prometheus is not None:
         write_textfile(prometheus, report)

@@ -9,6 +9,7 @@ import time
 
 import click
 
+from pgbatten.cli import options as opt
 from pgbatten.cli.app import main, make_console
 from pgbatten.cli.attack_options import (
     address_options,
@@ -21,9 +22,7 @@ from pgbatten.cli.attack_options import (
 
 @main.command("wiretap")
 @address_options
-@click.option(
-    "--json", "as_json", is_flag=True, help="One JSON object per line: every message, every summary."
-)
+@opt.json_output("One JSON object per line: every message, every summary.")
 @click.option(
     "--max-bytes",
     type=click.IntRange(min=1),
