@@ -1,8 +1,18 @@
-"""Small facts about this machine's loopback network."""
+"""Small facts about addresses and this machine's loopback network."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+
+
+def is_ip_address(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address as written in a configuration (no brackets)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def free_port() -> int:

@@ -49,7 +49,7 @@ def ca_init(
         import json
 
         from pgbatten.certfacts import fingerprint_sha256
-        from pgbatten.pki.inventory import iso
+        from pgbatten.timestamps import iso
 
         document = {
             "schema": "pgbatten.ca-init/1",

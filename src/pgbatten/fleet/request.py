@@ -26,11 +26,11 @@ from pgbatten.fsutil import atomic_write, read_bytes_or_none
 from pgbatten.lifecycle.timeline import Validity, format_duration, renewal_due
 from pgbatten.pki import KeyType, classify_host, generate_key, key_type_of, load_private_key_pem
 from pgbatten.pki.csr import csr_pem, make_server_csr
-from pgbatten.pki.inventory import iso
 from pgbatten.pki.keys import PrivateKey, private_key_pem, public_key_matches
 from pgbatten.secure.facts import read_state
 from pgbatten.secure.hosts import certificate_hosts
 from pgbatten.secure.plan import CERT_NAME, KEY_NAME, PENDING_KEY_NAME, RENEW_BEFORE
+from pgbatten.timestamps import iso
 
 JSON_SCHEMA = "pgbatten.csr/1"
 

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from pgbatten.certfacts import fingerprint_sha256, san_strings
 from pgbatten.pki import InventoryEntry
 from pgbatten.pki.csr import CsrPolicy, ServerRequest, check_server_csr, load_csr
-from pgbatten.pki.inventory import iso
 from pgbatten.pki.operations import open_store
 from pgbatten.pki.overlap import crl_bundle, load_rotation, trust_for
+from pgbatten.timestamps import iso
 
 JSON_SCHEMA = "pgbatten.ca-sign/1"
 

@@ -23,6 +23,7 @@ from pgbatten.lifecycle.timeline import Validity, format_duration, renew_at, ren
 from pgbatten.pki import CAStore, InventoryEntry, KeyType
 from pgbatten.pki.operations import IssuedBundle, issue_client_bundle, prepare_client_bundle
 from pgbatten.pki.trust import Trust
+from pgbatten.timestamps import iso, parse_iso
 
 RENEWALS_FILE = "renewals.json"
 BUNDLES_DIR = "bundles"
@@ -57,8 +58,8 @@ class Replacement:
             "user": self.user,
             "old_serial": f"{self.old_serial:#x}",
             "new_serial": f"{self.new_serial:#x}",
-            "issued_at": _iso(self.issued_at),
-            "revoke_after": _iso(self.revoke_after) if self.revoke_after is not None else None,
+            "issued_at": iso(self.issued_at),
+            "revoke_after": iso(self.revoke_after) if self.revoke_after is not None else None,
             "bundle": self.bundle,
         }
 
@@ -69,21 +70,10 @@ class Replacement:
             user=str(data["user"]),
             old_serial=int(str(data["old_serial"]), 16),
             new_serial=int(str(data["new_serial"]), 16),
-            issued_at=_parse(data["issued_at"]),
-            revoke_after=_parse(after) if after is not None else None,
+            issued_at=parse_iso(data["issued_at"]),
+            revoke_after=parse_iso(after) if after is not None else None,
             bundle=str(data.get("bundle", "")),
         )
-
-
-def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse(text: Any) -> dt.datetime:
-    value = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError("timestamp without time zone")
-    return value.astimezone(dt.UTC)
 
 
 def _start(entry: InventoryEntry) -> dt.datetime:

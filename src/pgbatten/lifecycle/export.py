@@ -22,10 +22,11 @@ from pgbatten.lifecycle.views import (
     ServedView,
     StatusReport,
 )
+from pgbatten.timestamps import iso
 
 
 def _iso(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+    return iso(value) if value is not None else None
 
 
 def cert_json(view: CertificateView) -> dict[str, Any]:

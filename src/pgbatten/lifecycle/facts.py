@@ -18,6 +18,7 @@ from pgbatten.certfacts import fingerprint_sha256, load_der_chain
 from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import PgBattenError
 from pgbatten.fsutil import read_bytes_or_none
+from pgbatten.netutil import is_ip_address
 from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pgconf.guc_values import parse_bool
 from pgbatten.pki import CAStore, ClusterRef, InventoryEntry
@@ -253,7 +254,7 @@ def first_address(listen_addresses: str) -> str | None:
     resolved = {
         item: resolve_like_postgres(item)
         for item in listen
-        if item not in ("*", "0.0.0.0", "::") and not _is_address(item)  # noqa: S104 - read, not bound
+        if item not in ("*", "0.0.0.0", "::") and not is_ip_address(item)  # noqa: S104 - read, not bound
     }
     machine = MachineNames(hostnames=(), addresses=(), ipv6_loopback=True, resolved=resolved)
     found = probe_addresses(listen_addresses, machine)
@@ -283,16 +284,6 @@ def read_all(
 ) -> tuple[CAFacts, tuple[ClusterFacts, ...]]:
     """The CA and every cluster named, in the order given."""
     return read_ca(ca_dir), tuple(read_cluster(ref, timeout=timeout) for ref in refs)
-
-
-def _is_address(text: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _int(value: str | None) -> int | None:

@@ -41,6 +41,7 @@ from pgbatten.lifecycle.facts import ask_server
 from pgbatten.lifecycle.renew_plan import RenewPlan, RenewRequest, ServerFiles, plan_server_renewal
 from pgbatten.lifecycle.sessions import end_sessions, report_line
 from pgbatten.lifecycle.timeline import Validity, crl_resign_due
+from pgbatten.netutil import is_ip_address
 from pgbatten.pki import CAStore, ClusterRef, KeyType
 from pgbatten.pki.operations import open_store, refresh_crl
 from pgbatten.pki.overlap import crl_bundle, load_rotation, trust_for
@@ -230,7 +231,7 @@ def prove_renewal(
     assert plan.certificate is not None
     port = cluster.require_running().port
     proofs = prove_outside(port, addresses, plan.certificate, trust.root, timeout)
-    names = [h for h in plan.hosts if not _is_ip(h)]
+    names = [h for h in plan.hosts if not is_ip_address(h)]
     logins = [(names[0] if names else addresses[0], addresses[0])]
     if names:
         logins.append((addresses[0], addresses[0]))
@@ -269,16 +270,6 @@ def _root_sets(trust: Trust) -> list[tuple[str, bytes]]:
         ("only the new root", pem(trust.root)),
         ("only the old root", pem(trust.previous)),
     ]
-
-
-def _is_ip(text: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 # -- the run -------------------------------------------------------------------------------------------------

@@ -43,13 +43,12 @@ from pgbatten.pki.overlap import (
     ROTATION_DIR,
     STATE_FILE,
     Rotation,
-    format_timestamp,
     load_rotation,
-    parse_timestamp,
     rotation_dir,
     state_json,
 )
 from pgbatten.pki.trust import Trust
+from pgbatten.timestamps import iso, parse_iso
 
 
 def read_rotation(ca_dir: Path) -> RotationFacts | None:
@@ -63,8 +62,8 @@ def read_rotation(ca_dir: Path) -> RotationFacts | None:
     return RotationFacts(
         previous=read_ca(rotation.previous.path),
         cross=rotation.cross,
-        started_at=format_timestamp(rotation.started_at),
-        planned_end=format_timestamp(rotation.planned_end),
+        started_at=iso(rotation.started_at),
+        planned_end=iso(rotation.planned_end),
     )
 
 
@@ -156,7 +155,7 @@ def rotate(
     base = rotation_dir(ca_dir)
     phase = _phase(base)
     if phase == "overlap":
-        since = parse_timestamp(json.loads((base / STATE_FILE).read_bytes())["started_at"])
+        since = parse_iso(json.loads((base / STATE_FILE).read_bytes())["started_at"])
         raise PKIError(
             f"a CA rotation is already in progress in {ca_dir} (since {since:%Y-%m-%d}); end it first"
             " with pgbatten ca retire"
@@ -185,7 +184,7 @@ def rotate(
             _write_state(base, "preparing", now, now + overlap, _fp(old.certificate), _fp(new.certificate))
             phase = "preparing"
         state = json.loads((base / STATE_FILE).read_bytes())
-        started, planned = parse_timestamp(state["started_at"]), parse_timestamp(state["planned_end"])
+        started, planned = parse_iso(state["started_at"]), parse_iso(state["planned_end"])
         if phase == "preparing":
             _move_ca_files(ca_dir, base / PREVIOUS_DIR)
             _write_state(base, "old-moved", started, planned, state["old_ca_sha256"], state["new_ca_sha256"])

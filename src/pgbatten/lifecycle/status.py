@@ -36,6 +36,7 @@ from pgbatten.lifecycle.views import (
     validity_of,
 )
 from pgbatten.pki import CAStore, InventoryEntry
+from pgbatten.timestamps import parse_iso
 
 
 def evaluate(
@@ -242,7 +243,7 @@ def _rotation_view(
     stage = overlap_stage(
         rotating=True, servers_on_old_ca=len(on_old), old_client_certificates=len(old_clients)
     )
-    planned = dt.datetime.fromisoformat(rotation.planned_end.replace("Z", "+00:00"))
+    planned = parse_iso(rotation.planned_end)
     ended = overlap_ended(planned, now)
     previous = _ca_view(Builder(b.ca_dir), rotation.previous, now, limits)
     if stage is OverlapStage.SWITCHING_SERVERS:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pgbatten.certfacts import format_fingerprint
 from pgbatten.errors import FileProblem, PKIError
+from pgbatten.timestamps import iso, parse_iso
 
 if TYPE_CHECKING:
     from pgbatten.cluster.discover import Cluster
@@ -209,24 +210,9 @@ class InventoryEntry:
         )
 
 
-def iso(value: dt.datetime) -> str:
-    """A UTC timestamp as ISO 8601 with ``Z``."""
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def _stamp(value: dt.datetime) -> str:
     # The database's one timestamp format: fixed width, so that text order is time order in SQL.
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_iso(text: Any) -> dt.datetime:
-    """The inverse of :func:`iso`; a timestamp without a time zone is an error."""
-    if not isinstance(text, str):
-        raise TypeError("timestamp must be a string")
-    value = dt.datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no time zone")
-    return value.astimezone(dt.UTC)
 
 
 def parse_serial(text: str) -> int | None:

@@ -16,9 +16,10 @@ from cryptography import x509
 from pgbatten.errors import FileProblem, PKIError
 from pgbatten.pki import hints
 from pgbatten.pki.authority import crl_cutoff, utc_now
-from pgbatten.pki.inventory import InventoryEntry, iso
+from pgbatten.pki.inventory import InventoryEntry
 from pgbatten.pki.served import still_installed
 from pgbatten.pki.store import CAStore
+from pgbatten.timestamps import iso
 
 # `cert list` warns this long before a certificate ends; the CRL gets a shorter window since it is
 # re-signed far more often (default validity 30 days) and its end locks out every client certificate.

@@ -13,7 +13,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 
@@ -22,6 +21,7 @@ from pgbatten.fsutil import read_bytes_or_none
 from pgbatten.pki.authority import CertificateAuthority
 from pgbatten.pki.store import CAStore
 from pgbatten.pki.trust import Trust
+from pgbatten.timestamps import iso, parse_iso
 
 ROTATION_DIR = "rotation"
 STATE_FILE = "state.json"
@@ -49,17 +49,6 @@ class Rotation:
         return CAStore(rotation_dir(self.ca_dir) / PREVIOUS_DIR)
 
 
-def format_timestamp(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_timestamp(text: Any) -> dt.datetime:
-    value = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError("timestamp without time zone")
-    return value.astimezone(dt.UTC)
-
-
 def load_rotation(ca_dir: Path) -> Rotation | None:
     """The overlap in progress in ``ca_dir``, None when there is none; ``PKIError`` if it is damaged."""
     base = rotation_dir(ca_dir)
@@ -73,8 +62,8 @@ def load_rotation(ca_dir: Path) -> Rotation | None:
                 f"a CA rotation in {ca_dir} was interrupted ({state.get('phase')}); run pgbatten ca rotate"
                 " again to finish it"
             )
-        started = parse_timestamp(state["started_at"])
-        planned = parse_timestamp(state["planned_end"])
+        started = parse_iso(state["started_at"])
+        planned = parse_iso(state["planned_end"])
         cross = x509.load_pem_x509_certificate((base / CROSS_FILE).read_bytes())
         previous = x509.load_pem_x509_certificate((base / PREVIOUS_DIR / "ca.crt").read_bytes())
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -87,8 +76,8 @@ def state_json(started_at: dt.datetime, planned_end: dt.datetime, old: str, new:
         json.dumps(
             {
                 "version": 1,
-                "started_at": format_timestamp(started_at),
-                "planned_end": format_timestamp(planned_end),
+                "started_at": iso(started_at),
+                "planned_end": iso(planned_end),
                 "old_ca_sha256": old,
                 "new_ca_sha256": new,
             },

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from pgbatten.certfacts import CertificateInfo
 from pgbatten.findings import Finding, finding_to_json
 from pgbatten.probe import wire
 from pgbatten.probe.tls import VersionAttempt
+from pgbatten.timestamps import iso
 
 NOT_GRADED = "-"
 
@@ -127,10 +127,6 @@ class CheckResult:
 # --------------------------------------------------------------------------------------------- JSON
 
 
-def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def _cert_json(cert: CertificateInfo) -> dict[str, Any]:
     return {
         "subject": cert.subject,
@@ -140,8 +136,8 @@ def _cert_json(cert: CertificateInfo) -> dict[str, Any]:
         "key_size": cert.key_size,
         "signature_algorithm": cert.signature_algorithm,
         "signature_hash": cert.signature_hash,
-        "not_before": _iso(cert.not_before),
-        "not_after": _iso(cert.not_after),
+        "not_before": iso(cert.not_before),
+        "not_after": iso(cert.not_after),
         "self_signed": cert.self_signed,
         "serial": cert.serial,
         "sha256": cert.sha256,

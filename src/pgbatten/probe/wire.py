@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pgbatten.errors import UsageError
+from pgbatten.netutil import is_ip_address
 
 DEFAULT_PORT = 5432
 
@@ -94,11 +95,7 @@ class Target:
 
 def is_ip_literal(host: str) -> bool:
     """Whether ``host`` is an IPv4 or IPv6 address literal (never sent as SNI, RFC 6066 3)."""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+    return is_ip_address(host.strip("[]"))
 
 
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})$")

@@ -21,6 +21,7 @@ from pgbatten.secure.lockout import CertificateNeed
 from pgbatten.secure.plan import SecurePlan
 from pgbatten.secure.sessions import PlaintextSession
 from pgbatten.secure.verify import Proof
+from pgbatten.timestamps import iso
 
 JSON_SCHEMA = "pgbatten.secure/1"
 
@@ -189,7 +190,7 @@ def _certificate_json(cert: x509.Certificate, path: Path, issued: bool) -> dict[
         "subject": cert.subject.rfc4514_string(),
         "sans": list(san_strings(cert)),
         "serial": str(cert.serial_number),
-        "not_after": cert.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
+        "not_after": iso(cert.not_valid_after_utc),
         "fingerprint_sha256": fingerprint_sha256(cert),
     }
 
@@ -233,7 +234,7 @@ def result_to_json(result: SecureResult) -> dict[str, Any]:
                 "certificate": (
                     {
                         "serial": str(n.certificate.serial),
-                        "not_after": n.certificate.not_after.isoformat().replace("+00:00", "Z"),
+                        "not_after": iso(n.certificate.not_after),
                     }
                     if n.certificate is not None
                     else None

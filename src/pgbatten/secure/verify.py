@@ -11,7 +11,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,7 @@ from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.cluster.discover import Cluster
 from pgbatten.cluster.sql import OwnerSQL
 from pgbatten.fsutil import atomic_write
+from pgbatten.netutil import is_ip_address
 from pgbatten.pki import CACertificate, CertificateAuthority
 from pgbatten.probe.check import check_target
 from pgbatten.probe.wire import Target
@@ -147,7 +147,7 @@ def prove_login(
     ``direct``: with ``sslnegotiation=direct`` (libpq 17+, PostgreSQL 17+): TLS from the first byte, ALPN
     ``postgresql``, no SSLRequest.
     """
-    what = f"verify-full login by {'address' if _is_ip(host) else 'name'} {host}"
+    what = f"verify-full login by {'address' if is_ip_address(host) else 'name'} {host}"
     if direct:
         what += " with sslnegotiation=direct"
     # Built by pgbatten.libpq: no client certificate from the operator's ~/.postgresql, no PG* variable, can
@@ -189,14 +189,6 @@ def prove_login(
     return Proof(what, True, f"pg_stat_ssl: {row[1]}, {row[2]}, {row[3]} bits")
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def prove_all(
     cluster: Cluster,
     *,
@@ -213,7 +205,7 @@ def prove_all(
     if not addresses:
         return [Proof("reach the server over TCP", False, "listen_addresses has no address to test")]
     proofs = prove_outside(port, addresses, installed, ca.certificate, timeout)
-    names = [h for h in hosts if not _is_ip(h)]
+    names = [h for h in hosts if not is_ip_address(h)]
     address = addresses[0]
     # PostgreSQL 17 also takes TLS from the first byte; prove that door too when our libpq can knock. The
     # login by address uses it (``check`` has already proved the usual negotiation at every address), so it
