@@ -11,7 +11,7 @@ import pytest
 from pgbatten.errors import FileProblem, PKIError, UsageError
 from pgbatten.pki import CAStore, CertificateAuthority, KeyType, listing
 from pgbatten.pki import operations as ops
-from pgbatten.pki.inventory import ClusterRef
+from pgbatten.pki.records import ClusterRef
 from pgbatten.pki.served import CertRule, ClusterView
 
 NOW = dt.datetime.now(dt.UTC)

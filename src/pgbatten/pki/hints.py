@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from pgbatten.pki.inventory import ClusterRef, InventoryEntry
+from pgbatten.pki.records import ClusterRef, InventoryEntry
 from pgbatten.pki.store import CAStore
 
 

@@ -10,7 +10,8 @@ older pgbatten holds ``inventory.json``; the first access migrates it once, in o
 database renamed into place, and keeps the JSON file as ``inventory.json.bak``.
 
 Serials are stored as 40 zero-padded hex digits (X.509 serials reach 159 bits, beyond SQLite's 64-bit
-integers), so text order is numeric order: the CRL is read already sorted.
+integers), so text order is numeric order: the CRL is read already sorted. What a row holds (the entry, its
+installation, its bundle) is :mod:`pgbatten.pki.records`.
 """
 
 from __future__ import annotations
@@ -19,23 +20,24 @@ import contextlib
 import datetime as dt
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pgbatten.certfacts import format_fingerprint
 from pgbatten.errors import FileProblem, PKIError
-from pgbatten.timestamps import iso, parse_iso
+from pgbatten.pki.records import (
+    BundleRecord,
+    ClusterRef,
+    CrlInstall,
+    Installation,
+    InventoryEntry,
+    parse_serial,
+)
+from pgbatten.timestamps import parse_iso
 
-if TYPE_CHECKING:
-    from pgbatten.cluster.discover import Cluster
-
-CertKind = Literal["server", "client"]
-KINDS: tuple[CertKind, ...] = ("server", "client")
 SCHEMA_VERSION = 1
 # A second pgbatten run waits this long for the first to finish its transaction before giving up.
 BUSY_TIMEOUT = 30.0
@@ -79,158 +81,9 @@ _INSERT = (
 _MATCH = "WHERE serial = ? OR (kind = 'client' AND name = ?) ORDER BY seq"
 
 
-@dataclass(frozen=True)
-class ClusterRef:
-    """How to name a cluster to pgbatten again: ``--pgdata DIR`` or ``--cluster VERSION/NAME``.
-
-    As the user named it (``status``, ``renew``: printed commands name it the same way) or as pgbatten
-    remembers it in the inventory (``ClusterRef.of`` a discovered cluster).
-    """
-
-    option: Literal["--pgdata", "--cluster"]
-    value: str
-
-    @classmethod
-    def data_directory(cls, path: Path) -> ClusterRef:
-        """``--pgdata PATH``."""
-        return cls("--pgdata", str(path))
-
-    @classmethod
-    def named(cls, name: str) -> ClusterRef:
-        """``--cluster VERSION/NAME`` (Debian's postgresql-common)."""
-        return cls("--cluster", name)
-
-    def args(self) -> list[str]:
-        """``["--pgdata", DIR]`` or ``["--cluster", "15/main"]``."""
-        return [self.option, self.value]
-
-    def discover(self) -> Cluster:
-        """The cluster this names, found as ``--pgdata``/``--cluster`` find it."""
-        from pgbatten.cluster.discover import discover
-
-        if self.option == "--cluster":
-            return discover(cluster=self.value)
-        return discover(pgdata=Path(self.value))
-
-    def _dump(self) -> str:
-        return json.dumps([self.option, self.value])
-
-    @classmethod
-    def _load(cls, text: str | None) -> ClusterRef | None:
-        if not text:
-            return None
-        option, value = json.loads(text)
-        if option not in ("--pgdata", "--cluster") or not isinstance(value, str):
-            raise ValueError(f"bad cluster reference {text!r}")
-        return cls(option, value)
-
-    @classmethod
-    def of(cls, label: str, data_dir: Path) -> ClusterRef:
-        """The reference for a discovered cluster: a Debian ``V/N`` label, else its data directory."""
-        if re.fullmatch(r"\d+/[A-Za-z0-9_.-]+", label):
-            return cls("--cluster", label)
-        return cls("--pgdata", str(data_dir))
-
-
-@dataclass(frozen=True)
-class Installation:
-    """Where a server certificate was installed: the file, and the cluster that serves it."""
-
-    cert_file: Path
-    cluster: ClusterRef | None = None
-
-
-@dataclass(frozen=True)
-class BundleRecord:
-    """Where a client bundle was written and which server its INSTALL.md names: what renewing it needs."""
-
-    directory: Path
-    host: str
-    port: int
-    dbname: str
-
-    def _dump(self) -> str:
-        return json.dumps([str(self.directory), self.host, self.port, self.dbname])
-
-    @classmethod
-    def _load(cls, text: str | None) -> BundleRecord | None:
-        if not text:
-            return None
-        directory, host, port, dbname = json.loads(text)
-        return cls(Path(directory), str(host), int(port), str(dbname))
-
-
-@dataclass(frozen=True)
-class InventoryEntry:
-    """One issued certificate as the inventory records it."""
-
-    kind: CertKind
-    name: str
-    serial: int
-    not_after: dt.datetime
-    fingerprint_sha256: str
-    revoked_at: dt.datetime | None = None
-    installed: Installation | None = None
-    bundle: BundleRecord | None = None
-
-    @property
-    def revoked(self) -> bool:
-        """True once the certificate has been revoked."""
-        return self.revoked_at is not None
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form; the serial is a decimal string because 159-bit integers break many JSON readers."""
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "serial": str(self.serial),
-            "not_after": iso(self.not_after),
-            "fingerprint_sha256": self.fingerprint_sha256,
-            "revoked_at": iso(self.revoked_at) if self.revoked_at is not None else None,
-        }
-
-    @classmethod
-    def from_json(cls, data: Any) -> InventoryEntry:
-        """Parse one ``inventory.json`` record; ``ValueError``/``KeyError``/``TypeError`` when malformed."""
-        kind = data["kind"]
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}")
-        name = data["name"]
-        if not isinstance(name, str):
-            raise TypeError("name must be a string")
-        revoked_at = data.get("revoked_at")
-        return cls(
-            kind=kind,
-            name=name,
-            serial=int(str(data["serial"]), 10),
-            not_after=parse_iso(data["not_after"]),
-            # inventories written before 0.2 hold lower-case hex without colons
-            fingerprint_sha256=format_fingerprint(str(data["fingerprint_sha256"])),
-            revoked_at=parse_iso(revoked_at) if revoked_at is not None else None,
-        )
-
-
 def _stamp(value: dt.datetime) -> str:
     # The database's one timestamp format: fixed width, so that text order is time order in SQL.
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_serial(text: str) -> int | None:
-    """A serial in decimal, ``0x``-hex or colon hex (as ``openssl x509 -text`` prints it); else None."""
-    cleaned = text.strip().lower()
-    try:
-        if cleaned.startswith("0x"):
-            return int(cleaned[2:], 16)
-        if ":" in cleaned:
-            parts = cleaned.split(":")
-            if all(len(p) in (1, 2) for p in parts):
-                return int("".join(parts), 16)
-            return None
-        if cleaned.isdigit():
-            return int(cleaned, 10)
-    except ValueError:
-        return None
-    return None
 
 
 def _key(serial: int) -> str:
@@ -249,11 +102,11 @@ def _entry(row: tuple[Any, ...]) -> InventoryEntry:
         fingerprint_sha256=fingerprint,
         revoked_at=_utc(revoked_at) if revoked_at is not None else None,
         installed=(
-            Installation(Path(installed_file), ClusterRef._load(installed_cluster))
+            Installation(Path(installed_file), ClusterRef.load_json(installed_cluster))
             if installed_file is not None
             else None
         ),
-        bundle=BundleRecord._load(bundle) if bundle is not None else None,
+        bundle=BundleRecord.load_json(bundle) if bundle is not None else None,
     )
 
 
@@ -274,18 +127,9 @@ def _row(entry: InventoryEntry) -> tuple[Any, ...]:
         entry.fingerprint_sha256,
         _stamp(entry.revoked_at) if entry.revoked_at is not None else None,
         str(installed.cert_file) if installed is not None else None,
-        installed.cluster._dump() if installed is not None and installed.cluster is not None else None,
-        entry.bundle._dump() if entry.bundle is not None else None,
+        installed.cluster.dump_json() if installed is not None and installed.cluster is not None else None,
+        entry.bundle.dump_json() if entry.bundle is not None else None,
     )
-
-
-@dataclass(frozen=True)
-class CrlInstall:
-    """A cluster pgbatten installed this CA's CRL on: where ``crl refresh`` must go again."""
-
-    cluster: ClusterRef
-    crl_file: Path
-    installed_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -374,7 +218,7 @@ class Inventory:
         )
         found = []
         for cluster, crl_file, installed_at in rows:
-            ref = ClusterRef._load(cluster)
+            ref = ClusterRef.load_json(cluster)
             if ref is not None:
                 found.append(CrlInstall(ref, Path(crl_file), parse_iso(installed_at)))
         return found
@@ -416,7 +260,7 @@ class Inventory:
 
     def set_installed(self, serial: int, installed: Installation) -> None:
         """Record where the certificate with ``serial`` was installed (server certificates)."""
-        cluster = installed.cluster._dump() if installed.cluster is not None else None
+        cluster = installed.cluster.dump_json() if installed.cluster is not None else None
         with self._write() as db:
             db.execute(
                 "UPDATE certificates SET installed_file = ?, installed_cluster = ? WHERE serial = ?",
@@ -430,7 +274,7 @@ class Inventory:
                 "INSERT INTO crl_installs (cluster, crl_file, installed_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (cluster) DO UPDATE SET crl_file = excluded.crl_file, "
                 "installed_at = excluded.installed_at",
-                (cluster._dump(), str(crl_file), _stamp(when)),
+                (cluster.dump_json(), str(crl_file), _stamp(when)),
             )
 
     def next_crl_number(self) -> int:

@@ -21,8 +21,8 @@ from pgbatten.errors import PgBattenError
 from pgbatten.pgconf import hba as hba_mod
 from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pgconf.guc_values import parse_bool
-from pgbatten.pki.inventory import ClusterRef, Installation, InventoryEntry
 from pgbatten.pki.names import classify_host
+from pgbatten.pki.records import ClusterRef, Installation, InventoryEntry
 from pgbatten.pki.store import CAStore
 
 __all__ = ["ClusterView", "inspect_cluster", "learn_installation", "served_certificates", "still_installed"]

@@ -25,18 +25,18 @@ from pgbatten import faults
 from pgbatten.errors import FileProblem, PKIError
 from pgbatten.fsutil import atomic_write, describe_os_error, directory_lock, ensure_private_dir, timestamp
 from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, crl_cutoff, utc_now
-from pgbatten.pki.inventory import (
+from pgbatten.pki.inventory import Inventory
+from pgbatten.pki.keys import KeyType, load_private_key_pem, private_key_pem
+from pgbatten.pki.records import (
     KINDS,
     BundleRecord,
     CertKind,
     ClusterRef,
     CrlInstall,
     Installation,
-    Inventory,
     InventoryEntry,
     parse_serial,
 )
-from pgbatten.pki.keys import KeyType, load_private_key_pem, private_key_pem
 
 __all__ = [
     "CA_LOCK_WAIT",
