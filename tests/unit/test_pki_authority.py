@@ -446,7 +446,7 @@ def test_explicit_not_after_is_capped_at_the_ca() -> None:
 
 
 def test_crl_is_sorted_by_serial_and_drops_certificates_that_have_ended(ca: CertificateAuthority) -> None:
-    from pgbatten.pki.authority import Revocation
+    from pgbatten.pki.revocation import Revocation
 
     revoked_at = NOW - dt.timedelta(days=3)
     ended = Revocation(5, revoked_at, not_after=NOW - dt.timedelta(days=1))

@@ -1,8 +1,9 @@
 """Certificates and keys for pgbatten: an in-memory CA, its directory on disk, and client bundles."""
 
 from pgbatten.pki.anchor import CACertificate
-from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, Revocation, check_role_name
+from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate
 from pgbatten.pki.bundle import ClientBundle, generate_password, render_install_md, write_client_bundle
+from pgbatten.pki.certbuild import check_role_name
 from pgbatten.pki.keys import (
     KeyType,
     PrivateKey,
@@ -14,6 +15,7 @@ from pgbatten.pki.keys import (
     private_key_pk8_der,
 )
 from pgbatten.pki.names import HostName, classify_host, subject_alt_names
+from pgbatten.pki.revocation import Revocation
 from pgbatten.pki.store import (
     CAStore,
     CertKind,

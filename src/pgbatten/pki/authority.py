@@ -1,24 +1,34 @@
 """An in-memory certificate authority: creates its root, issues server and client certificates, signs CRLs.
 
 Nothing here touches the disk; ``pgbatten.pki.store`` persists a CA and ``pgbatten.pki.bundle`` writes what a
-client needs.
+client needs. Every certificate comes from ``pgbatten.pki.certbuild``'s one builder; CRLs are signed by
+``pgbatten.pki.revocation``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.errors import PKIError, UsageError
+from pgbatten.pki.certbuild import (
+    CLOCK_SKEW,
+    MAX_COMMON_NAME,
+    build_certificate,
+    check_days,
+    check_role_name,
+    checked_common_name,
+    subject_name,
+    utc_now,
+)
 from pgbatten.pki.keys import (
     KeyType,
     PrivateKey,
@@ -30,120 +40,10 @@ from pgbatten.pki.keys import (
     public_key_matches,
 )
 from pgbatten.pki.names import classify_host, subject_alt_names
+from pgbatten.pki.revocation import Revocation, sign_crl
 
-# Certificates start a little in the past so a client whose clock lags the CA's still accepts them.
-CLOCK_SKEW = dt.timedelta(minutes=5)
-# PostgreSQL truncates identifiers to NAMEDATALEN-1 bytes, so a longer CN could never match a role.
-MAX_ROLE_NAME_BYTES = 63
-# X.509's upper bound for commonName (RFC 5280 ub-common-name), in characters.
-MAX_COMMON_NAME = 64
 # The alias of the key entry in client PKCS#12 files; see IssuedCertificate.pkcs12.
 PKCS12_ALIAS = b"user"
-
-
-def utc_now(now: dt.datetime | None = None) -> dt.datetime:
-    """``now`` as UTC (the current time when None); a naive datetime is a programming error."""
-    if now is None:
-        return dt.datetime.now(dt.UTC)
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("'now' must be a timezone-aware datetime")
-    return now.astimezone(dt.UTC)
-
-
-def _check_days(days: int) -> None:
-    if days < 1:
-        raise UsageError(f"validity must be at least one day, not {days}")
-
-
-# SHA-256 suits P-256 and every RSA size we issue; P-384 would want SHA-384 if it is ever added.
-_SIGNATURE_HASH = hashes.SHA256
-
-
-@dataclass(frozen=True)
-class Revocation:
-    """One entry for a CRL: the serial, when it was revoked, and when the certificate ends (if known).
-
-    An entry whose certificate has ended is left out of the CRL (RFC 5280 3.3 permits it): an expired
-    certificate is refused anyway, and a CRL that only ever grows costs every new connection more.
-    """
-
-    serial: int
-    revoked_at: dt.datetime
-    not_after: dt.datetime | None = None
-
-
-def crl_cutoff(now: dt.datetime) -> dt.datetime:
-    """Certificates that ended before this are left out of a CRL signed at ``now``.
-
-    A certificate within the clock skew of its end may still be accepted by a server whose clock lags.
-    """
-    return now - CLOCK_SKEW
-
-
-def _build_certificate(
-    *,
-    subject: x509.Name,
-    public_key: CertificatePublicKeyTypes,
-    issuer: x509.Name,
-    signing_key: PrivateKey,
-    serial: int,
-    not_before: dt.datetime,
-    not_after: dt.datetime,
-    is_ca: bool,
-    key_encipherment: bool = False,
-    extended_usage: x509.ObjectIdentifier | None = None,
-    san: x509.SubjectAlternativeName | None = None,
-    authority_key_id: x509.AuthorityKeyIdentifier | None = None,
-    subject_key_id: x509.SubjectKeyIdentifier | None = None,
-) -> x509.Certificate:
-    """The one certificate builder: roots, cross certificates, leaves and revocation stand-ins.
-
-    A CA certificate may sign certificates and CRLs (and nothing is enciphered with it); a leaf signs its
-    handshakes and, for RSA server keys, may be used for key transport. BasicConstraints and KeyUsage are
-    critical, as RFC 5280 asks of a CA and as OpenSSL's purpose checks expect.
-    """
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        # No path length limit on a CA so an intermediate can be added later without re-rolling the root
-        # that every client already trusts.
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=key_encipherment and not is_ca,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=is_ca,
-                crl_sign=is_ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    )
-    if extended_usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([extended_usage]), critical=False)
-    ski = subject_key_id or x509.SubjectKeyIdentifier.from_public_key(public_key)
-    builder = builder.add_extension(ski, critical=False)
-    if authority_key_id is not None:
-        builder = builder.add_extension(authority_key_id, critical=False)
-    if san is not None:
-        # RFC 5280 4.2.1.6: with an empty subject the SAN must be critical.
-        builder = builder.add_extension(san, critical=len(subject) == 0)
-    return builder.sign(signing_key, _SIGNATURE_HASH())
-
-
-def _name(common_name: str | None) -> x509.Name:
-    if common_name is None:
-        return x509.Name([])
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 @dataclass(frozen=True)
@@ -223,11 +123,11 @@ class CertificateAuthority:
         now: dt.datetime | None = None,
     ) -> CertificateAuthority:
         """A new self-signed root valid from ``now`` (minus clock skew) for ``days`` days."""
-        _check_days(days)
+        check_days(days)
         now = utc_now(now)
-        name = _name(_common_name(common_name))
+        name = subject_name(checked_common_name(common_name))
         key = generate_key(key_type)
-        certificate = _build_certificate(
+        certificate = build_certificate(
             subject=name,
             public_key=key.public_key(),
             issuer=name,
@@ -276,7 +176,7 @@ class CertificateAuthority:
             # A long DNS name cannot be a CN; leave the subject empty and rely on the SAN, as RFC 5280 allows.
             subject_cn = common_name if len(common_name) <= MAX_COMMON_NAME else None
         else:
-            subject_cn = _common_name(common_name)
+            subject_cn = checked_common_name(common_name)
         return self._issue(
             key=generate_key(key_type),
             subject_cn=subject_cn,
@@ -331,7 +231,7 @@ class CertificateAuthority:
             raise ValueError("a stand-in needs a positive lifetime")
         return self._issue(
             key=generate_key(),
-            subject_cn=_common_name(common_name),
+            subject_cn=checked_common_name(common_name),
             san=None,
             eku=ExtendedKeyUsageOID.CLIENT_AUTH,
             key_encipherment=False,
@@ -357,7 +257,7 @@ class CertificateAuthority:
         not_after = min(self.not_after, subject.not_valid_after_utc)
         if not_after <= now:
             raise PKIError("one of the two CAs has ended: there is no overlap left to bridge")
-        return _build_certificate(
+        return build_certificate(
             subject=subject.subject,
             public_key=subject.public_key(),
             issuer=self.certificate.subject,
@@ -401,7 +301,7 @@ class CertificateAuthority:
     def _until(self, days: int, not_after: dt.datetime | None, now: dt.datetime | None) -> dt.datetime:
         if not_after is not None:
             return utc_now(not_after)
-        _check_days(days)
+        check_days(days)
         return utc_now(now) + dt.timedelta(days=days)
 
     def certify_server_key(
@@ -484,8 +384,8 @@ class CertificateAuthority:
                 f"the CA certificate is valid only from "
                 f"{self.certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; check the clock"
             )
-        return _build_certificate(
-            subject=_name(subject_cn),
+        return build_certificate(
+            subject=subject_name(subject_cn),
             public_key=public_key,
             issuer=self.certificate.subject,
             signing_key=self.key,
@@ -515,74 +415,18 @@ class CertificateAuthority:
         days: int = 30,
         now: dt.datetime | None = None,
     ) -> x509.CertificateRevocationList:
-        """A CRL of ``revoked``, numbered ``number``, valid until ``now + days``; signed in one pass.
-
-        Entries are sorted by serial (each new PostgreSQL backend sorts the list before its first lookup,
-        and sorted input makes that cheap) and entries of certificates that have ended are left out.
-        """
-        _check_days(days)
-        if number < 0:
-            raise ValueError("CRL number must not be negative")
-        now = utc_now(now)
-        cutoff = crl_cutoff(now)
-        kept: dict[int, dt.datetime] = {}
-        naive: dict[dt.datetime, dt.datetime] = {}
-        for item in revoked:
-            if isinstance(item, Revocation):
-                serial, revoked_at, ends = item.serial, item.revoked_at, item.not_after
-            else:
-                (serial, revoked_at), ends = item, None
-            if ends is not None and ends < cutoff:
-                continue
-            if not 0 < serial < 2**159:
-                raise ValueError(f"serial {serial} is not a positive number of at most 159 bits")
-            when = naive.get(revoked_at)
-            if when is None:
-                # What RevokedCertificateBuilder.revocation_date() would store: naive UTC.
-                when = naive[revoked_at] = utc_now(revoked_at).replace(tzinfo=None)
-            kept[serial] = when
-        # Built at once, and each entry from its constructor (the checks its setters would make are made
-        # above): CertificateRevocationListBuilder.add_revoked_certificate copies the whole list on every
-        # call, which makes a CRL of r entries cost O(r^2), and three builders per entry cost more than the
-        # signature. 100,000 entries take well under a second.
-        entries = [
-            x509.RevokedCertificateBuilder(serial_number=serial, revocation_date=kept[serial]).build()
-            for serial in sorted(kept)
-        ]
-        builder = x509.CertificateRevocationListBuilder(
-            issuer_name=self.certificate.subject,
-            last_update=now,
-            next_update=now + dt.timedelta(days=days),
-            extensions=[
-                x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
-                x509.Extension(x509.AuthorityKeyIdentifier.oid, False, self._authority_key_identifier()),
-            ],
-            revoked_certificates=entries,
+        """A CRL of ``revoked``, numbered ``number``, valid until ``now + days`` (see :func:`sign_crl`)."""
+        return sign_crl(
+            self.certificate,
+            self.key,
+            self._authority_key_identifier(),
+            revoked,
+            number=number,
+            days=days,
+            now=now,
         )
-        return builder.sign(self.key, _SIGNATURE_HASH())
 
 
 def _same_key(a: x509.Certificate, b: x509.Certificate) -> bool:
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     return a.public_key().public_bytes(*spki) == b.public_key().public_bytes(*spki)
-
-
-def check_role_name(user: str) -> None:
-    """``UsageError`` unless ``user`` can be a PostgreSQL role name that a certificate CN can match."""
-    if not user:
-        raise UsageError("the user name must not be empty")
-    if any(unicodedata.category(ch) == "Cc" for ch in user):
-        raise UsageError(f"invalid user name {user!r}: control characters are not allowed")
-    if len(user.encode()) > MAX_ROLE_NAME_BYTES:
-        raise UsageError(
-            f"invalid user name {user!r}: longer than {MAX_ROLE_NAME_BYTES} bytes, "
-            "PostgreSQL's limit for role names"
-        )
-
-
-def _common_name(text: str) -> str:
-    if not text or len(text) > MAX_COMMON_NAME:
-        raise UsageError(f"invalid common name {text!r}: must be 1 to {MAX_COMMON_NAME} characters")
-    if any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise UsageError(f"invalid common name {text!r}: control characters are not allowed")
-    return text

@@ -26,7 +26,8 @@ from pgbatten import libpq
 from pgbatten.errors import FileProblem, PKIError, UsageError
 from pgbatten.fsutil import atomic_write
 from pgbatten.keyshare import OPENSSL_CONF_NAME, client_openssl_conf
-from pgbatten.pki.authority import IssuedCertificate, check_role_name
+from pgbatten.pki.authority import IssuedCertificate
+from pgbatten.pki.certbuild import check_role_name
 from pgbatten.pki.names import classify_host
 
 CERT_FILE = "postgresql.crt"

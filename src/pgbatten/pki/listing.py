@@ -15,8 +15,9 @@ from cryptography import x509
 
 from pgbatten.errors import FileProblem, PKIError
 from pgbatten.pki import hints
-from pgbatten.pki.authority import crl_cutoff, utc_now
+from pgbatten.pki.certbuild import utc_now
 from pgbatten.pki.records import InventoryEntry
+from pgbatten.pki.revocation import crl_cutoff
 from pgbatten.pki.served import still_installed
 from pgbatten.pki.store import CAStore
 from pgbatten.timestamps import iso

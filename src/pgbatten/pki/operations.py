@@ -20,9 +20,11 @@ from cryptography import x509
 
 from pgbatten.errors import FileProblem, PgBattenError, PKIError, UsageError
 from pgbatten.pki import bundle as bundle_mod
-from pgbatten.pki.authority import CertificateAuthority, check_role_name, crl_cutoff
+from pgbatten.pki.authority import CertificateAuthority
+from pgbatten.pki.certbuild import check_role_name
 from pgbatten.pki.keys import KeyType
 from pgbatten.pki.listing import CrlSummary
+from pgbatten.pki.revocation import crl_cutoff
 from pgbatten.pki.served import ClusterView
 from pgbatten.pki.store import BundleRecord, CAStore, InventoryEntry
 

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from pgbatten import faults
 from pgbatten.errors import FileProblem, PKIError
 from pgbatten.fsutil import atomic_write, describe_os_error, directory_lock, ensure_private_dir, timestamp
-from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate, crl_cutoff, utc_now
+from pgbatten.pki.authority import CertificateAuthority, IssuedCertificate
+from pgbatten.pki.certbuild import utc_now
 from pgbatten.pki.inventory import Inventory
 from pgbatten.pki.keys import KeyType, load_private_key_pem, private_key_pem
 from pgbatten.pki.records import (
@@ -37,6 +38,7 @@ from pgbatten.pki.records import (
     InventoryEntry,
     parse_serial,
 )
+from pgbatten.pki.revocation import crl_cutoff
 
 __all__ = [
     "CA_LOCK_WAIT",
