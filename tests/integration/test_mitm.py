@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from pgbatten import libpq
 from pgbatten.attack.forge import Attack
 from pgbatten.attack.matrix import CERT_ROLE, TlsServer, tls_server
-from pgbatten.attack.mitm import Mitm, MitmConnection, MitmOptions, Verdict
+from pgbatten.attack.mitm import Mitm
+from pgbatten.attack.mitm_connection import MitmConnection, MitmOptions, Verdict
 from pgbatten.cli import main
 from pgbatten.cluster.binaries import PgBinaries
 from pgbatten.cluster.temp import ClusterTemplate

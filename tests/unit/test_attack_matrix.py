@@ -21,7 +21,7 @@ from pgbatten.attack.matrix import (
     libpq_documented,
     parse_clients,
 )
-from pgbatten.attack.mitm import MitmConnection, Verdict
+from pgbatten.attack.mitm_connection import MitmConnection, Verdict
 from pgbatten.certfacts import host_names, is_self_signed, issued_by
 from pgbatten.errors import UsageError
 from pgbatten.pki import CertificateAuthority

@@ -8,7 +8,8 @@ import socket
 import time
 
 from pgbatten.attack.forge import Attack
-from pgbatten.attack.mitm import Mitm, MitmOptions, Verdict
+from pgbatten.attack.mitm import Mitm
+from pgbatten.attack.mitm_connection import MitmOptions, Verdict
 from pgbatten.probe.wire import SSL_REQUEST, Target
 
 CLOSED_PORT = 1  # nothing listens there; the tests never get as far as the server

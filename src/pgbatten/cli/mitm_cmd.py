@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-    from pgbatten.attack.mitm import MitmConnection
+    from pgbatten.attack.mitm_connection import MitmConnection
     from pgbatten.pki import CertificateAuthority
 
 ATTACKS = ("strip", "self-signed", "other-ca", "same-ca-wrong-host", "expired", "downgrade-auth")
@@ -174,7 +174,8 @@ def mitm_cmd(
         raise UsageError("give --upstream HOST:PORT and --attack ATTACK (or --matrix)")
     from pgbatten.attack.events import WireEvent
     from pgbatten.attack.forge import Attack
-    from pgbatten.attack.mitm import Mitm, MitmOptions, run_mitm
+    from pgbatten.attack.mitm import Mitm, run_mitm
+    from pgbatten.attack.mitm_connection import MitmOptions
     from pgbatten.attack.render import event_line
 
     options = MitmOptions(

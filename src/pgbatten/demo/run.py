@@ -29,7 +29,8 @@ from rich.text import Text
 
 from pgbatten import libpq
 from pgbatten.attack.forge import Attack
-from pgbatten.attack.mitm import Mitm, MitmConnection, MitmOptions, Verdict
+from pgbatten.attack.mitm import Mitm
+from pgbatten.attack.mitm_connection import MitmConnection, MitmOptions, Verdict
 from pgbatten.attack.relay import Capture, Relay
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.demo import views

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pgbatten.attack.events import Direction, WireEvent
-from pgbatten.attack.mitm import MitmConnection
+from pgbatten.attack.mitm_connection import MitmConnection
 from pgbatten.attack.render import reveal, tls_detail
 from pgbatten.probe.check import CheckResult
 
