@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pgbatten.audit import HbaRow, KeyFileStat, RoleRow, ServerFacts, analyze, hba_rules_from_rows
-from pgbatten.audit.analyze import hba_findings, key_file_findings, role_findings, settings_findings
+from pgbatten.audit.analyze import key_file_findings, role_findings, settings_findings
 from pgbatten.audit.ciphers import CipherSuite
+from pgbatten.audit.hba_findings import hba_findings
 from pgbatten.findings import Finding
 
 V4_ALL = ("0.0.0.0", "0.0.0.0")  # noqa: S104 - a pg_hba address, nothing binds

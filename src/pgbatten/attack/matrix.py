@@ -4,8 +4,8 @@ A throwaway TLS-only server (as ``pgbatten secure`` leaves one: ``hostssl`` with
 reject guard, a certificate from its own CA) and one man in the middle per attack, all on loopback. Each
 driver connects once per setting without an attacker (through a plain relay: does the setting work at
 all?) and once per attack. A cell's verdict is the man in the middle's account of what the client did
-(:class:`mitm_connection.Verdict`), checked against what the client itself reported: a client that got its rows
-through the attacker must have been read, and one read must have got its rows.
+(:class:`mitm_connection.Verdict`), checked against what the client itself reported: a client that got its
+rows through the attacker must have been read, and one read must have got its rows.
 
 What libpq's documentation says each sslmode does is the yardstick for "departures": a driver whose
 measured behaviour under the plain setting differs from it is listed, since its users were told otherwise.

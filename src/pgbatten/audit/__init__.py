@@ -4,10 +4,12 @@
 findings without I/O, so the rules can be tested on hand-built rows.
 """
 
-from pgbatten.audit.analyze import CIS, analyze, hba_findings, hba_rules_from_rows, settings_findings
+from pgbatten.audit.analyze import analyze, settings_findings
 from pgbatten.audit.ciphers import CipherVerdict, judge_ciphers
 from pgbatten.audit.collect import AUDITED_SETTINGS, ServerAudit, collect_facts, server_audit
 from pgbatten.audit.facts import HbaRow, KeyFileStat, RoleRow, ServerFacts
+from pgbatten.audit.hba_findings import hba_findings, hba_rules_from_rows
+from pgbatten.audit.wording import CIS
 
 __all__ = [
     "AUDITED_SETTINGS",
