@@ -2,9 +2,10 @@
 
 For each cluster: a pure plan (:mod:`.renew_plan`), the diff, then ``secure``'s own apply — backups, atomic
 writes as the owner, validation by PostgreSQL, a **reload** (never a restart: no session is dropped) — and
-proofs from outside: the new certificate is the one served, ``verify-full`` works by name and by address with
-real libpq (during a CA rotation with the old root alone, the new root alone and both), plaintext is still
-refused. Any failed proof restores every file and reloads again, so the old certificate keeps serving.
+proofs from outside (:mod:`.renew_proof`): the new certificate is the one served, ``verify-full`` works by
+name and by address with real libpq (during a CA rotation with the old root alone, the new root alone and
+both), plaintext is still refused. Any failed proof restores every file and reloads again, so the old
+certificate keeps serving.
 
 The CA side comes first: replaced client certificates whose grace period is over are revoked, client
 certificates that are due are re-issued into fresh bundles, and a CRL that is due is re-signed, so the
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import difflib
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from cryptography import x509
 
 from pgbatten.cluster.discover import Cluster
 from pgbatten.errors import PgBattenError, UsageError
-from pgbatten.fsutil import atomic_write, directory_lock, read_bytes_or_none
+from pgbatten.fsutil import directory_lock, read_bytes_or_none
 from pgbatten.lifecycle.clients import (
     BUNDLES_DIR,
     ClientDue,
@@ -39,17 +38,17 @@ from pgbatten.lifecycle.clients import (
 )
 from pgbatten.lifecycle.facts import ask_server
 from pgbatten.lifecycle.renew_plan import RenewPlan, RenewRequest, ServerFiles, plan_server_renewal
+from pgbatten.lifecycle.renew_proof import prove_renewal, render_changes
 from pgbatten.lifecycle.sessions import end_sessions, report_line
 from pgbatten.lifecycle.timeline import Validity, crl_resign_due
-from pgbatten.netutil import is_ip_address
 from pgbatten.pki import CAStore, ClusterRef, KeyType
 from pgbatten.pki.operations import open_store, refresh_crl
 from pgbatten.pki.overlap import crl_bundle, load_rotation, trust_for
 from pgbatten.pki.trust import Trust
 from pgbatten.secure.apply import apply_plan, reload_and_wait
 from pgbatten.secure.hosts import gather_machine_names, probe_addresses
-from pgbatten.secure.plan import CRL_NAME, FileChange, describe_pem
-from pgbatten.secure.verify import Proof, probe_role, prove_login, prove_outside
+from pgbatten.secure.plan import CRL_NAME, FileChange
+from pgbatten.secure.verify import Proof
 
 Log = Callable[[str], None]
 PATH_SETTINGS = ("ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_crl_file")
@@ -193,83 +192,6 @@ def crl_reason(store: CAStore, now: dt.datetime, *, needed: bool) -> str | None:
     if any(e.serial not in listed and e.not_after >= cutoff for e in revoked):
         return "revocations are missing from it"
     return None
-
-
-# -- rendering and proving -----------------------------------------------------------------------------------
-
-
-def render_changes(changes: Sequence[FileChange]) -> str:
-    """The diff of one plan: certificates and CRLs described, keys never shown."""
-    out: list[str] = []
-    for change in changes:
-        action = "new file" if change.is_new else "replace"
-        if change.secret:
-            out.append(f"{action} {change.path} (private key, mode {change.mode:04o}; content not shown)\n")
-        elif change.purpose in ("server cert", "CA cert", "CRL"):
-            described = describe_pem(change.new)
-            count = change.new.count(b"-----BEGIN ")
-            extra = f" + {count - 1} more in the file" if count > 1 else ""
-            out.append(f"{action} {change.path} ({described}{extra})\n")
-        else:
-            old = (change.old or b"").decode(errors="replace").splitlines(keepends=True)
-            new = change.new.decode(errors="replace").splitlines(keepends=True)
-            out.append("".join(difflib.unified_diff(old, new, f"a{change.path}", f"b{change.path}")))
-    return "".join(out)
-
-
-def prove_renewal(
-    cluster: Cluster,
-    plan: RenewPlan,
-    trust: Trust,
-    *,
-    addresses: Sequence[str],
-    client_auth: bool,
-    timeout: float,
-) -> list[Proof]:
-    """From outside: the certificate served is the planned one, plaintext is refused, and real libpq logins
-    with ``verify-full`` pass by name and by address — with each root a client may hold."""
-    assert plan.certificate is not None
-    port = cluster.require_running().port
-    proofs = prove_outside(port, addresses, plan.certificate, trust.root, timeout)
-    names = [h for h in plan.hosts if not is_ip_address(h)]
-    logins = [(names[0] if names else addresses[0], addresses[0])]
-    if names:
-        logins.append((addresses[0], addresses[0]))
-    with tempfile.TemporaryDirectory(prefix="pgbatten-renew-") as tmp:
-        roots: list[tuple[str, Path]] = []
-        for label, pem_bytes in _root_sets(trust):
-            path = Path(tmp) / f"root-{len(roots)}.crt"
-            atomic_write(path, pem_bytes, mode=0o644)
-            roots.append((label, path))
-        with probe_role(cluster.sql(), trust.signer(), "verify-full" if client_auth else "none") as probe:
-            role, password, cert_dir = probe
-            for label, path in roots:
-                for host, hostaddr in logins:
-                    p = prove_login(
-                        host=host,
-                        hostaddr=hostaddr,
-                        port=port,
-                        ca_path=path,
-                        role=role,
-                        password=password,
-                        cert_dir=cert_dir,
-                        timeout=timeout,
-                    )
-                    proofs.append(Proof(f"{p.what}, client holding {label}", p.ok, p.detail))
-    return proofs
-
-
-def _root_sets(trust: Trust) -> list[tuple[str, bytes]]:
-    from pgbatten.pki.trust import pem
-
-    if not trust.rotating:
-        return [("the CA's root", trust.roots_pem())]
-    assert trust.previous is not None
-    return [
-        ("both roots", trust.roots_pem()),
-        ("only the new root", pem(trust.root)),
-        ("only the old root", pem(trust.previous)),
-    ]
 
 
 # -- the run -------------------------------------------------------------------------------------------------
@@ -557,9 +479,7 @@ __all__ = [
     "RenewResult",
     "crl_reason",
     "plan_server_renewal",
-    "prove_renewal",
     "read_server_files",
-    "render_changes",
     "renew",
     "with_crl",
 ]
