@@ -1,8 +1,9 @@
 """The ``pgbatten`` command: a thin layer of argument parsing and printing over the library.
 
-``app`` holds the root group and the shared options; each ``*_cmd`` module adds one command family and is
-imported only when one of its commands runs (see ``PgBattenGroup``). A new command is listed here, with the
-modules that define it and its one-line help (a test compares that line with the command's own).
+``app`` holds the root group, ``options`` the options commands share; each ``*_cmd`` module adds one
+command family and is imported only when one of its commands runs (see ``PgBattenGroup``). A new command is
+listed here, with the modules that define it and its one-line help (a test compares that line with the
+command's own).
 """
 
 from pgbatten.cli.app import PgBattenGroup, main
@@ -18,13 +19,13 @@ PgBattenGroup.lazy = {
         (_M + "ca_cmd", _M + "rotation_cmd", _M + "fleet_cmd"),
         "The certificate authority that signs server and client certificates.",
     ),
-    "cert": ((_M + "cert_cmd",), "Client certificates: issue bundles, revoke, list."),
+    "cert": ((_M + "cert_cmd", _M + "revoke_cmd"), "Client certificates: issue bundles, revoke, list."),
     "check": (
         (_M + "check_cmd",),
         "Audit servers from the outside, with no credentials: TLS versions and cipher suites, certificate "
         "chain, verify-full by libpq's rules, direct SSL, plaintext refused.",
     ),
-    "crl": ((_M + "cert_cmd",), "The certificate revocation list (CRL)."),
+    "crl": ((_M + "cert_cmd", _M + "revoke_cmd"), "The certificate revocation list (CRL)."),
     "csr": (
         (_M + "fleet_cmd",),
         "Make the server's key here (kept here, mode 0600) and a CSR for the names secure would certify.",

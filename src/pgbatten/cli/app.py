@@ -14,10 +14,10 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     # rich costs ~20 ms to import; `pgbatten --help` and commands that print nothing need none of it.
     from rich.console import Console
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 # Exit codes: 0 success, 1 a check found something of high severity, 2 an expected error (one line on
 # stderr, usage errors included), 3 a target was unreachable, 70 an internal error, 130 interrupted
