@@ -339,7 +339,7 @@ def test_identifier_classes_are_flex_letters_on_decoded_text() -> None:
     # (surrogate escapes included). The negated ASCII classes that compile fast must say exactly that.
     import re
 
-    from pgbatten.pgconf import postgresql_conf as pc
+    from pgbatten.pgconf import conf_lexer as pc
 
     reference = {
         "L": re.compile("[A-Za-z_\u0080-\U0010ffff]"),
