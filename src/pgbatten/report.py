@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -118,28 +119,41 @@ def print_summary(console: Console, results: Sequence[CheckResult]) -> None:
     console.print(table)
 
 
+class Step(Protocol):
+    """Advance a progress bar by one, showing ``description`` from now on when one is given."""
+
+    def __call__(self, description: str | None = None, /) -> None: ...
+
+
+def _no_step(description: str | None = None, /) -> None:
+    pass
+
+
 @contextlib.contextmanager
-def progress_bar(total: int, *, enabled: bool) -> Iterator[Callable[[], None]]:
-    """A progress bar on stderr; yields a thread-safe ``advance()``. A no-op when not ``enabled``."""
+def progress_bar(total: int, *, enabled: bool, description: str = "checking") -> Iterator[Step]:
+    """A progress bar on stderr; yields a thread-safe :class:`Step`. A no-op when not ``enabled``."""
     if not enabled:
-        yield lambda: None
+        yield _no_step
         return
     lock = threading.Lock()
     with Progress(
-        TextColumn("checking"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
     ) as progress:
-        task = progress.add_task("check", total=total)
+        task = progress.add_task(escape(description), total=total)
 
-        def advance() -> None:
+        def step(text: str | None = None, /) -> None:
             with lock:
-                progress.advance(task)
+                if text is None:
+                    progress.advance(task)
+                else:
+                    progress.update(task, advance=1, description=escape(text))
 
-        yield advance
+        yield step
 
 
 def check_json(results: Sequence[CheckResult]) -> str:

@@ -4,8 +4,10 @@ these tools are for systems you own, and Ctrl-C/SIGTERM as the normal way to sto
 from __future__ import annotations
 
 import ipaddress
+import json
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,6 +17,8 @@ import click
 from pgbatten.errors import UsageError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     # pgbatten.probe imports every probe module: only the commands that parse a target pay for it.
     from pgbatten.probe.wire import Target
 
@@ -62,6 +66,21 @@ def warning(tool: str, listen: Target, what: str) -> str:
             f" WARNING: {listen.host} is not a loopback address: anyone who can reach it can use this relay."
         )
     return text
+
+
+def warn_on_stderr(tool: str, listen: Target, what: str) -> Console:
+    """Say :func:`warning` on stderr before anything is relayed; return the stderr console for later notes."""
+    from pgbatten.cli.app import make_console
+
+    errors = make_console(stderr=True)
+    errors.print(warning(tool, listen, what), style="yellow", soft_wrap=True)
+    return errors
+
+
+def emit_json(obj: dict[str, object]) -> None:
+    """One JSON object on its own line, flushed at once (``--json``: a reader follows live)."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
 
 
 def address_options(func: F) -> F:

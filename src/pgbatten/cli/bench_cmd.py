@@ -33,24 +33,9 @@ DIRECT_HINT = "sslnegotiation=direct (libpq 17+) saves the SSLRequest round trip
 @contextlib.contextmanager
 def bench_progress(total: int, *, enabled: bool) -> Iterator[Callable[[str], None]]:
     """A progress bar on stderr; yields ``step(description)``. A no-op when not ``enabled``."""
-    if not enabled:
-        yield lambda _text: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from pgbatten.report import progress_bar
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as progress:
-        task = progress.add_task("bench", total=total)
-
-        def step(text: str) -> None:
-            progress.update(task, advance=1, description=escape(text))
-
+    with progress_bar(total, enabled=enabled, description="bench") as step:
         yield step
 
 

@@ -13,7 +13,13 @@ import click
 
 from pgbatten.cli import options as opt
 from pgbatten.cli.app import main, make_console, read_secret_file
-from pgbatten.cli.attack_options import parse_listen, parse_upstream, stop_on_sigterm, warning
+from pgbatten.cli.attack_options import (
+    emit_json,
+    parse_listen,
+    parse_upstream,
+    stop_on_sigterm,
+    warn_on_stderr,
+)
 from pgbatten.errors import UsageError
 
 if TYPE_CHECKING:
@@ -186,21 +192,11 @@ def mitm_cmd(
         duration=duration,
     )
     console = make_console()
-    errors = make_console(stderr=True)
-    errors.print(
-        warning(
-            "mitm",
-            options.listen,
-            "It attacks every connection and shows what it captures, passwords included.",
-        ),
-        style="yellow",
-        soft_wrap=True,
+    errors = warn_on_stderr(
+        "mitm", options.listen, "It attacks every connection and shows what it captures, passwords included."
     )
     lock = threading.Lock()
-
-    def emit(obj: dict[str, object]) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
+    emit = emit_json
 
     def say(conn: MitmConnection, text: str) -> None:
         console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] #{conn.conn_id} {text}", soft_wrap=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import threading
 import time
 
@@ -13,10 +11,11 @@ from pgbatten.cli import options as opt
 from pgbatten.cli.app import main, make_console
 from pgbatten.cli.attack_options import (
     address_options,
+    emit_json,
     parse_listen,
     parse_upstream,
     stop_on_sigterm,
-    warning,
+    warn_on_stderr,
 )
 
 
@@ -49,17 +48,11 @@ def wiretap_cmd(
         listen=parse_listen(listen), upstream=parse_upstream(upstream), max_bytes=max_bytes, duration=duration
     )
     console = make_console()
-    errors = make_console(stderr=True)
-    errors.print(
-        warning("wiretap", options.listen, "Every byte relayed is decoded and shown, passwords included."),
-        style="yellow",
-        soft_wrap=True,
+    errors = warn_on_stderr(
+        "wiretap", options.listen, "Every byte relayed is decoded and shown, passwords included."
     )
     lock = threading.Lock()
-
-    def emit(obj: dict[str, object]) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
+    emit = emit_json
 
     class Sink:
         def opened(self, conn_id: int, peer: tuple[str, int]) -> None:
