@@ -17,6 +17,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -71,36 +72,36 @@ def default_ca_dir() -> Path:
     return Path.home() / ".local" / "share" / "pgbatten" / "ca"
 
 
+class _InDirectory:
+    """A file of the CA directory: ``store.NAME`` is ``store.path / filename``."""
+
+    def __init__(self, filename: str, doc: str) -> None:
+        self.filename = filename
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, store: None, owner: type[CAStore]) -> _InDirectory: ...
+
+    @overload
+    def __get__(self, store: CAStore, owner: type[CAStore]) -> Path: ...
+
+    def __get__(self, store: CAStore | None, owner: type[CAStore]) -> Path | _InDirectory:
+        return self if store is None else store.path / self.filename
+
+
 @dataclass(frozen=True)
 class CAStore:
     """A CA directory. Cheap to construct; nothing is read until a method needs it."""
 
     path: Path
 
-    @property
-    def ca_cert_path(self) -> Path:
-        """The root certificate (0644), what clients use as ``sslrootcert``."""
-        return self.path / "ca.crt"
-
-    @property
-    def ca_key_path(self) -> Path:
-        """The root's private key (0600)."""
-        return self.path / "ca.key"
-
-    @property
-    def crl_path(self) -> Path:
-        """The latest CRL in PEM."""
-        return self.path / "crl.pem"
-
-    @property
-    def inventory_path(self) -> Path:
-        """The SQLite inventory of issued certificates (0600)."""
-        return self.path / "inventory.sqlite3"
-
-    @property
-    def legacy_inventory_path(self) -> Path:
-        """Where pgbatten before 0.3 kept the inventory, as JSON; migrated on first use."""
-        return self.path / "inventory.json"
+    ca_cert_path = _InDirectory("ca.crt", "The root certificate (0644), what clients use as ``sslrootcert``.")
+    ca_key_path = _InDirectory("ca.key", "The root's private key (0600).")
+    crl_path = _InDirectory("crl.pem", "The latest CRL in PEM.")
+    inventory_path = _InDirectory("inventory.sqlite3", "The SQLite inventory of issued certificates (0600).")
+    legacy_inventory_path = _InDirectory(
+        "inventory.json", "Where pgbatten before 0.3 kept the inventory, as JSON; migrated on first use."
+    )
 
     @property
     def inventory(self) -> Inventory:
