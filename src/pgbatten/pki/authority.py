@@ -47,6 +47,27 @@ PKCS12_ALIAS = b"user"
 
 
 @dataclass(frozen=True)
+class _Leaf:
+    """What a leaf certificate says besides its key and dates: the CA's server or client profile."""
+
+    subject_cn: str | None
+    eku: x509.ObjectIdentifier
+    san: x509.SubjectAlternativeName | None = None
+    key_encipherment: bool = False
+    serial: int | None = None
+    """A stand-in's serial; None draws a random one."""
+
+
+def _server_cn(hosts: Sequence[str]) -> str | None:
+    """A server certificate's CN: its first DNS name, else its first address; None when too long to be a
+    CN (the subject stays empty and the SAN alone names the server, as RFC 5280 allows)."""
+    classified = [classify_host(h) for h in hosts]
+    dns = [h for h in classified if isinstance(h, str)]
+    common_name = dns[0] if dns else str(classified[0])
+    return common_name if len(common_name) <= MAX_COMMON_NAME else None
+
+
+@dataclass(frozen=True)
 class IssuedCertificate:
     """A leaf certificate with its private key and the CA certificates between it and the root.
 
@@ -168,24 +189,13 @@ class CertificateAuthority:
         """
         if isinstance(hosts, str):
             raise TypeError("hosts must be a sequence of host names, not one string")
-        san = subject_alt_names(hosts, ip_as_dns=ip_as_dns)
-        if common_name is None:
-            classified = [classify_host(h) for h in hosts]
-            dns = [h for h in classified if isinstance(h, str)]
-            common_name = dns[0] if dns else str(classified[0])
-            # A long DNS name cannot be a CN; leave the subject empty and rely on the SAN, as RFC 5280 allows.
-            subject_cn = common_name if len(common_name) <= MAX_COMMON_NAME else None
-        else:
-            subject_cn = checked_common_name(common_name)
-        return self._issue(
-            key=generate_key(key_type),
-            subject_cn=subject_cn,
-            san=san,
+        leaf = _Leaf(
+            subject_cn=_server_cn(hosts) if common_name is None else checked_common_name(common_name),
             eku=ExtendedKeyUsageOID.SERVER_AUTH,
+            san=subject_alt_names(hosts, ip_as_dns=ip_as_dns),
             key_encipherment=key_type.is_rsa,
-            until=self._until(days, not_after, now),
-            now=now,
         )
+        return self._issue(generate_key(key_type), leaf, self._until(days, not_after, now), now)
 
     def issue_client(
         self,
@@ -201,15 +211,8 @@ class CertificateAuthority:
         Valid for ``days``, or until ``not_after`` when given; never beyond the CA's own end.
         """
         check_role_name(user)
-        return self._issue(
-            key=generate_key(key_type),
-            subject_cn=user,
-            san=None,
-            eku=ExtendedKeyUsageOID.CLIENT_AUTH,
-            key_encipherment=False,
-            until=self._until(days, not_after, now),
-            now=now,
-        )
+        leaf = _Leaf(subject_cn=user, eku=ExtendedKeyUsageOID.CLIENT_AUTH)
+        return self._issue(generate_key(key_type), leaf, self._until(days, not_after, now), now)
 
     def issue_stand_in(
         self,
@@ -229,16 +232,10 @@ class CertificateAuthority:
             raise ValueError("a serial number must be positive and at most 159 bits")
         if lifetime <= dt.timedelta(0):
             raise ValueError("a stand-in needs a positive lifetime")
-        return self._issue(
-            key=generate_key(),
-            subject_cn=checked_common_name(common_name),
-            san=None,
-            eku=ExtendedKeyUsageOID.CLIENT_AUTH,
-            key_encipherment=False,
-            until=utc_now(now) + lifetime,
-            now=now,
-            serial=serial,
+        leaf = _Leaf(
+            subject_cn=checked_common_name(common_name), eku=ExtendedKeyUsageOID.CLIENT_AUTH, serial=serial
         )
+        return self._issue(generate_key(), leaf, utc_now(now) + lifetime, now)
 
     # -- CA rotation ---------------------------------------------------------------------------------------
 
@@ -320,54 +317,22 @@ class CertificateAuthority:
         """
         if isinstance(hosts, str):
             raise TypeError("hosts must be a sequence of host names, not one string")
-        classified = [classify_host(h) for h in hosts]
-        dns = [h for h in classified if isinstance(h, str)]
-        common_name = dns[0] if dns else str(classified[0])
-        return self._certify(
-            public_key=public_key,
-            subject_cn=common_name if len(common_name) <= MAX_COMMON_NAME else None,
-            san=subject_alt_names(hosts),
+        leaf = _Leaf(
+            subject_cn=_server_cn(hosts),
             eku=ExtendedKeyUsageOID.SERVER_AUTH,
+            san=subject_alt_names(hosts),
             key_encipherment=not isinstance(public_key, ec.EllipticCurvePublicKey),
-            until=self._until(days, not_after, now),
-            now=now,
         )
+        return self._certify(public_key, leaf, self._until(days, not_after, now), now)
 
     def _issue(
-        self,
-        *,
-        key: PrivateKey,
-        subject_cn: str | None,
-        san: x509.SubjectAlternativeName | None,
-        eku: x509.ObjectIdentifier,
-        key_encipherment: bool,
-        until: dt.datetime,
-        now: dt.datetime | None,
-        serial: int | None = None,
+        self, key: PrivateKey, leaf: _Leaf, until: dt.datetime, now: dt.datetime | None
     ) -> IssuedCertificate:
-        certificate = self._certify(
-            public_key=key.public_key(),
-            subject_cn=subject_cn,
-            san=san,
-            eku=eku,
-            key_encipherment=key_encipherment,
-            until=until,
-            now=now,
-            serial=serial,
-        )
+        certificate = self._certify(key.public_key(), leaf, until, now)
         return IssuedCertificate(certificate=certificate, key=key, chain=self.chain)
 
     def _certify(
-        self,
-        *,
-        public_key: CertificatePublicKeyTypes,
-        subject_cn: str | None,
-        san: x509.SubjectAlternativeName | None,
-        eku: x509.ObjectIdentifier,
-        key_encipherment: bool,
-        until: dt.datetime,
-        now: dt.datetime | None,
-        serial: int | None = None,
+        self, public_key: CertificatePublicKeyTypes, leaf: _Leaf, until: dt.datetime, now: dt.datetime | None
     ) -> x509.Certificate:
         now = utc_now(now)
         not_before = max(now - CLOCK_SKEW, self.certificate.not_valid_before_utc)
@@ -385,17 +350,17 @@ class CertificateAuthority:
                 f"{self.certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; check the clock"
             )
         return build_certificate(
-            subject=subject_name(subject_cn),
+            subject=subject_name(leaf.subject_cn),
             public_key=public_key,
             issuer=self.certificate.subject,
             signing_key=self.key,
-            serial=serial if serial is not None else x509.random_serial_number(),
+            serial=leaf.serial if leaf.serial is not None else x509.random_serial_number(),
             not_before=not_before,
             not_after=not_after,
             is_ca=False,
-            key_encipherment=key_encipherment,
-            extended_usage=eku,
-            san=san,
+            key_encipherment=leaf.key_encipherment,
+            extended_usage=leaf.eku,
+            san=leaf.san,
             authority_key_id=self._authority_key_identifier(),
         )
 
