@@ -196,6 +196,16 @@ def load_der_chain(ders: Sequence[bytes]) -> tuple[list[x509.Certificate], str |
     return certs, None
 
 
+def first_pem_certificate(data: bytes | None) -> x509.Certificate | None:
+    """The first certificate of PEM ``data`` (a file's bytes, None when it is missing); None if unreadable."""
+    if data is None:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        return None
+
+
 def load_pem_file(path: Path | str) -> list[x509.Certificate]:
     """Every certificate of a PEM file (a CA bundle may hold several, intermediates too)."""
     try:
@@ -213,6 +223,7 @@ __all__ = [
     "IpAddress",
     "dns_names",
     "fingerprint_sha256",
+    "first_pem_certificate",
     "format_fingerprint",
     "host_names",
     "ip_addresses",

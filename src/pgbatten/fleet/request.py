@@ -18,7 +18,7 @@ from typing import Any
 
 from cryptography import x509
 
-from pgbatten.certfacts import fingerprint_sha256, host_names, issued_by, san_strings
+from pgbatten.certfacts import fingerprint_sha256, first_pem_certificate, host_names, issued_by, san_strings
 from pgbatten.cluster.discover import Cluster
 from pgbatten.cluster.osuser import needs_switch
 from pgbatten.errors import PKIError, UsageError
@@ -190,7 +190,7 @@ def request_certificate(
     needed = bool(reasons) or force
     if force and not reasons:
         reasons = ["asked for (the installed certificate could stay)"]
-    installed = _certificate_or_none(cert_pem)
+    installed = first_pem_certificate(cert_pem)
     key_path = pending_key_path(state.cert_dir)
     if not needed:
         return CsrResult(cluster.label, names, key_type, False, (), key_path, False, None, installed)
@@ -214,13 +214,4 @@ def _pending_key(path: Path, key_type: KeyType) -> PrivateKey | None:
     try:
         return key if key_type_of(key) == key_type else None
     except PKIError:
-        return None
-
-
-def _certificate_or_none(data: bytes | None) -> x509.Certificate | None:
-    if data is None:
-        return None
-    try:
-        return x509.load_pem_x509_certificate(data)
-    except ValueError:
         return None

@@ -15,7 +15,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from pgbatten.certfacts import dns_names, fingerprint_sha256, host_names, ip_addresses
+from pgbatten.certfacts import (
+    dns_names,
+    fingerprint_sha256,
+    first_pem_certificate,
+    host_names,
+    ip_addresses,
+    issued_by,
+)
 from pgbatten.errors import PKIError
 from pgbatten.pki import (
     CACertificate,
@@ -78,17 +85,17 @@ def ca_conflict(
     ours = fingerprint_sha256(ca.certificate)
     files: list[str] = []
     installed = installed_fp = None
-    installed_ca = _load_certificate(ca_file)
+    installed_ca = first_pem_certificate(ca_file)
     if installed_ca is not None and installed_ca != ca.certificate and installed_ca not in also_ours:
         installed_fp = fingerprint_sha256(installed_ca)
         installed = f"{installed_ca.subject.rfc4514_string()}, SHA-256 {installed_fp}"
         files.append(CA_NAME)
-    served = _load_certificate(cert_file)
-    if served is not None and not any(_issued_by(served, c) for c in (ca.certificate, *also_ours)):
+    served = first_pem_certificate(cert_file)
+    if served is not None and not any(issued_by(served, c) for c in (ca.certificate, *also_ours)):
         files.append(CERT_NAME)
         if installed is None:
             installed = f"issuer {served.issuer.rfc4514_string()}"
-            if installed_ca is not None and _issued_by(served, installed_ca):
+            if installed_ca is not None and issued_by(served, installed_ca):
                 installed_fp = fingerprint_sha256(installed_ca)
     if not files:
         return None
@@ -104,8 +111,8 @@ def foreign_certificate_note(configured: tuple[Path, bytes] | None, ca: AnyCA) -
     if configured is None:
         return []
     path, data = configured
-    served = _load_certificate(data)
-    if served is None or _issued_by(served, ca.certificate):
+    served = first_pem_certificate(data)
+    if served is None or issued_by(served, ca.certificate):
         return []
     issuer = served.issuer.rfc4514_string() or "an empty issuer"
     kind = "self-signed" if served.issuer == served.subject else f"issued by {issuer}"
@@ -114,23 +121,6 @@ def foreign_certificate_note(configured: tuple[Path, bytes] | None, ca: AnyCA) -
         f" (SHA-256 {fingerprint_sha256(ca.certificate)}): clients that verify the server (verify-ca,"
         " verify-full) against the old one or its CA need the pgbatten CA certificate instead"
     ]
-
-
-def _load_certificate(data: bytes | None) -> x509.Certificate | None:
-    if data is None:
-        return None
-    try:
-        return x509.load_pem_x509_certificate(data)
-    except ValueError:
-        return None
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def server_certificate(
