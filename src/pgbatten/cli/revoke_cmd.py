@@ -189,7 +189,6 @@ def _install(
 ) -> dict[str, Any]:
     """Install the CRL on ``cluster`` (secure.crl), print what was proved, return it for ``--json``."""
     from pgbatten.errors import PgBattenError
-    from pgbatten.pki import ClusterRef
     from pgbatten.secure.crl import install_crl
 
     def log(message: str) -> None:
@@ -202,7 +201,6 @@ def _install(
         # Keep it one line, but say what did happen: the CA side is done, only the server lags.
         exc.message = f"{exc.message} (the CA inventory and {store.crl_path} are {after}; the cluster is not)"
         raise
-    store.note_crl_install(ClusterRef.of(cluster.label, cluster.data_dir), plan.crl_path)
     if not quiet:
         lines = [
             f"Installed the CRL on {cluster.label} as ssl_crl_file = {plan.crl_path} (reload, no restart)"

@@ -30,7 +30,7 @@ from pgbatten.errors import ClusterError, FileProblem
 from pgbatten.fsutil import atomic_write, directory_lock, read_bytes_or_none
 from pgbatten.pgconf import postgresql_conf as conf_mod
 from pgbatten.pgconf.guc_values import parse_bool
-from pgbatten.pki import CAStore, CertificateAuthority, IssuedCertificate
+from pgbatten.pki import CAStore, CertificateAuthority, ClusterRef, IssuedCertificate
 from pgbatten.secure.apply import ApplyResult, apply_plan
 from pgbatten.secure.facts import read_state
 from pgbatten.secure.hosts import probe_addresses
@@ -169,11 +169,14 @@ def install_crl(
     """Install ``store``'s CRL on ``cluster`` by reload and prove every serial in ``refuse`` is refused.
 
     The cluster is locked from reading its files to the last proof, as ``secure`` locks it: neither run can
-    write a configuration computed before the other changed it.
+    write a configuration computed before the other changed it. Once installed, the CA's inventory
+    remembers the cluster, so that ``crl refresh`` hints name it.
     """
     cluster.require_running()
     with directory_lock(cluster.data_dir, wait=lock_wait, what=f"cluster {cluster.label}"):
-        return _install_locked(cluster, store, ca, refuse=refuse, log=log, timeout=timeout)
+        plan, outcome = _install_locked(cluster, store, ca, refuse=refuse, log=log, timeout=timeout)
+        store.note_crl_install(ClusterRef.of(cluster.label, cluster.data_dir), plan.crl_path)
+    return plan, outcome
 
 
 def _install_locked(
