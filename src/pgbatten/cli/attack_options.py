@@ -83,6 +83,16 @@ def emit_json(obj: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
+def duration_option(func: F) -> F:
+    return click.option(
+        "--duration",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="SECONDS",
+        help="Stop after this many seconds.",
+    )(func)
+
+
 def address_options(func: F) -> F:
     func = click.option(
         "--upstream",

@@ -14,6 +14,7 @@ import click
 from pgbatten.cli import options as opt
 from pgbatten.cli.app import main, make_console, read_secret_file
 from pgbatten.cli.attack_options import (
+    duration_option,
     emit_json,
     parse_listen,
     parse_upstream,
@@ -135,13 +136,7 @@ def _table(connections: list[MitmConnection], attack: str) -> Table:
 @opt.file("--ca-key", "That CA's key (PEM).")
 @opt.ca_passphrase
 @opt.json_output("One JSON object per line.")
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    metavar="SECONDS",
-    help="Stop after this many seconds.",
-)
+@duration_option
 @click.option(
     "--matrix",
     is_flag=True,

@@ -11,6 +11,7 @@ from pgbatten.cli import options as opt
 from pgbatten.cli.app import main, make_console
 from pgbatten.cli.attack_options import (
     address_options,
+    duration_option,
     emit_json,
     parse_listen,
     parse_upstream,
@@ -29,13 +30,7 @@ from pgbatten.cli.attack_options import (
     metavar="N",
     help="Stop once N bytes (both directions, all connections) have been captured.",
 )
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    metavar="SECONDS",
-    help="Stop after this many seconds.",
-)
+@duration_option
 def wiretap_cmd(
     listen: str, upstream: str, as_json: bool, max_bytes: int | None, duration: float | None
 ) -> None:

@@ -203,20 +203,12 @@ class CAStore:
             ) from None
 
     def load_or_init(
-        self,
-        *,
-        key_type: KeyType = KeyType.ECDSA_P256,
-        passphrase: bytes | None = None,
-        common_name: str = "pgbatten CA",
-        days: int = 3650,
-        now: dt.datetime | None = None,
+        self, *, key_type: KeyType = KeyType.ECDSA_P256, passphrase: bytes | None = None
     ) -> CertificateAuthority:
-        """Load the CA if there is one, else create it with these settings."""
+        """Load the CA if there is one, else create one (``init``'s defaults with this key type)."""
         if self.exists():
             return self.load(passphrase)
-        return self.init(
-            key_type=key_type, passphrase=passphrase, common_name=common_name, days=days, now=now
-        )
+        return self.init(key_type=key_type, passphrase=passphrase)
 
     def _keyless_message(self) -> str:
         # A complete CA lost its certificate: clients hold it and it may have signed certificates in use.
