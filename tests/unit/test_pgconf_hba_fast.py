@@ -7,6 +7,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pgbatten.pgconf.auth_tokens import dialect, edit_line
 from pgbatten.pgconf.hba import (
     ConnType,
     HbaFile,
@@ -20,6 +21,7 @@ from pgbatten.pgconf.hba import (
     shadowing_rule,
     shadows,
 )
+from pgbatten.pgconf.hba.enforce import _as_hostssl
 from tests.unit import hba_oracle
 from tests.unit.test_pgconf_hba import hba_texts
 
@@ -131,3 +133,20 @@ def test_transforms_build_what_parsing_their_output_gives(text: str, mode: str) 
     assert secured == parse_hba(render(secured))
     certs, _ = set_client_auth(secured, mode, "m" if mode == "cert" else None)  # type: ignore[arg-type]
     assert certs == parse_hba(render(certs))
+
+
+GAPS = [" ", "  ", "\t", "    ", " \t", "\t ", "\r"]
+NEXT = ["all", "db", '"db x"', ",db", "#c", "\\", "a,b", "x" * 9]
+REST = ["", " all 10.0.0.0/8 md5", "\tall\t::1/128\ttrust  # note", " all\\\n 0/0 md5", " a\0b"]
+host_lines = st.tuples(
+    st.sampled_from(["", " ", "\t"]),
+    st.lists(st.sampled_from(GAPS), min_size=1, max_size=2).map("".join),
+    st.sampled_from(NEXT),
+    st.sampled_from(REST),
+).map(lambda t: t[0] + "host" + t[1] + t[2] + t[3])
+
+
+@given(host_lines, st.sampled_from([None, 13, 16]))
+def test_host_to_hostssl_shortcut_writes_what_edit_line_writes(raw: str, major: int | None) -> None:
+    rules = dialect(major)
+    assert _as_hostssl(raw, rules) == edit_line(raw, {0: "hostssl"}, rules)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from operator import attrgetter
 from typing import Literal
 
 from pgbatten.pgconf._bulk import gc_paused
 from pgbatten.pgconf.auth_tokens import (
+    Dialect,
     edit_line,
     layout_columns,
     logical_lines,
@@ -32,7 +34,7 @@ from pgbatten.pgconf.hba.syntax import (
     HbaRule,
     parse_lines,
 )
-from pgbatten.pgconf.lines import dominant_eol
+from pgbatten.pgconf.lines import dominant_eol, fit_gap, visual_col
 
 __all__ = [
     "DISABLED_MARK",
@@ -124,12 +126,38 @@ def _guard_lines(hba: HbaFile, stop: int, missing: dict[int, list[str]]) -> list
 
 
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in (HbaComment, HbaInclude, HbaRule)}
+_VALUES = {cls: attrgetter(*names) for cls, names in _FIELDS.items()}  # every field at once, in order
 
 
-def _changed(line: HbaLine, **changes: object) -> HbaLine:
+def _changed(line: HbaLine, lineno: int, **changes: object) -> HbaLine:
     """``dataclasses.replace``, positionally: a transform may renumber every line of a long file."""
     cls = type(line)
-    return cls(*[changes[f] if f in changes else getattr(line, f) for f in _FIELDS[cls]])  # type: ignore[arg-type]
+    values = _VALUES[cls](line)  # lineno first
+    if not changes:
+        return cls(lineno, *values[1:])
+    named = zip(_FIELDS[cls][1:], values[1:], strict=True)
+    return cls(lineno, *[changes.get(f, v) for f, v in named])  # type: ignore[arg-type]
+
+
+def _as_hostssl(raw: str, rules: Dialect) -> str:
+    """``raw`` (a ``host`` rule) with ``hostssl`` for its type, as ``edit_line`` writes it.
+
+    The usual line (``host``, blanks, the database, nothing special before it) is done here: the next
+    column keeps its place when the gap leaves room, and then the rest of the line stays as written, which
+    is what ``edit_line`` gives without tokenizing the whole line again.
+    """
+    if raw[4:5] in (" ", "\t") and raw.startswith("host") and "\n" not in raw and "\0" not in raw:
+        rest = raw[4:].lstrip(" \t")
+        at = len(raw) - len(rest)
+        if rest and rest[0] not in _NOT_A_TOKEN_START:
+            column = visual_col(raw[:at])
+            head = "hostssl" + fit_gap("hostssl", raw[4:at], column, 4)
+            if visual_col(head) == column:
+                return head + rest
+    return edit_line(raw, {0: ConnType.HOSTSSL.value}, rules)
+
+
+_NOT_A_TOKEN_START = frozenset(',#\\"\r')
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +205,7 @@ class _Rebuild:
     def keep(self, line: HbaLine, index: int, **changes: object) -> None:
         """``line`` (``hba.lines[index]``) at the current line number, ``changes`` (field values) made."""
         if line.lineno != self.lineno or changes:
-            line = _changed(line, lineno=self.lineno, **changes)
+            line = _changed(line, self.lineno, **changes)
         self.lines.append(line)
         self.origin.append(-1 if "raw" in changes or "eol" in changes else index)
         self.lineno += line.raw.count("\n") + 1
@@ -243,8 +271,7 @@ def require_tls_edit(hba: HbaFile) -> HbaEdit:
             changed = True
         if isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOST and not ln.is_reject:
             # Only the type token changes: everything parsed from the rest of the line stays as it is.
-            raw = edit_line(ln.raw, {0: ConnType.HOSTSSL.value}, rules)
-            out.keep(ln, idx, raw=raw, conn_type=ConnType.HOSTSSL)
+            out.keep(ln, idx, raw=_as_hostssl(ln.raw, rules), conn_type=ConnType.HOSTSSL)
             changed = True
         elif isinstance(ln, HbaRule) and ln.conn_type is ConnType.HOSTNOSSL and not ln.is_reject:
             out.add(DISABLED_MARK + eol + "#" + ln.raw.replace("\n", "\n#") + ln.eol)
