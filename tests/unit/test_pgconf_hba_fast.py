@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pgbatten.errors import ParseError
 from pgbatten.pgconf.auth_tokens import dialect, edit_line
 from pgbatten.pgconf.hba import (
     ConnType,
@@ -20,10 +22,11 @@ from pgbatten.pgconf.hba import (
     set_client_auth,
     shadowing_rule,
     shadows,
+    syntax,
 )
 from pgbatten.pgconf.hba.enforce import _as_hostssl
 from tests.unit import hba_oracle
-from tests.unit.test_pgconf_hba import hba_texts
+from tests.unit.test_pgconf_hba import hba_texts, rule_lines
 
 # Few distinct values, so that rules often cover each other, in every way the model knows.
 DATABASES = ["all", "replication", "sameuser", "samerole", "samegroup", "db1", "db2", '"all"', "@dbs", "/^d"]
@@ -150,3 +153,43 @@ host_lines = st.tuples(
 def test_host_to_hostssl_shortcut_writes_what_edit_line_writes(raw: str, major: int | None) -> None:
     rules = dialect(major)
     assert _as_hostssl(raw, rules) == edit_line(raw, {0: "hostssl"}, rules)
+
+
+CONN_WORDS = ["local", "host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc", "hots", "include"]
+NAME_WORDS = ["all", "replication", "db1", "+grp", "@file", "sameuser", "x" * 10_239]
+ADDRESS_WORDS = ["10.0.0.0/8", "10.0.0.1/33", "::1/128", "127.1/32", "1.2.3.4", "db.example", "0/0", "all"]
+MASK_WORDS = ["255.255.255.0", "255.0.255.0", "ffff::", "bogus"]
+METHOD_WORDS = ["md5", "scram-sha-256", "peer", "cert", "trust", "md6", "reject", "ident", "gss"]
+OPTION_WORDS = ["clientcert=verify-full", "clientcert=verify-ca", "clientcert=x", "map=m", "novalue"]
+
+
+@st.composite
+def plain_lines(draw: st.DrawFn) -> str:
+    """Lines of plain words in the order of a rule's fields, sometimes a field missing or out of place."""
+    words = [
+        draw(st.sampled_from(CONN_WORDS)),
+        draw(st.sampled_from(NAME_WORDS)),
+        draw(st.sampled_from(NAME_WORDS)),
+    ]
+    if words[0] != "local" or draw(st.integers(0, 9)) == 0:
+        words.append(draw(st.sampled_from(ADDRESS_WORDS)))
+        if draw(st.integers(0, 3)) == 0:
+            words.append(draw(st.sampled_from(MASK_WORDS)))
+    words += [draw(st.sampled_from(METHOD_WORDS)), *draw(st.lists(st.sampled_from(OPTION_WORDS), max_size=2))]
+    del words[draw(st.integers(0, 40)) :]  # usually nothing: the slice starts past the end
+    gaps = draw(st.lists(st.sampled_from([" ", "\t", "  ", "\r"]), min_size=len(words), max_size=len(words)))
+    return "".join(w + g for w, g in zip(words, gaps, strict=True)).rstrip(" ")
+
+
+def _outcome(text: str, major: int | None) -> object:
+    try:
+        return parse_hba(text, major=major)
+    except ParseError as exc:
+        return str(exc)
+
+
+@given(st.one_of(plain_lines(), rule_lines()), st.sampled_from([None, 13, 16]))
+def test_plain_lines_read_without_the_tokenizer_as_with_it(line: str, major: int | None) -> None:
+    fast = _outcome(line, major)
+    with patch.object(syntax, "_parse_plain", lambda *_args: None):
+        assert fast == _outcome(line, major)  # the same rule, or the same error

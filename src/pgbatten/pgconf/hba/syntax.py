@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from pgbatten.errors import ParseError
 from pgbatten.pgconf._bulk import gc_paused
-from pgbatten.pgconf.auth_tokens import Dialect, Token, dialect, iter_logical_lines, tokenize
+from pgbatten.pgconf.auth_tokens import MAX_TOKEN, Dialect, Token, dialect, iter_logical_lines, tokenize
 from pgbatten.pgconf.lines import read_text
 from pgbatten.pgconf.postgresql_conf import IncludeKind
 
@@ -262,8 +262,16 @@ def _prefix_of(mask: str, version: int) -> int | None:
 def _parse_address(fields: Sequence[Sequence[Token]], fail: _Fail) -> tuple[str, str | None, int]:
     """Address (normalised), raw netmask and the index of the next field."""
     tok = _one(fields, 3, "IP address specification", "host address", fail)
-    value = tok.value
-    if not tok.quoted and value in _ADDRESS_KEYWORDS:
+    return _address(
+        tok.value, tok.quoted, lambda: _one(fields, 4, "netmask specification", "netmask", fail), fail
+    )
+
+
+def _address(
+    value: str, quoted: bool, mask_token: Callable[[], Token], fail: _Fail
+) -> tuple[str, str | None, int]:
+    """``_parse_address`` for the address token's ``value``; ``mask_token`` gives the next field's token."""
+    if not quoted and value in _ADDRESS_KEYWORDS:
         return value, None, 4
     host, slash, prefix = value.partition("/")
     try:
@@ -280,7 +288,7 @@ def _parse_address(fields: Sequence[Sequence[Token]], fail: _Fail) -> tuple[str,
         if bits is None:
             raise fail(f"invalid CIDR mask in address {value!r}")
         return (value if usual == host and prefix == str(bits) else f"{usual}/{bits}"), None, 4
-    mask_tok = _one(fields, 4, "netmask specification", "netmask", fail)
+    mask_tok = mask_token()
     try:
         mask = numeric_address(mask_tok.value)
     except ValueError:
@@ -295,12 +303,68 @@ def _parse_address(fields: Sequence[Sequence[Token]], fail: _Fail) -> tuple[str,
     return f"{usual}/{bits}", mask_tok.text, 5
 
 
+# A line of plain words: no quotes, comment, list, continuation, NUL, or blank that str.split() knows and
+# PostgreSQL does not. Most lines of a big generated file are like that, and ``_parse_plain`` reads them
+# without the tokenizer.
+_PLAIN_LINE = re.compile(r'[^"#,\\\0\x0b\x0c\x1c-\x1f]*')
+_PLAIN_WORD_MAX = MAX_TOKEN - 2  # below any length check of the tokenizer
+
+
+def _parse_plain(
+    raw: str, eol: str, lineno: int, path: Path | None, share: Callable[[str], str]
+) -> HbaLine | None:
+    """``_parse_line`` for a line of plain words, or None (let the tokenizer read it).
+
+    It refuses what the tokenizer path refuses, with the same words, through the same checks.
+    """
+    if not raw.isascii() or _PLAIN_LINE.fullmatch(raw) is None:
+        return None
+    words = raw.split()
+    if not words:
+        return HbaComment(lineno, raw, eol)
+    conn = _CONN_TYPES.get(words[0])
+    if conn is None or len(words) < 4 or max(map(len, words)) > _PLAIN_WORD_MAX:
+        return None
+    fail = _Fail(path, lineno, raw)
+    address: str | None = None
+    netmask: str | None = None
+    nxt = 3
+    if conn is not ConnType.LOCAL:
+
+        def mask_token() -> Token:
+            if len(words) <= 4:
+                raise fail("end-of-line before netmask specification")
+            return Token(words[4], words[4], False, 4, 0, 0)
+
+        address, netmask, nxt = _address(words[3], False, mask_token, fail)
+        address = share(address)
+    if nxt >= len(words):
+        return None
+    method = _METHOD_NAMES.get(words[nxt])
+    if method is None:
+        return None
+    options: list[tuple[str, str]] = []
+    for word in words[nxt + 1 :]:
+        name, eq, value = word.partition("=")
+        if not eq:
+            return None
+        options.append((name, value))
+    _validate(conn, method, options, fail)
+    users = (share(words[2]),)
+    return HbaRule(
+        lineno, raw, eol, conn, (share(words[1]),), users, address, method, tuple(options), netmask, None
+    )
+
+
 def _parse_line(
     raw: str, eol: str, lineno: int, path: Path | None, rules: Dialect, shared: dict[str, str] | None = None
 ) -> HbaLine:
     """One logical line; ``shared`` maps names already seen to one string object each (memory)."""
-    fail = _Fail(path, lineno, raw)
     share = (lambda x: x) if shared is None else (lambda x: shared.setdefault(x, x))
+    plain = _parse_plain(raw, eol, lineno, path, share)
+    if plain is not None:
+        return plain
+    fail = _Fail(path, lineno, raw)
     tok = tokenize(raw, lineno, path, rules)
     fail.open_quote = tok.open_quote
     fields = tok.fields
