@@ -358,3 +358,173 @@ def test_check_crl_is_strict_and_takes_a_directory(pki: tuple[Issuer, Issuer], f
     assert as_dir is not None and as_dir.crl_dir == files and as_dir.checks_crls
     loaded = trust.load_trust_store(ca, files / "root+server.crl")
     assert loaded is not None and len(loaded.crls) == 2 and not loaded.notes
+
+
+# ------------------------------------------------ OpenSSL's order, purposes and bundles, as libpq sees them
+
+
+def _expired_leaf(
+    issuer: Issuer, *, serial: int, eku: list[x509.ObjectIdentifier] | None = None
+) -> x509.Certificate:
+    # make_leaf's validity starts 300 days before NOW: 10 days left, judged 11 days after NOW.
+    return make_leaf(issuer, days=10, serial=serial, eku=eku)
+
+
+LATER = NOW + dt.timedelta(days=11)
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        # Chain building first: an unknown CA hides the expiry.
+        ("unknown-ca", trust.UNABLE_TO_GET_ISSUER_CERT_LOCALLY),
+        # Then the purpose, CRL checks or not.
+        ("purpose", trust.INVALID_PURPOSE),
+        ("purpose+crl", trust.INVALID_PURPOSE),
+        # Then revocation: a CRL missing from the chain, or a revoked certificate, before validity.
+        ("missing-crl", trust.UNABLE_TO_GET_CRL),
+        ("revoked", trust.CERT_REVOKED),
+        # Validity last.
+        ("expired", trust.CERT_HAS_EXPIRED),
+        ("expired+crl", trust.CERT_HAS_EXPIRED),
+    ],
+)
+def test_the_first_error_is_the_one_openssl_reports_first(
+    pki: tuple[Issuer, Issuer], case: str, code: int
+) -> None:
+    """Every certificate here has expired too; OpenSSL (``openssl verify`` with the same inputs, and libssl
+    inside libpq) stops at its first error, so the reason must be that one, as PostgreSQL's suite sees with
+    server-rsapss and an absent CRL."""
+    root, server_ca = pki
+    eku = [ExtendedKeyUsageOID.CLIENT_AUTH] if case.startswith("purpose") else None
+    leaf = _expired_leaf(server_ca, serial=9000 + len(case), eku=eku)
+    both = (make_crl(root, []), make_crl(server_ca, [9000 + len(case)] if case == "revoked" else []))
+    store = {
+        "unknown-ca": TrustStore((make_ca("other").cert,)),
+        "purpose": TrustStore((root.cert,)),
+        "purpose+crl": TrustStore((root.cert,), crls=both),
+        "missing-crl": TrustStore((root.cert,), crls=both[1:]),
+        "revoked": TrustStore((root.cert,), crls=both),
+        "expired": TrustStore((root.cert,)),
+        "expired+crl": TrustStore((root.cert,), crls=both),
+    }[case]
+    verdict = verify_chain([leaf, server_ca.cert], store, LATER)
+    assert verdict.trusted is False
+    assert verdict.code == code, verdict.reason
+
+
+def test_netscape_cert_type_client_only_is_no_server(pki: tuple[Issuer, Issuer]) -> None:
+    """nsCertType (old how-tos still set it): OpenSSL's sslserver purpose honours it."""
+    root, server_ca = pki
+    key = ec.generate_private_key(ec.SECP256R1())
+    ns_client = x509.UnrecognizedExtension(
+        x509.ObjectIdentifier("2.16.840.1.113730.1.1"), b"\x03\x02\x07\x80"
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(_name("db.test"))
+        .issuer_name(server_ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(ns_client, critical=False)
+        .sign(server_ca.key, hashes.SHA256())
+    )
+    verdict = verify_chain([leaf, server_ca.cert], TrustStore((root.cert,)), NOW)
+    assert verdict.trusted is False and verdict.code == trust.INVALID_PURPOSE
+
+
+def test_an_intermediate_for_client_auth_only_cannot_issue_server_certificates(
+    pki: tuple[Issuer, Issuer],
+) -> None:
+    """The purpose covers the CAs too: an extendedKeyUsage on the intermediate without serverAuth refuses."""
+    root, _server_ca = pki
+    key = ec.generate_private_key(ec.SECP256R1())
+    client_only = Issuer(
+        x509.CertificateBuilder()
+        .subject_name(_name("client-only ca"))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=400))
+        .not_valid_after(NOW + dt.timedelta(days=400))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(root.key, hashes.SHA256()),
+        key,
+    )
+    verdict = verify_chain([make_leaf(client_only), client_only.cert], TrustStore((root.cert,)), NOW)
+    assert verdict.trusted is False and verdict.code == trust.INVALID_PURPOSE and verdict.depth == 1
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_bundles_of_several_cas_in_any_order(pki: tuple[Issuer, Issuer], order: tuple[int, int, int]) -> None:
+    """PostgreSQL's both-cas-1.crt and both-cas-2.crt: root, server CA and client CA in one file."""
+    root, server_ca = pki
+    client_ca = make_ca("client ca", root)
+    cas = [root.cert, server_ca.cert, client_ca.cert]
+    leaf = make_leaf(server_ca)
+    assert verify_chain([leaf], TrustStore(tuple(cas[i] for i in order)), NOW).trusted is True
+    # The two CAs without the root: a partial chain, which OpenSSL (and so libpq) refuses.
+    partial = verify_chain([leaf], TrustStore((client_ca.cert, server_ca.cert)), NOW)
+    assert partial.trusted is False and partial.code == trust.UNABLE_TO_GET_ISSUER_CERT
+
+
+def test_a_leaf_given_as_sslrootcert_is_no_anchor(pki: tuple[Issuer, Issuer]) -> None:
+    _root, server_ca = pki
+    leaf = make_leaf(server_ca)
+    verdict = verify_chain([leaf, server_ca.cert], TrustStore((leaf,)), NOW)
+    assert verdict.trusted is False
+
+
+def _hash_dir(directory: Path, crls: list[x509.CertificateRevocationList]) -> Path:
+    directory.mkdir()
+    for crl in crls:
+        pem = crl.public_bytes(serialization.Encoding.PEM)
+        name = subprocess.run(
+            ["openssl", "crl", "-hash", "-noout"], input=pem, check=True, capture_output=True
+        ).stdout.decode()
+        (directory / f"{name.strip()}.r0").write_bytes(pem)
+    return directory
+
+
+def test_a_crl_file_and_a_crl_directory_count_together(pki: tuple[Issuer, Issuer], tmp_path: Path) -> None:
+    """libpq loads sslcrl and sslcrldir into one store: the root's CRL from the file and the server CA's from
+    the directory cover the whole chain; either alone does not (CRL checks over the whole chain)."""
+    root, server_ca = pki
+    leaf, good = make_leaf(server_ca, serial=5151), make_leaf(server_ca)
+    root_crl, server_crl = make_crl(root, []), make_crl(server_ca, [5151])
+    directory = _hash_dir(tmp_path / "crldir", [server_crl])
+    (tmp_path / "root.crl").write_bytes(root_crl.public_bytes(serialization.Encoding.PEM))
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(root.cert.public_bytes(serialization.Encoding.PEM))
+    for as_libpq in (True, False):
+        together = trust.load_trust_store(ca, tmp_path / "root.crl", directory, as_libpq=as_libpq)
+        assert together is not None
+        verdict = verify_chain([leaf, server_ca.cert], together, NOW)
+        assert verdict.revoked, verdict.reason
+        assert verify_chain([good, server_ca.cert], together, NOW).trusted is True
+        alone = trust.load_trust_store(ca, None, directory, as_libpq=as_libpq)
+        assert alone is not None
+        assert verify_chain([good, server_ca.cert], alone, NOW).code == trust.UNABLE_TO_GET_CRL
+
+
+def test_rsa_pss_keys(tmp_path: Path) -> None:
+    """PostgreSQL's server-rsapss: an RSA-PSS key (``-newkey rsa-pss``), self-signed. OpenSSL trusts it when
+    it is the sslrootcert; everything else check reports about it must cope with the key type."""
+    from pgbatten.certfacts import CertificateInfo
+    from pgbatten.probe.hostname import hostname_matches
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa-pss", "-pkeyopt", "rsa_keygen_bits:2048", "-nodes",
+         "-keyout", "k.pem", "-out", "c.pem", "-subj", "/CN=db.test", "-days", "30"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )  # fmt: skip
+    cert = x509.load_pem_x509_certificate((tmp_path / "c.pem").read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    assert verify_chain([cert], TrustStore((cert,)), now).trusted is True
+    other = verify_chain([cert], TrustStore((make_ca("other").cert,)), now)
+    assert other.trusted is False and other.code == trust.DEPTH_ZERO_SELF_SIGNED_CERT
+    assert CertificateInfo.from_certificate(cert).subject
+    assert hostname_matches(cert, "db.test").matched
