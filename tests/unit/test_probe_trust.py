@@ -528,3 +528,12 @@ def test_rsa_pss_keys(tmp_path: Path) -> None:
     assert other.trusted is False and other.code == trust.DEPTH_ZERO_SELF_SIGNED_CERT
     assert CertificateInfo.from_certificate(cert).subject
     assert hostname_matches(cert, "db.test").matched
+
+
+def test_sslrootcert_system_says_older_libpq_refuses_it() -> None:
+    """libpq 16 added sslrootcert=system; libpq 15 looks for a file named "system" (real psql 15 and 17 on
+    the same target: 15 refuses, 17 connects), so a verdict of yes says which clients it is for."""
+    verdict = trust.judge_openssl_output(0, "leaf.pem: OK\n", TrustStore(system=True))
+    assert verdict.trusted is True
+    assert "libpq 16+" in verdict.reason and 'file named "system"' in verdict.reason
+    assert "libpq 16+" not in trust.judge_openssl_output(0, "leaf.pem: OK\n", TrustStore()).reason

@@ -80,6 +80,11 @@ _HINTS = {
     "and MD5)",
 }
 
+SYSTEM_BEFORE_16 = (
+    'sslrootcert=system is libpq 16+: libpq 15 and older look for a file named "system" and refuse to '
+    'connect (root certificate file "system" does not exist); give those clients the CA file instead'
+)
+
 _ERROR_LINE = re.compile(r"^error (\d+) at (\d+) depth lookup: ?(.*)$", re.MULTILINE)
 
 
@@ -250,6 +255,12 @@ def judge_openssl_output(returncode: int, output: str, store: TrustStore) -> Tru
     crl_note = " and the CRLs given" if store.checks_crls else ""
     match = _ERROR_LINE.search(output)
     if returncode == 0 and match is None:
+        if store.system:
+            return TrustVerdict(
+                True,
+                f"chain verifies against OpenSSL's default store{crl_note} (OpenSSL, "
+                f"purpose sslserver); {SYSTEM_BEFORE_16}",
+            )
         return TrustVerdict(
             True, f"chain verifies against the CA given{crl_note} (OpenSSL, purpose sslserver)"
         )
