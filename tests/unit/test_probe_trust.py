@@ -537,3 +537,45 @@ def test_sslrootcert_system_says_older_libpq_refuses_it() -> None:
     assert verdict.trusted is True
     assert "libpq 16+" in verdict.reason and 'file named "system"' in verdict.reason
     assert "libpq 16+" not in trust.judge_openssl_output(0, "leaf.pem: OK\n", TrustStore()).reason
+
+
+def test_a_certificate_only_the_raw_enumeration_reached_gets_no_verify_full(
+    pki: tuple[Issuer, Issuer],
+) -> None:
+    """A server whose certificate no libpq-like handshake can use (a brainpool key: libpq's OpenSSL offers no
+    such group, "sslv3 alert handshake failure"), seen by the full audit's raw hellos: libpq fails at the
+    handshake, so verify-full is no, however good the chain."""
+    from pgbatten.probe.check import aggregate
+    from pgbatten.probe.enumerate import TlsEnumeration
+    from pgbatten.probe.plaintext import PlaintextResult
+    from pgbatten.probe.tls import HandshakeInfo, TlsScan, VersionAttempt, VersionStatus
+    from pgbatten.probe.wire import PlaintextVerdict, SslAnswer, SslResponse, Target
+
+    root, server_ca = pki
+    leaf = make_leaf(server_ca)
+    ders = tuple(c.public_bytes(serialization.Encoding.DER) for c in (leaf, server_ca.cert))
+    failure = "sslv3 alert handshake failure"
+    scan = TlsScan(
+        SslResponse(SslAnswer.ACCEPTED),
+        (
+            VersionAttempt("TLSv1.3", VersionStatus.ERROR, failure),
+            VersionAttempt("TLSv1.2", VersionStatus.ERROR, failure),
+        ),
+        connections=2,
+    )
+    enumeration = TlsEnumeration(
+        "db.test", 5432, False, ("TLSv1.2",), {}, {}, (), {}, 3, ders, (), (), (), (), (), 0.1
+    )
+    refused = PlaintextResult(PlaintextVerdict(False, "pg_hba refused"), True)
+    store = TrustStore((root.cert,))
+    result = aggregate(Target("db.test"), scan, refused, ca=store, now=NOW, enumeration=enumeration)
+    [verdict] = result.verify_full
+    assert verdict.ok is False
+    assert "cannot complete the TLS handshake" in verdict.why and failure in verdict.why
+    # The same chain through a libpq-like handshake: yes.
+    best = HandshakeInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, ders, full_chain=True)
+    shaken = TlsScan(
+        SslResponse(SslAnswer.ACCEPTED), (VersionAttempt("TLSv1.3", VersionStatus.ACCEPTED),), best
+    )
+    fine = aggregate(Target("db.test"), shaken, refused, ca=store, now=NOW, enumeration=enumeration)
+    assert fine.verify_full[0].ok is True, fine.verify_full[0].why

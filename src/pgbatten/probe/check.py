@@ -104,6 +104,14 @@ def _verify_full(
     )
 
 
+def _without_handshake(verdict: VerifyFull, detail: str) -> VerifyFull:
+    """The verdict when the server's certificate came from the raw enumeration only: libpq fails at the
+    handshake (an SSL error, before any certificate is judged)."""
+    reason = "SSL error: a libpq-like client cannot complete the TLS handshake"
+    reason += f" ({detail})" if detail else ""
+    return replace(verdict, trusted=False, trust_reason=f"{reason}; the chain itself: {verdict.trust_reason}")
+
+
 _CertificatePart = tuple[
     CertificateInfo | None,
     tuple[CertificateInfo, ...],
@@ -207,12 +215,18 @@ def aggregate(
     best = scan.best
     ders: Sequence[bytes] = best.chain if best is not None else ()
     whole = best.full_chain if best is not None else False
+    no_handshake: str | None = None
     if not ders and enumeration is not None and enumeration.certificate_chain_der:
         ders, whole = enumeration.certificate_chain_der, True
+        # Only the raw enumeration reached the certificate: no libpq-like handshake completes, so no
+        # verify-full client connects, whatever the chain (which is still judged for the findings).
+        no_handshake = "; ".join(f"{a.version}: {a.detail}" for a in scan.attempts if a.detail)
     if ders:
         store = trust_store(ca, crls)
         cert_info, infos, verify, shape, more, error = _certificate_part(target, ders, whole, store, now)
         found += more
+        if no_handshake is not None:
+            verify = [_without_handshake(v, no_handshake) for v in verify]
     elif protocols:
         error = "the server sent no certificate"
 
