@@ -579,3 +579,22 @@ def test_a_certificate_only_the_raw_enumeration_reached_gets_no_verify_full(
     )
     fine = aggregate(Target("db.test"), shaken, refused, ca=store, now=NOW, enumeration=enumeration)
     assert fine.verify_full[0].ok is True, fine.verify_full[0].why
+
+
+def test_no_tls_at_all_is_no_verify_full_in_libpqs_words() -> None:
+    """No certificate to judge, yet libpq's answer is known: it refuses a server answering N to SSLRequest,
+    and fails on a handshake that never completes."""
+    from pgbatten.probe.check import aggregate
+    from pgbatten.probe.plaintext import PlaintextResult
+    from pgbatten.probe.tls import TlsScan, VersionAttempt, VersionStatus
+    from pgbatten.probe.wire import PlaintextVerdict, SslAnswer, SslResponse, Target
+
+    refused = PlaintextResult(PlaintextVerdict(False, "pg_hba refused"), True)
+    no_ssl = aggregate(Target("db.test"), TlsScan(SslResponse(SslAnswer.REFUSED)), refused, ca=None, now=NOW)
+    [verdict] = no_ssl.verify_full
+    assert verdict.ok is False and verdict.why == "server does not support SSL, but SSL was required"
+    failure = "TLS handshake failed: SSLV3_ALERT_HANDSHAKE_FAILURE"
+    attempts = (VersionAttempt("TLSv1.3", VersionStatus.ERROR, failure),)
+    scan = TlsScan(SslResponse(SslAnswer.ACCEPTED), attempts, connections=1)
+    [verdict] = aggregate(Target("db.test"), scan, refused, ca=None, now=NOW).verify_full
+    assert verdict.ok is False and verdict.why.startswith("SSL error:") and failure in verdict.why

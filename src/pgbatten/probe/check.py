@@ -112,6 +112,16 @@ def _without_handshake(verdict: VerifyFull, detail: str) -> VerifyFull:
     return replace(verdict, trusted=False, trust_reason=f"{reason}; the chain itself: {verdict.trust_reason}")
 
 
+def _no_tls_reason(answer: wire.SslAnswer, scan: TlsScan) -> str | None:
+    """Why libpq's verify-full fails before any certificate, in libpq's words; None when it cannot be told."""
+    if answer is wire.SslAnswer.REFUSED:
+        return "server does not support SSL, but SSL was required"
+    if answer is wire.SslAnswer.ACCEPTED and scan.best is None and not scan.accepted_versions:
+        detail = "; ".join(f"{a.version}: {a.detail}" for a in scan.attempts if a.detail)
+        return "SSL error: no TLS handshake completes" + (f" ({detail})" if detail else "")
+    return None
+
+
 _CertificatePart = tuple[
     CertificateInfo | None,
     tuple[CertificateInfo, ...],
@@ -229,6 +239,10 @@ def aggregate(
             verify = [_without_handshake(v, no_handshake) for v in verify]
     elif protocols:
         error = "the server sent no certificate"
+    if not verify and resp is not None and not scan.stalled:
+        refusal = _no_tls_reason(resp.answer, scan)
+        if refusal is not None:
+            verify = [VerifyFull(target.host, False, "no certificate to compare", False, refusal)]
 
     plaintext_accepted = plaintext.verdict.accepted if plaintext and plaintext.verdict else None
     found.sort(key=finding_order)
