@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pgbatten.errors import FileProblem, ParseError
@@ -154,6 +154,7 @@ def _same_but_type(old: HbaRule, new: HbaRule) -> bool:
 
 @settings(max_examples=150)
 @given(hba_texts())
+@example("#\0\n")
 def test_require_tls_touches_only_its_lines_and_is_idempotent(text: str) -> None:
     hba = parse_hba(text)
     new, changed = require_tls(hba)
@@ -172,9 +173,10 @@ def test_require_tls_touches_only_its_lines_and_is_idempotent(text: str) -> None
             assert _same_but_type(old, converted)
         elif isinstance(old, HbaRule) and old.conn_type is ConnType.HOSTNOSSL and not old.is_reject:
             assert raw == "#" + old.raw.replace("\n", "\n#")
-        elif old is hba.lines[-1] and not old.eol and raw != old.raw:
-            # The guard is appended after a last line PostgreSQL would read on from (a NUL byte at the very
-            # end of the file): an empty line ends it first, and becomes part of that logical line.
+        elif old is hba.lines[-1] and (not old.eol or "\0" in old.raw) and raw != old.raw:
+            # The guard is appended after a last line PostgreSQL would read on from (a NUL byte anywhere in
+            # it, or at the very end of the file): an empty line ends it first, and becomes part of that
+            # logical line. Hypothesis found '#\0\n', a NUL in a comment that does end with a newline.
             assert raw == old.raw + "\n" or raw == old.raw + "\r\n"
         else:
             assert raw == old.raw
