@@ -109,7 +109,7 @@ def cert_client(
 
     store = open_ca(ca_dir)
     cluster = named_cluster(pgdata, cluster_name, pg_bindir)
-    view = cluster_view(cluster, store)
+    view = view_of_cluster(cluster, store)
     request = prepare_client_bundle(
         store,
         user,
@@ -163,7 +163,7 @@ def cert_client(
     write_lines(out, [tag(out, "warning:", "yellow") + " " + w for w in result.warnings])
 
 
-def cluster_view(cluster: Cluster | None, store: CAStore) -> ClusterView | None:
+def view_of_cluster(cluster: Cluster | None, store: CAStore) -> ClusterView | None:
     """What ``cluster`` does with this CA's certificates (read only: a refusal must change nothing)."""
     if cluster is None:
         return None

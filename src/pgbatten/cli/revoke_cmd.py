@@ -12,7 +12,6 @@ from pgbatten.cli import options as opt
 from pgbatten.cli.app import make_console, read_secret_file
 from pgbatten.cli.cert_cmd import (
     cert,
-    cluster_view,
     crl,
     hex_serial,
     learn,
@@ -21,6 +20,7 @@ from pgbatten.cli.cert_cmd import (
     print_json,
     size_text,
     tag,
+    view_of_cluster,
     write_lines,
 )
 
@@ -78,7 +78,7 @@ def cert_revoke(
     # sign a CRL in between, or install one computed before this revocation.
     with store.lock():
         cluster = named_cluster(pgdata, cluster_name, pg_bindir)
-        view = cluster_view(cluster, store)
+        view = view_of_cluster(cluster, store)
         served = served_certificates(store, view)
         operations.select_revocation(
             store,
@@ -262,7 +262,7 @@ def crl_refresh(
     with store.lock():
         authority = store.load(read_secret_file(ca_passphrase_file))
         cluster = named_cluster(pgdata, cluster_name, pg_bindir)
-        view = cluster_view(cluster, store)
+        view = view_of_cluster(cluster, store)
         if cluster is not None:
             from pgbatten.secure.crl import preflight
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from pgbatten.certfacts import fingerprint_sha256
 from pgbatten.lifecycle.facts import CAFacts, ClusterFacts, RotationFacts
-from pgbatten.lifecycle.status_cluster import cluster_view, crl_view
+from pgbatten.lifecycle.status_cluster import Judging, cluster_view, crl_view
 from pgbatten.lifecycle.timeline import (
     CertState,
     Level,
@@ -55,7 +55,8 @@ def evaluate(
     clients = _client_views(b, ca, now, limits, authority="current")
     if rotation is not None:
         clients += _client_views(b, rotation.previous, now, limits, authority="previous")
-    cluster_views = tuple(cluster_view(b, c, ca, now, limits, rotation) for c in clusters)
+    judging = Judging(b, ca, now, limits, rotation)
+    cluster_views = tuple(cluster_view(judging, c) for c in clusters)
     rotation_view = _rotation_view(b, rotation, cluster_views, clients, now, limits)
     return StatusReport(
         generated_at=now,

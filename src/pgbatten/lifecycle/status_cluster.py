@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -37,14 +38,19 @@ from pgbatten.lifecycle.views import (
 )
 
 
-def _server_view(
-    b: Builder,
-    c: ClusterFacts,
-    ca: CAFacts,
-    now: dt.datetime,
-    limits: Thresholds,
-    rotation: RotationFacts | None,
-) -> CertificateView | None:
+@dataclass(frozen=True)
+class Judging:
+    """What judging each cluster needs besides the cluster: the findings being built, the CA, the clock."""
+
+    b: Builder
+    ca: CAFacts
+    now: dt.datetime
+    limits: Thresholds
+    rotation: RotationFacts | None
+
+
+def _server_view(j: Judging, c: ClusterFacts) -> CertificateView | None:
+    b, ca, now, limits, rotation = j.b, j.ca, j.now, j.limits, j.rotation
     renew = b.command("renew", *c.ref.args())
     if c.cert_error is not None:
         b.add("server-cert-unreadable", "critical", f"{c.label}: the server certificate", c.cert_error)
@@ -150,14 +156,8 @@ def _server_view(
     )
 
 
-def cluster_view(
-    b: Builder,
-    c: ClusterFacts,
-    ca: CAFacts,
-    now: dt.datetime,
-    limits: Thresholds,
-    rotation: RotationFacts | None,
-) -> ClusterView:
+def cluster_view(j: Judging, c: ClusterFacts) -> ClusterView:
+    b, ca = j.b, j.ca
     before = len(b.findings)
     option = tuple(c.ref.args())
     if c.error is not None:
@@ -179,7 +179,7 @@ def cluster_view(
             shlex.join(["pgbatten", "secure", *option, "--ca-dir", str(ca.path)]),
             f"make {c.label} TLS-only",
         )
-    server = _server_view(b, c, ca, now, limits, rotation)
+    server = _server_view(j, c)
     served_view = _served_view(b, c, server)
     ca_subjects = tuple(cert.subject.rfc4514_string() for cert in c.ca_file)
     if c.ca_file_error is not None:
@@ -193,7 +193,7 @@ def cluster_view(
             b.command("renew", *option),
             f"install the CA bundle on {c.label}",
         )
-    crls = _cluster_crls(b, c, ca, now, limits, rotation)
+    crls = _cluster_crls(j, c)
     return ClusterView(
         label=c.label,
         option=option,
@@ -264,14 +264,8 @@ def _served_view(b: Builder, c: ClusterFacts, server: CertificateView | None) ->
     )
 
 
-def _cluster_crls(
-    b: Builder,
-    c: ClusterFacts,
-    ca: CAFacts,
-    now: dt.datetime,
-    limits: Thresholds,
-    rotation: RotationFacts | None,
-) -> tuple[CrlView, ...]:
+def _cluster_crls(j: Judging, c: ClusterFacts) -> tuple[CrlView, ...]:
+    b, ca, now, limits, rotation = j.b, j.ca, j.now, j.limits, j.rotation
     if c.crl_file_error is not None:
         b.add(
             "crl-file-unreadable",
