@@ -22,16 +22,34 @@ CertKind = Literal["server", "client"]
 KINDS: tuple[CertKind, ...] = ("server", "client")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ClusterRef:
     """How to name a cluster to pgbatten again: ``--pgdata DIR`` or ``--cluster VERSION/NAME``.
 
     As the user named it (``status``, ``renew``: printed commands name it the same way) or as pgbatten
-    remembers it in the inventory (``ClusterRef.of`` a discovered cluster).
+    remembers it in the inventory (``ClusterRef.of`` a discovered cluster). Made as
+    ``ClusterRef("--pgdata", DIR)``, ``ClusterRef(pgdata=DIR)`` or ``ClusterRef(cluster="15/main")``.
     """
 
     option: Literal["--pgdata", "--cluster"]
     value: str
+
+    def __init__(
+        self,
+        option: Literal["--pgdata", "--cluster"] | None = None,
+        value: str | None = None,
+        *,
+        pgdata: Path | str | None = None,
+        cluster: str | None = None,
+    ) -> None:
+        if cluster is not None:
+            option, value = "--cluster", cluster
+        elif pgdata is not None:
+            option, value = "--pgdata", str(pgdata)
+        if option not in ("--pgdata", "--cluster") or value is None:
+            raise ValueError("a cluster is named by --pgdata DIR or --cluster VERSION/NAME")
+        object.__setattr__(self, "option", option)
+        object.__setattr__(self, "value", value)
 
     @classmethod
     def data_directory(cls, path: Path) -> ClusterRef:
