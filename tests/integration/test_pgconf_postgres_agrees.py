@@ -19,13 +19,12 @@ from hypothesis import strategies as st
 
 from pgbatten.cluster.temp import TempCluster
 from pgbatten.errors import ClusterError, ParseError
-from pgbatten.pgconf import parse_conf, parse_hba, parse_ident, token_value
+from pgbatten.pgconf import load_hba, load_ident, parse_conf, token_value
 from pgbatten.pgconf.guc_values import parse_bool
 from pgbatten.pgconf.hba import HbaRule
 
 pytestmark = pytest.mark.integration
 
-MAJOR = 15  # what the test clusters run; see major() below
 Row = tuple[Any, ...]
 
 
@@ -33,6 +32,7 @@ Row = tuple[Any, ...]
 def cluster(make_cluster: Callable[..., TempCluster]) -> TempCluster:
     made = make_cluster()
     (made.data_dir / "file").write_text("db1\n")  # what "@file" in a rule stands for
+    (made.data_dir / "empty.d").mkdir()  # a directory without files, for the include traps
     # The settings fuzz goes into a file of its own, read where postgresql.conf includes it.
     with made.config_file.open("a") as conf:
         conf.write("include_if_exists = 'fuzz.conf'\n")
@@ -78,9 +78,9 @@ def expand(tokens: tuple[str, ...]) -> list[str]:
 def assert_agree_hba(cluster: TempCluster, data: bytes, version: int) -> None:
     rows = postgres_hba(cluster, data)
     fatal = [r for r in rows if r[1] is None]  # no type: the line was not loaded (a warning keeps its type)
-    text = data.decode("utf-8", "surrogateescape")
     try:
-        ours = parse_hba(text, major=version)
+        # Read from where PostgreSQL read it: include targets are looked up beside it.
+        ours = load_hba(cluster.hba_file, major=version)
     except ParseError as exc:
         assert fatal, f"PostgreSQL loads what we refuse ({exc}): {data!r}"
         if b"\0" not in data:  # PostgreSQL does not count a line a NUL byte joined to the one before
@@ -122,8 +122,14 @@ HBA_TRAPS = [
     b"host all all 127.0.0.1/32 md5\x00junk\nlocal all all trust\n",
     b"host all all 127.0.0.1/32 md5\x00junk\n\nlocal all all trust\n",
     b"host all all 127.0.0.1/32 md5\x00",
+    # Include targets (PostgreSQL 16+; an invalid connection type before): a missing file or directory is
+    # an error, a directory given to include reads as empty, include_if_exists skips what is missing.
     b"include other.conf\n",
     b"include_dir hba.d\nlocal all all peer\n",
+    b"include_if_exists other.conf\nlocal all all peer\n",
+    b"include_dir file\nlocal all all peer\n",
+    b"include empty.d\nlocal all all peer\n",
+    b"include_dir empty.d\nlocal all all peer\n",
     b'host "all","x y" "all" 127.0.0.1/32 md5\nhost all ,all 127.0.0.1/32 md5\n',
     b'host all all "samehost" md5\nhost "all" all samenet md5\n',
     b'host all "unterminated 127.0.0.1/32 md5\n',
@@ -240,7 +246,7 @@ hba_files = st.tuples(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=hba_files)
 def test_made_up_hba_files_read_as_postgres_reads_them(cluster: TempCluster, data: bytes) -> None:
-    assert_agree_hba(cluster, data, MAJOR)
+    assert_agree_hba(cluster, data, cluster.bin.major)
 
 
 # --- pg_ident.conf ----------------------------------------------------------------------------------
@@ -249,6 +255,9 @@ def test_made_up_hba_files_read_as_postgres_reads_them(cluster: TempCluster, dat
 IDENT_TRAPS = [
     b"m alice bob\n",
     b"include other.conf\n",
+    b"include_if_exists other.conf\nm a b\n",
+    b"include_dir other.d\nm a b\n",
+    b"include empty.d\nm a b\n",
     b"include sysuser pguser\n",
     b'm "a b" c  # x\nm2 \\\n  u v\n',
     b"m /^(.*)$ \\1\n",
@@ -271,7 +280,7 @@ def test_ident_files_read_as_postgres_reads_them(cluster: TempCluster) -> None:
         )
         fatal = [r for r in rows if r[4] is not None]
         try:
-            ours = parse_ident(data.decode("utf-8", "surrogateescape"), major=version)
+            ours = load_ident(ident_file, major=version)
         except ParseError:
             assert fatal, data
             continue

@@ -190,6 +190,28 @@ def test_a_token_longer_than_postgres_reads_is_refused() -> None:
     for line in ("a" * 10240 + " ", "a" * 10239 + ", ", '"' + "a" * 10239 + '" '):
         with pytest.raises(ParseError, match="token too long"):
             parse_hba("host all " + line + "127.0.0.1/32 md5\n", major=15)
+    # From PostgreSQL 16 a token may be of any length (measured on 17).
+    for line in ("a" * 10240 + " ", '"' + "a" * 100000 + '" '):
+        assert parse_hba("host all " + line + "127.0.0.1/32 md5\n", major=16).rules
+
+
+def test_include_lines_are_read_as_postgres_16_reads_them() -> None:
+    # Exactly two fields whose first token names an include, quoted or not, the second field's first token
+    # the file; any other line is a rule (an error in pg_hba.conf) or a mapping (a map called include).
+    from pgbatten.pgconf import HbaInclude, IdentInclude, parse_ident
+
+    for line, target in (
+        ("include a", "a"),
+        ('"include" a', "a"),
+        ("include a,b", "a"),
+        ("include,x a", "a"),
+    ):
+        (inc,) = parse_hba(line + "\n", major=16).lines
+        assert isinstance(inc, HbaInclude) and inc.path == target, line
+        (inc2,) = parse_ident(line + "\n", major=16).lines
+        assert isinstance(inc2, IdentInclude) and inc2.path == target, line
+    (mapping,) = parse_ident("include sysuser pguser\n", major=16).mappings
+    assert (mapping.map_name, mapping.system_user, mapping.pg_user) == ("include", "sysuser", "pguser")
 
 
 def test_a_name_ending_in_a_backslash_is_quoted() -> None:

@@ -289,7 +289,8 @@ def test_include_directives_are_kept() -> None:
         ("hostssl all all all cert clientcert=verify-ca", 'only accepts "verify-full"'),
         ("host,local all all all md5", "multiple values specified for connection type"),
         ('host "db all all all md5', "unterminated quoted string"),
-        ("include", "needs exactly one file name"),
+        ("include", "include takes exactly one file name"),
+        ("include a b", "include takes exactly one file name"),
     ],
 )
 def test_parse_errors_name_the_line(line: str, reason: str) -> None:

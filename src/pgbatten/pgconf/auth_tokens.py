@@ -19,8 +19,10 @@ Offsets returned here refer to the logical line's ``raw`` text, so edits can spl
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -34,6 +36,7 @@ __all__ = [
     "LogicalLine",
     "Token",
     "Tokenized",
+    "check_includes",
     "dialect",
     "edit_line",
     "iter_logical_lines",
@@ -49,7 +52,8 @@ __all__ = [
 
 _BLANK = " \t\r\n"
 _TOKEN_RUN = re.compile(r"[^ \t\r\n,]+")
-MAX_TOKEN = 10240  # hba.c's token buffer, terminating NUL included
+MAX_TOKEN = 10240  # hba.c's token buffer before PostgreSQL 16, terminating NUL included
+_NO_LIMIT = sys.maxsize
 # pg_get_line_append starts with a 1024-byte buffer; a NUL inside the first read of a line drops the rest of
 # that read only. Past this size the outcome depends on the buffer's history, so we do not guess.
 _NUL_SAFE_BYTES = 1000
@@ -62,16 +66,20 @@ class Dialect:
     major: int | None
     continuations: bool
     includes: bool
+    token_limit: bool
 
 
 @cache
 def dialect(major: int | None) -> Dialect:
-    """The rules of PostgreSQL ``major``: continuations from 14, include directives from 16."""
+    """The rules of PostgreSQL ``major``: continuations from 14, include directives from 16, and from 16
+    tokens of any length (the tokenizer rewritten for include directives keeps them in a StringInfo; before,
+    a token had to fit a 10240-byte buffer; measured on 15 and 17)."""
     newest = major is None
     return Dialect(
         major=major,
         continuations=newest or major >= 14,  # type: ignore[operator]
         includes=newest or major >= 16,  # type: ignore[operator]
+        token_limit=not newest and major < 16,  # type: ignore[operator]
     )
 
 
@@ -210,9 +218,10 @@ def logical_content(raw: str, rules: Dialect) -> tuple[str, list[int] | None]:
 def tokenize(raw: str, lineno: int, path: Path | None, rules: Dialect) -> Tokenized:
     """Split a logical line into fields of tokens (offsets refer to ``raw``)."""
     content, offsets = logical_content(raw, rules)
+    limit = MAX_TOKEN if rules.token_limit else _NO_LIMIT
     if '"' not in content:
-        return _tokenize_plain(content, offsets, raw, lineno, path)
-    return _tokenize_quoted(content, offsets, raw, lineno, path)
+        return _tokenize_plain(content, offsets, raw, lineno, path, limit)
+    return _tokenize_quoted(content, offsets, raw, lineno, path, limit)
 
 
 def _too_long(path: Path | None, lineno: int, raw: str) -> ParseError:
@@ -243,7 +252,7 @@ def _words(body: str) -> Iterator[tuple[int, str]]:
 
 
 def _tokenize_plain(
-    content: str, offsets: list[int] | None, raw: str, lineno: int, path: Path | None
+    content: str, offsets: list[int] | None, raw: str, lineno: int, path: Path | None, limit: int
 ) -> Tokenized:
     # Without quotes a token is a run of characters other than blanks and commas, up to an unquoted "#"; a
     # token followed directly by a comma continues its field (after more blanks and commas, if any). Split
@@ -254,7 +263,7 @@ def _tokenize_plain(
     cur: list[Token] | None = None  # a field still open after a trailing comma
     for start, word in _words(body):
         if "," not in word:
-            if len(word) * 4 >= MAX_TOKEN - 1 and _utf8_len(word) >= MAX_TOKEN:
+            if len(word) * 4 >= limit - 1 and _utf8_len(word) >= limit:
                 raise _too_long(path, lineno, raw)
             end = start + len(word)
             if offsets is not None:
@@ -271,9 +280,9 @@ def _tokenize_plain(
         p = start
         for k, part in enumerate(parts):
             if part:
-                if len(part) * 4 >= MAX_TOKEN - 1:
+                if len(part) * 4 >= limit - 1:
                     length = _utf8_len(part)
-                    if length >= MAX_TOKEN or (length == MAX_TOKEN - 1 and k < len(parts) - 1):
+                    if length >= limit or (length == limit - 1 and k < len(parts) - 1):
                         raise _too_long(path, lineno, raw)
                 s, e = p, p + len(part)
                 if offsets is not None:
@@ -292,7 +301,7 @@ def _tokenize_plain(
 
 
 def _tokenize_quoted(
-    content: str, offsets: list[int] | None, raw: str, lineno: int, path: Path | None
+    content: str, offsets: list[int] | None, raw: str, lineno: int, path: Path | None, limit: int
 ) -> Tokenized:
     # A transcription of next_token/next_field_expand, character by character.
     at = offsets if offsets is not None else range(len(content))
@@ -315,7 +324,7 @@ def _tokenize_quoted(
                 if c == "#" and not in_quote:
                     comment_at = at[i]
                     break
-                if stored >= MAX_TOKEN - 1:
+                if stored >= limit - 1:
                     raise _too_long(path, lineno, raw)
                 if c == "," and not in_quote:
                     comma = True
@@ -443,3 +452,22 @@ def terminated(text: str, eol: str, rules: Dialect) -> str:
     if logical_lines(text + "#", rules)[-1].raw != "#":
         text += eol
     return text
+
+
+def check_includes(path: Path, includes: Iterable[tuple[int, str, str, str]]) -> None:
+    """Refuse what PostgreSQL 16+ refuses in an include line of ``path``: (lineno, raw, kind, target) each.
+
+    Targets are relative to the including file's directory. ``include`` needs a file it can open (a
+    directory reads as empty), ``include_dir`` a directory; ``include_if_exists`` skips what is missing.
+    The included files themselves are not read here.
+    """
+    for lineno, raw, kind, target in includes:
+        if kind == "include_if_exists":
+            continue
+        full = path.parent / target
+        if kind == "include_dir":
+            if not full.is_dir():
+                raise ParseError(path, lineno, raw, f'could not open directory "{full}"')
+        elif not (full.is_dir() or os.access(full, os.R_OK)):
+            reason = "No such file or directory" if not full.exists() else "Permission denied"
+            raise ParseError(path, lineno, raw, f'could not open file "{full}": {reason}')

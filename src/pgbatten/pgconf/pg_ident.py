@@ -8,12 +8,15 @@ first capture group); this module stores it as written and does not check the re
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pgbatten.errors import ParseError
 from pgbatten.pgconf.auth_tokens import (
     Dialect,
+    check_includes,
     dialect,
     layout_columns,
     logical_lines,
@@ -107,9 +110,9 @@ def _parse_line(raw: str, eol: str, lineno: int, path: Path | None, rules: Diale
     if not fields:
         return IdentComment(lineno, raw, eol)
     first = fields[0][0]
-    if rules.includes and not first.quoted and first.value in _INCLUDE_NAMES and len(fields[0]) == 1:
-        if len(fields) != 2 or len(fields[1]) != 1:
-            raise ParseError(path, lineno, raw, f"{first.value} needs exactly one file name")
+    if rules.includes and len(fields) == 2 and first.value in _INCLUDE_NAMES:
+        # As hba.c: exactly two fields, the first token naming an include; any other line is a mapping (a
+        # map may be called include).
         return IdentInclude(lineno, raw, eol, IncludeKind(first.value), fields[1][0].value)
     hint = " (after an unterminated quoted string)" if tok.open_quote else ""
     if len(fields) < 3:
@@ -138,8 +141,29 @@ def render(ident: IdentFile) -> str:
 
 
 def load_ident(path: Path, *, major: int | None = None) -> IdentFile:
-    """Read and parse a pg_ident.conf (``FileProblem`` if unreadable)."""
-    return parse_ident(read_text(Path(path)), Path(path), major=major)
+    """Read and parse a pg_ident.conf (``FileProblem`` if unreadable; include targets as for ``load_hba``)."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        ident = parse_ident(text, path, major=major)
+    except ParseError as exc:
+        # As for load_hba: a missing include above the first bad line is the error PostgreSQL names.
+        check_includes(path, _includes_before(text, path, dialect(major), exc.lineno))
+        raise
+    check_includes(
+        path, ((i.lineno, i.raw, i.kind, i.path) for i in ident.lines if isinstance(i, IdentInclude))
+    )
+    return ident
+
+
+def _includes_before(text: str, path: Path, rules: Dialect, stop: int) -> Iterator[tuple[int, str, str, str]]:
+    with contextlib.suppress(ParseError):
+        for ll in logical_lines(text, rules, path):
+            if ll.index + 1 >= stop:
+                return
+            line = _parse_line(ll.raw, ll.eol, ll.index + 1, path, rules)
+            if isinstance(line, IdentInclude):
+                yield line.lineno, line.raw, line.kind, line.path
 
 
 def add_mapping(ident: IdentFile, map_name: str, system_user: str, pg_user: str) -> tuple[IdentFile, bool]:

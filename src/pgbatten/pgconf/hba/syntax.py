@@ -11,16 +11,25 @@ accepts: addresses are read with the C library's numeric ``getaddrinfo`` as Post
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from pgbatten.errors import ParseError
 from pgbatten.pgconf._bulk import gc_paused
-from pgbatten.pgconf.auth_tokens import MAX_TOKEN, Dialect, Token, dialect, iter_logical_lines, tokenize
+from pgbatten.pgconf.auth_tokens import (
+    MAX_TOKEN,
+    Dialect,
+    Token,
+    check_includes,
+    dialect,
+    iter_logical_lines,
+    tokenize,
+)
 from pgbatten.pgconf.lines import read_text
 from pgbatten.pgconf.postgresql_conf import IncludeKind
 
@@ -371,16 +380,18 @@ def _parse_line(
     if not fields:
         return HbaComment(lineno, raw, eol)
     first = fields[0][0]
-    if rules.includes and not first.quoted and first.value in _INCLUDE_NAMES and len(fields[0]) == 1:
-        if len(fields) != 2 or len(fields[1]) != 1:
-            raise fail(f"{first.value} needs exactly one file name")
+    if rules.includes and len(fields) == 2 and first.value in _INCLUDE_NAMES:
+        # As hba.c: a line of exactly two fields whose first token (quoted or not) names an include; the
+        # first token of the second field is the file. Any other line is read as a rule.
         return HbaInclude(lineno, raw, eol, IncludeKind(first.value), fields[1][0].value)
     if len(fields[0]) != 1:
         raise fail("multiple values specified for connection type")
     conn = _CONN_TYPES.get(first.value)
     if conn is None:
         hint = ""
-        if first.value in _INCLUDE_NAMES:
+        if first.value in _INCLUDE_NAMES and rules.includes:
+            hint = f" ({first.value} takes exactly one file name)"
+        elif first.value in _INCLUDE_NAMES:
             hint = f" (include directives need PostgreSQL 16 or later; this is PostgreSQL {rules.major})"
         raise fail(f"invalid connection type {first.value!r}{hint}")
     if len(fields) < 2:
@@ -460,5 +471,26 @@ def render(hba: HbaFile) -> str:
 
 
 def load_hba(path: Path, *, major: int | None = None) -> HbaFile:
-    """Read and parse a pg_hba.conf (``FileProblem`` if unreadable). ``include`` lines are not followed."""
-    return parse_hba(read_text(Path(path)), Path(path), major=major)
+    """Read and parse a pg_hba.conf (``FileProblem`` if unreadable). ``include`` lines are not followed,
+    but their targets must be there as PostgreSQL needs them (``ParseError`` otherwise)."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        hba = parse_hba(text, path, major=major)
+    except ParseError as exc:
+        # PostgreSQL names the first bad line: an include above this error whose file is missing comes first.
+        check_includes(path, _includes_before(text, path, dialect(major), exc.lineno))
+        raise
+    check_includes(path, ((i.lineno, i.raw, i.kind, i.path) for i in hba.lines if isinstance(i, HbaInclude)))
+    return hba
+
+
+def _includes_before(text: str, path: Path, rules: Dialect, stop: int) -> Iterator[tuple[int, str, str, str]]:
+    """The include lines above line ``stop`` (the first that does not parse; every line above it does)."""
+    with contextlib.suppress(ParseError):
+        for index, raw, eol in iter_logical_lines(text, rules, path):
+            if index + 1 >= stop:
+                return
+            line = _parse_line(raw, eol, index + 1, path, rules)
+            if isinstance(line, HbaInclude):
+                yield line.lineno, line.raw, line.kind, line.path
