@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -120,25 +121,68 @@ def ids(result: CheckResult) -> set[str]:
     return {f.id for f in result.findings}
 
 
-def openssl_suites(spec: str, *, auth: str) -> set[str]:
-    """IANA names of the TLS <= 1.2 suites OpenSSL expands ``spec`` to that a server with an ``auth`` key
-    (``RSA`` or ``ECDSA``) can use without PSK/SRP: the list PostgreSQL's ssl_ciphers gives it."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl binary not installed")
+# Asked of the server's own OpenSSL (the one ``postgres`` is linked with; a wheel's is not the system's):
+# expand a cipher list the way SSL_CTX_set_cipher_list does for the server, and describe each suite.
+_SUITES_SCRIPT = """
+import ctypes, sys
+crypto = ctypes.CDLL(sys.argv[2])  # first: libssl's own libcrypto.so.3 is then this one
+ssl = ctypes.CDLL(sys.argv[1])
+ssl.TLS_server_method.restype = ctypes.c_void_p
+ssl.SSL_CTX_new.restype = ctypes.c_void_p
+ssl.SSL_CTX_new.argtypes = [ctypes.c_void_p]
+ssl.SSL_CTX_set_cipher_list.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+crypto.OPENSSL_sk_num.argtypes = [ctypes.c_void_p]
+crypto.OPENSSL_sk_value.restype = ctypes.c_void_p
+crypto.OPENSSL_sk_value.argtypes = [ctypes.c_void_p, ctypes.c_int]
+for name in ("SSL_CIPHER_standard_name", "SSL_CIPHER_get_version"):
+    getattr(ssl, name).restype = ctypes.c_char_p
+    getattr(ssl, name).argtypes = [ctypes.c_void_p]
+for name in ("SSL_CIPHER_get_auth_nid", "SSL_CIPHER_get_kx_nid"):
+    getattr(ssl, name).argtypes = [ctypes.c_void_p]
+ssl.SSL_new.restype = ctypes.c_void_p
+ssl.SSL_new.argtypes = [ctypes.c_void_p]
+ssl.SSL_get1_supported_ciphers.restype = ctypes.c_void_p
+ssl.SSL_get1_supported_ciphers.argtypes = [ctypes.c_void_p]
+ctx = ssl.SSL_CTX_new(ssl.TLS_server_method())
+assert ssl.SSL_CTX_set_cipher_list(ctx, sys.argv[3].encode()) == 1
+# What the security level lets through (OpenSSL 3.5 puts the CCM_8 suites below the default level 2).
+suites = ssl.SSL_get1_supported_ciphers(ssl.SSL_new(ctx))
+for i in range(crypto.OPENSSL_sk_num(suites)):
+    c = crypto.OPENSSL_sk_value(suites, i)
+    print(ssl.SSL_CIPHER_standard_name(c).decode(), ssl.SSL_CIPHER_get_version(c).decode(),
+          ssl.SSL_CIPHER_get_auth_nid(c), ssl.SSL_CIPHER_get_kx_nid(c))
+"""
+_AUTH_NID = {"RSA": 1046, "ECDSA": 1047}  # NID_auth_rsa, NID_auth_ecdsa
+_KX_NIDS = {1037, 1038, 1039}  # NID_kx_rsa, NID_kx_ecdhe, NID_kx_dhe: no PSK, no SRP
+
+
+def server_libraries(cluster: TempCluster) -> tuple[str, str]:
+    """The libssl and libcrypto the cluster's ``postgres`` is linked with (from ldd)."""
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        pytest.skip("ldd not installed")
+    out = subprocess.run([ldd, str(cluster.bin.path("postgres"))], capture_output=True, text=True, check=True)
+    found = dict(re.findall(r"^\s*(libssl|libcrypto)\.so\S* => (\S+)", out.stdout, re.MULTILINE))
+    if set(found) != {"libssl", "libcrypto"}:
+        pytest.skip(f"cannot tell which OpenSSL {cluster.bin.path('postgres')} uses")
+    return found["libssl"], found["libcrypto"]
+
+
+def openssl_suites(cluster: TempCluster, spec: str, *, auth: str) -> set[str]:
+    """IANA names of the TLS <= 1.2 suites the server's OpenSSL expands ``spec`` to that a server with an
+    ``auth`` key (``RSA`` or ``ECDSA``) can use without PSK/SRP: what PostgreSQL's ssl_ciphers gives it."""
+    libssl, libcrypto = server_libraries(cluster)
     out = subprocess.run(
-        [openssl, "ciphers", "-V", "-stdname", spec], capture_output=True, text=True, check=True
+        [sys.executable, "-I", "-S", "-c", _SUITES_SCRIPT, libssl, libcrypto, spec],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     names: set[str] = set()
     for line in out.stdout.splitlines():
-        fields = line.split()
-        # 0xC0,0x2C - IANA - OPENSSL TLSv1.2 Kx=ECDH Au=ECDSA Enc=... Mac=...
-        iana, version = fields[2], fields[5]
-        kx = fields[6].removeprefix("Kx=")
-        au = fields[7].removeprefix("Au=")
-        if version == "TLSv1.3" or au != auth or kx not in ("ECDH", "DH", "RSA"):
-            continue
-        names.add(iana)
+        iana, version, au, kx = line.split()
+        if version != "TLSv1.3" and int(au) == _AUTH_NID[auth] and int(kx) in _KX_NIDS:
+            names.add(iana)
     return names
 
 
@@ -183,7 +227,7 @@ def test_postgres_default_ciphers_ecdsa(tls_cluster: Callable[..., tuple[TempClu
     result, seen = audit(cluster, pki)
     assert result.protocols == ("TLSv1.2", "TLSv1.3")
     assert set(result.ciphers["TLSv1.3"]) == OPENSSL_TLS13_DEFAULT
-    assert set(result.ciphers["TLSv1.2"]) == openssl_suites(PG_DEFAULT_CIPHERS, auth="ECDSA")
+    assert set(result.ciphers["TLSv1.2"]) == openssl_suites(cluster, PG_DEFAULT_CIPHERS, auth="ECDSA")
     assert result.server_preference["TLSv1.2"] is True  # ssl_prefer_server_ciphers = on by default
     # ssl_ecdh_curve defaults to prime256v1 through 17; 18's ssl_groups default adds X25519.
     expected_groups = {"secp256r1"} if cluster.bin.major < 18 else {"x25519", "secp256r1"}
