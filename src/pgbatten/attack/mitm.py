@@ -358,18 +358,24 @@ class Mitm(TcpService):
         self, conn: MitmConnection, client: socket.socket, opened: list[socket.socket]
     ) -> ssl.SSLSocket | None:
         assert self._context is not None
+        stopped = "the man in the middle stopped during the handshake"
         try:
             tls = self._context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         except (ssl.SSLError, OSError) as exc:
-            conn.error = f"cannot start TLS: {exc}"
+            conn.error = stopped if self.stopping else f"cannot start TLS: {exc}"
             return None
         self.track(client, tls)
         opened.append(tls)
+        if self.stopping:
+            # close() began while the socket changed hands: it may have been shut down before ssl wrapped
+            # it (then it has no TLS object to shake hands with), or by track() just now.
+            conn.error = stopped
+            return None
         try:
             tls.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             if self.stopping:
-                conn.error = "the man in the middle stopped during the handshake"
+                conn.error = stopped
                 return None
             conn.refusal = _describe_tls_failure(exc)
             self._step(conn, f"client refused the forged certificate: {conn.refusal}")

@@ -132,8 +132,7 @@ class TcpService:
             close_quietly(listener)
 
     def _serve(self, conn_id: int, client: socket.socket, peer: tuple[str, int]) -> None:
-        with self._lock:
-            self._clients.add(client)
+        self._register(client)
         try:
             self.handle(conn_id, client, (str(peer[0]), int(peer[1])))
         finally:
@@ -143,9 +142,20 @@ class TcpService:
 
     def track(self, old: socket.socket, new: socket.socket) -> None:
         """``new`` now carries ``old``'s connection (TLS wraps and detaches it): close() must reach it."""
+        self._register(new, instead_of=old)
+
+    def _register(self, sock: socket.socket, instead_of: socket.socket | None = None) -> None:
+        # Under the lock close() takes its list with: a socket registered after that list was taken (a
+        # connection accepted, or wrapped in TLS, as close() began) is shut down here, or its thread would
+        # wait for its client until a read timeout instead of ending now.
         with self._lock:
-            self._clients.discard(old)
-            self._clients.add(new)
+            if instead_of is not None:
+                self._clients.discard(instead_of)
+            self._clients.add(sock)
+            late = self._stop.is_set()
+        if late:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def untrack(self, sock: socket.socket) -> None:
         with self._lock:
@@ -166,8 +176,8 @@ class TcpService:
 
     def close(self) -> None:
         """Stop accepting, end every connection, and wait for every thread."""
-        self._stop.set()
         with self._lock:
+            self._stop.set()
             clients = list(self._clients)
         for client in clients:
             # Wakes a thread blocked reading from its client (mid-handshake, awaiting a password): closing
