@@ -172,3 +172,18 @@ def test_secure_bench_prints_before_after_and_the_tax(seed_cluster: TempCluster,
     # The throwaway bench role is gone again.
     left = seed_cluster.sql().query("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgbatten_verify_%'")
     assert left == [("0",)]
+
+
+def test_a_machine_too_busy_for_the_time_given_still_measures(open_server: tuple[TempCluster, Path]) -> None:
+    # A time budget shorter than the first query or the first chunk of the bulk transfer takes: what a
+    # starved machine (a loaded CI runner) sees with --seconds 0.3. It used to measure 0 queries per second
+    # and 0 bytes (the server cancelled the COPY before it sent anything); it measures one of each now.
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgbatten.bench import server as bench_server
+
+    cluster, workdir = open_server
+    params = {k: str(v) for k, v in conninfo_to_dict(dsn(cluster, workdir)).items()}
+    assert bench_server._query_rate(params, 0.0) > 0
+    received, elapsed, complete = bench_server._bulk(params, 32 * 1024 * 1024, 0.000001)
+    assert received > 0 and elapsed > 0 and not complete

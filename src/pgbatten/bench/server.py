@@ -43,6 +43,8 @@ BULK_ROW = 1000
 """Bytes of text per generated row of the bulk transfer (plus a newline)."""
 DEFAULT_BULK_BYTES = 32 * 1024 * 1024
 MAX_QUERIES = 1_000_000
+BULK_BACKSTOP = 10.0
+"""Seconds past ``--seconds`` after which the server itself stops a bulk transfer that sent nothing."""
 
 Progress = Callable[[str], None]
 """Called once as each phase of each mode ends, with a short description of the next."""
@@ -348,7 +350,8 @@ def _query_rate(params: Mapping[str, str], seconds: float) -> float:
         done = 0
         started = time.monotonic()
         deadline = started + seconds
-        while done < MAX_QUERIES and time.monotonic() < deadline:
+        # At least one query, however late the clock says it is: a starved machine measures slowly, not 0.
+        while done == 0 or (done < MAX_QUERIES and time.monotonic() < deadline):
             conn.execute("SELECT 1").fetchone()
             done += 1
         return done / (time.monotonic() - started)
@@ -364,21 +367,35 @@ def _bulk(params: Mapping[str, str], total: int, seconds: float) -> tuple[int, f
     with _connect(params) as conn:
         conn.autocommit = False
         conn.read_only = True
-        started = time.monotonic()
+        started = ended = time.monotonic()
         try:
             with conn.cursor() as cur:
-                # The server stops the statement once the time is up, whatever the link's speed.
-                limit = sql.Literal(f"{int(seconds * 1000)}ms")
+                # A backstop only: a server that sends nothing at all is stopped some seconds after the time.
+                limit = sql.Literal(f"{int((seconds + BULK_BACKSTOP) * 1000)}ms")
                 cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(limit))
                 started = time.monotonic()
+                deadline = started + seconds
                 with cur.copy(query) as copy:
                     for chunk in copy:
                         received += len(chunk)
+                        ended = time.monotonic()
+                        # The clock ends the transfer, but never before its first chunk: a machine too busy
+                        # to start within the time measures a slow transfer, not none (psycopg cancels the
+                        # rest of the COPY when its block is left by an exception).
+                        if ended >= deadline:
+                            raise _TimeUp
+                ended = time.monotonic()
+        except _TimeUp:
+            complete = False
         except psycopg.errors.QueryCanceled:
             complete = False
-        elapsed = time.monotonic() - started
+            ended = time.monotonic()
         conn.rollback()
-    return received, elapsed, complete
+    return received, ended - started, complete
+
+
+class _TimeUp(Exception):
+    """The bulk transfer's time is up (raised inside the COPY block so that psycopg cancels the rest)."""
 
 
 def _measure(
