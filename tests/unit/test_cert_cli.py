@@ -659,3 +659,28 @@ def test_ca_init_json(tmp_path: Path) -> None:
     again = run("ca", "init", "--ca-dir", str(tmp_path / "ca"), "--json")
     refused(again, "already exists")
     assert again.stdout == ""
+
+
+def test_revocation_is_a_library_call_that_returns_what_it_did(store: CAStore, tmp_path: Path) -> None:
+    # The CLI only prints: revoke_and_install returns the revoked entries and the signed CRL, and tells its
+    # caller (once, before any cluster work) that the CA side is done.
+    from pgbatten.lifecycle.revoke import refresh_and_install, revoke_and_install
+
+    issue(store, "alice", tmp_path / "alice")
+    seen: list[int] = []
+    run_ = revoke_and_install(
+        store,
+        "alice",
+        passphrase=None,
+        cluster=None,
+        crl_days=30,
+        timeout=5,
+        progress=lambda result: seen.extend(e.serial for e in result.revoked),
+    )
+    assert [e.name for e in run_.revoked] == ["alice"] and seen == [run_.revoked[0].serial]
+    assert run_.crl.entries == 1 and run_.installed is None and run_.still_served == ()
+    assert [e.serial for e in store.entries() if e.revoked_at is not None] == seen
+    refreshed = refresh_and_install(store, passphrase=None, cluster=None, crl_days=7, timeout=5)
+    assert refreshed.crl.entries == 1 and refreshed.installed is None
+    assert refreshed.crl.next_update is not None and run_.crl.next_update is not None
+    assert refreshed.crl.next_update < run_.crl.next_update

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
     from pgbatten.cluster.discover import Cluster
     from pgbatten.pki import CAStore
-    from pgbatten.pki.served import ClusterView
 
 
 def open_ca(ca_dir: Path | None) -> CAStore:
@@ -106,10 +105,11 @@ def cert_client(
     """Issue a client certificate for USER (CN = USER) and write a bundle every driver can use."""
     from pgbatten.pki import hints
     from pgbatten.pki.operations import issue_client_bundle, prepare_client_bundle
+    from pgbatten.pki.served import cluster_view, remember_served
 
     store = open_ca(ca_dir)
     cluster = named_cluster(pgdata, cluster_name, pg_bindir)
-    view = view_of_cluster(cluster, store)
+    view = cluster_view(cluster, store)
     request = prepare_client_bundle(
         store,
         user,
@@ -125,7 +125,7 @@ def cert_client(
     )
     authority = store.load(read_secret_file(ca_passphrase_file))
     result = issue_client_bundle(store, authority, request)
-    learn(store, view)
+    remember_served(store, view)
     if as_json:
         print_json(result.to_json())
         return
@@ -161,29 +161,6 @@ def cert_client(
     ]
     write_lines(out, [tag(out, "note:", "yellow") + " " + n for n in notes])
     write_lines(out, [tag(out, "warning:", "yellow") + " " + w for w in result.warnings])
-
-
-def view_of_cluster(cluster: Cluster | None, store: CAStore) -> ClusterView | None:
-    """What ``cluster`` does with this CA's certificates (read only: a refusal must change nothing)."""
-    if cluster is None:
-        return None
-    from cryptography import x509
-
-    from pgbatten.pki.served import inspect_cluster
-
-    try:
-        ca_cert: x509.Certificate | None = x509.load_pem_x509_certificate(store.ca_cert_path.read_bytes())
-    except (OSError, ValueError):
-        ca_cert = None  # load() reports a broken CA when the key is needed
-    return inspect_cluster(cluster, ca_cert)
-
-
-def learn(store: CAStore, view: ClusterView | None) -> None:
-    """After a command succeeded: remember which of this CA's server certificates the cluster serves."""
-    if view is not None:
-        from pgbatten.pki.served import learn_installation
-
-        learn_installation(store, view)
 
 
 def tag(out: Console, text: str, colour: str) -> str:

@@ -25,7 +25,15 @@ from pgbatten.pki.names import classify_host
 from pgbatten.pki.records import ClusterRef, Installation, InventoryEntry
 from pgbatten.pki.store import CAStore
 
-__all__ = ["ClusterView", "inspect_cluster", "learn_installation", "served_certificates", "still_installed"]
+__all__ = [
+    "ClusterView",
+    "cluster_view",
+    "inspect_cluster",
+    "learn_installation",
+    "remember_served",
+    "served_certificates",
+    "still_installed",
+]
 
 # PostgreSQL's defaults when postgresql.conf says nothing.
 _DEFAULT_PORT = 5432
@@ -208,3 +216,20 @@ def _cert_rules(hba_file: Path, major: int | None) -> tuple[CertRule, ...]:
         if rule.method == "cert" or (rule.option("clientcert") or "") in _CLIENTCERT_CHECKS:
             rules.append(CertRule(rule.lineno, rule.users, rule.method))
     return tuple(rules)
+
+
+def cluster_view(cluster: Cluster | None, store: CAStore) -> ClusterView | None:
+    """What ``cluster`` does with this CA's certificates (read only: a refusal must change nothing)."""
+    if cluster is None:
+        return None
+    try:
+        ca_cert: x509.Certificate | None = x509.load_pem_x509_certificate(store.ca_cert_path.read_bytes())
+    except (OSError, ValueError):
+        ca_cert = None  # load() reports a broken CA when the key is needed
+    return inspect_cluster(cluster, ca_cert)
+
+
+def remember_served(store: CAStore, view: ClusterView | None) -> None:
+    """After a command succeeded: remember which of this CA's server certificates the cluster serves."""
+    if view is not None:
+        learn_installation(store, view)
