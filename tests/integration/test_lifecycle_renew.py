@@ -309,6 +309,8 @@ def test_nothing_due_needs_no_passphrase_and_a_stopped_cluster_fails_alone(
         "--yes",
     )
     assert code == 2 and "is not running" in out, out
+    # Nothing serves on a stopped cluster: the error must not say the old certificate keeps serving.
+    assert "keeps serving" not in out and "rolled back" not in out, out
     assert served_serial(running.data_dir) != before  # the running one was renewed all the same
 
 

@@ -90,7 +90,8 @@ class ClusterOutcome:
     backups: tuple[tuple[Path, Path], ...] = ()
     error: str | None = None
     rolled_back: bool = True
-    """After an error: whether the old files were restored (False when only a reload was done)."""
+    """After an error: whether files were written and the old ones restored, so the old certificate keeps
+    serving (False when only a reload was done, or when the run was refused before writing anything)."""
     sessions_ended: int = 0
     """Sessions ended because they authenticated with a certificate revoked by this run."""
 
@@ -230,7 +231,10 @@ def _apply(
     listen = cluster.sql().value("SELECT current_setting('listen_addresses')") or ""
     addresses = probe_addresses(listen, gather_machine_names(listen))
     if not addresses:
-        return ClusterOutcome(plan.label, plan, error="listen_addresses has no TCP address to prove from")
+        # Refused before anything was written: there is nothing to restore.
+        return ClusterOutcome(
+            plan.label, plan, error="listen_addresses has no TCP address to prove from", rolled_back=False
+        )
 
     def prove() -> list[Proof]:
         return prove_renewal(
@@ -320,7 +324,8 @@ def _renew_locked(
     stores: list[CAStore] = [store, *([rotation.previous] if rotation is not None else [])]
     # A stopped cluster fails on its own; the others are still renewed (a schedule covers several).
     stopped = [
-        ClusterOutcome(c.label, _idle(c.label), error=_not_running(c))
+        # Nothing written and nothing served: "rolled back, the old certificate keeps serving" would be false.
+        ClusterOutcome(c.label, _idle(c.label), error=_not_running(c), rolled_back=False)
         for c in discovered
         if c.running is None
     ]
