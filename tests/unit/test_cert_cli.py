@@ -675,7 +675,7 @@ def test_revocation_is_a_library_call_that_returns_what_it_did(store: CAStore, t
         cluster=None,
         crl_days=30,
         timeout=5,
-        progress=lambda result: seen.extend(e.serial for e in result.revoked),
+        progress=lambda revoked, _crl: seen.extend(e.serial for e in revoked),
     )
     assert [e.name for e in run_.revoked] == ["alice"] and seen == [run_.revoked[0].serial]
     assert run_.crl.entries == 1 and run_.installed is None and run_.still_served == ()

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from pgbatten.lifecycle.revoke import CrlInstalled
     from pgbatten.pki import CAStore, InventoryEntry
     from pgbatten.pki.listing import CrlSummary
-    from pgbatten.pki.operations import RevokeResult
     from pgbatten.pki.served import ClusterView
 
 CRL_DAYS_HELP = "Days until the CRL's nextUpdate; re-sign it before then with 'pgbatten crl refresh'."
@@ -78,10 +77,10 @@ def cert_revoke(
     cluster = named_cluster(pgdata, cluster_name, pg_bindir)
     out = make_console()
 
-    def revoked(result: RevokeResult) -> None:
+    def revoked(entries: tuple[InventoryEntry, ...], summary: CrlSummary) -> None:
         # The CA side is done: say so before the cluster's side prints its progress.
         if not as_json and cluster is not None:
-            write_lines(out, _revoked_lines(result.revoked, result.crl.summary()))
+            write_lines(out, _revoked_lines(entries, summary))
 
     run = revoke_and_install(
         store,

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from pgbatten.lifecycle.sessions import SessionsEnded
     from pgbatten.pki import CAStore, CertificateAuthority, InventoryEntry
     from pgbatten.pki.listing import CrlSummary
-    from pgbatten.pki.operations import RevokeResult
     from pgbatten.pki.served import ClusterView
     from pgbatten.secure.verify import Proof
 
@@ -63,7 +62,7 @@ class RevokeRun:
     crl: CrlSummary
     view: ClusterView | None
     installed: CrlInstalled | None
-    # Server certificates revoked (by --allow-served) that a cluster still serves: serial -> where.
+    # Server certificates revoked (by --allow-served) that a cluster still serves, with where it serves them.
     still_served: tuple[tuple[InventoryEntry, str], ...]
 
 
@@ -86,7 +85,7 @@ def revoke_and_install(
     timeout: float,
     allow_served: bool = False,
     keep_sessions: bool = False,
-    progress: Callable[[RevokeResult], None] | None = None,
+    progress: Callable[[tuple[InventoryEntry, ...], CrlSummary], None] | None = None,
     log: Log | None = None,
 ) -> RevokeRun:
     """Revoke ``target`` (a user's certificates, or one serial), sign the CRL, and with a ``cluster`` put
@@ -111,8 +110,9 @@ def revoke_and_install(
             preflight(cluster, authority)  # refuse before the inventory changes
         result = operations.revoke(store, authority, target, crl_days=crl_days)
         remember_served(store, view)
+        revoked, summary = tuple(result.revoked), result.crl.summary()
         if progress is not None:
-            progress(result)
+            progress(revoked, summary)
         installed = None
         if cluster is not None:
             installed = _install(
@@ -128,11 +128,11 @@ def revoke_and_install(
             )
             installed = replace(installed, sessions=sessions)
         return RevokeRun(
-            revoked=tuple(result.revoked),
-            crl=result.crl.summary(),
+            revoked=revoked,
+            crl=summary,
             view=view,
             installed=installed,
-            still_served=tuple((e, served[e.serial]) for e in result.revoked if e.serial in served),
+            still_served=tuple((e, served[e.serial]) for e in revoked if e.serial in served),
         )
 
 
