@@ -44,7 +44,23 @@ the local Maven repository live. Nothing pgbatten does may depend on it."""
 
 REPO = Path(__file__).resolve().parent.parent
 WHEEL_ROOT = REPO / ".pg"
-"""Where ``scripts/test`` installs PostgreSQL wheels (``pip --target .pg/MAJOR``)."""
+"""Where ``scripts/test`` installs PostgreSQL wheels (``pip --target .pg/MAJOR``) and puts PgJDBC."""
+
+
+def _pgjdbc_jar() -> Path | None:
+    # Found once, before any test isolates HOME: $PGBATTEN_PGJDBC_JAR, the copy scripts/test keeps in the
+    # checkout (so a run with another HOME finds it too), else where the product itself looks.
+    from pgbatten.attack.drivers import pgjdbc_jar
+
+    kept = WHEEL_ROOT / "pgjdbc" / "postgresql.jar"
+    if "PGBATTEN_PGJDBC_JAR" not in os.environ and kept.is_file():
+        return kept
+    return pgjdbc_jar()
+
+
+PGJDBC_JAR = _pgjdbc_jar()
+"""The PgJDBC jar the driver tests use (``None``: not installed). The autouse fixture clears PG* variables, so
+tests hand it to the product as ``$PGBATTEN_PGJDBC_JAR`` themselves."""
 # Read now: the autouse fixture below clears every PG* variable before a test runs.
 EXTRA_BINDIRS = [Path(p) for p in os.environ.get("PGBATTEN_TEST_PG_BINDIRS", "").split(":") if p]
 

@@ -22,7 +22,7 @@ from pgbatten.cluster.discover import discover
 from pgbatten.cluster.temp import ClusterTemplate, TempCluster
 from pgbatten.secure import SecureRequest, secure
 from pgbatten.secure.plan import ClientAuth
-from tests.conftest import REAL_HOME
+from tests.conftest import PGJDBC_JAR
 
 pytestmark = pytest.mark.integration
 
@@ -234,30 +234,18 @@ def test_verify_full_wants_certificate_and_password(
 # -- PgJDBC ----------------------------------------------------------------------------------------------
 
 
-def pgjdbc_jar() -> Path | None:
-    home = REAL_HOME / ".m2/repository/org/postgresql/postgresql"
-    found = [
-        jar
-        for jar in sorted(home.glob("42.7.*/postgresql-42.7.*.jar"))
-        if not jar.name.endswith(("-sources.jar", "-javadoc.jar"))
-    ]
-    if found:
-        return found[-1]
-    debian = Path("/usr/share/java/postgresql.jar")
-    return debian if debian.exists() else None
-
-
 def run_java(
     env: Secured, user: str, key_params: str, bundle_user: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     java = shutil.which("java")
     if java is None:
         pytest.skip("Java is not installed (the PgJDBC test needs a Java 17+ runtime)")
-    jar = pgjdbc_jar()
+    jar = PGJDBC_JAR
     if jar is None:
         pytest.fail(
-            "no PgJDBC jar: expected ~/.m2/repository/org/postgresql/postgresql/42.7.*/ or "
-            "/usr/share/java/postgresql.jar (apt-get install libpostgresql-jdbc-java; scripts/test does it)"
+            "no PgJDBC jar: expected .pg/pgjdbc/postgresql.jar (scripts/test puts it there), "
+            "~/.m2/repository/org/postgresql/postgresql/42.*/ or /usr/share/java/postgresql.jar "
+            "(apt-get install libpostgresql-jdbc-java; scripts/test does it)"
         )
     bundle = env.bundles[bundle_user or user]
     url = (

@@ -15,7 +15,7 @@ from pgbatten.attack.matrix import NO_ATTACK, MatrixResult, run_matrix, tls_serv
 from pgbatten.cli import main
 from pgbatten.cluster.binaries import PgBinaries
 from pgbatten.cluster.temp import ClusterTemplate
-from tests.conftest import REAL_HOME
+from tests.conftest import PGJDBC_JAR
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +36,9 @@ DRIVERS = ("psql", "psycopg", "jdbc", "node")
 def result(
     pg_binaries: PgBinaries, cluster_templates: Callable[[PgBinaries], ClusterTemplate]
 ) -> Iterator[MatrixResult]:
-    jars = sorted((REAL_HOME / ".m2/repository/org/postgresql/postgresql").glob("42.*/postgresql-42.*.jar"))
     with pytest.MonkeyPatch.context() as mp:
-        if jars:  # the tests' HOME is an empty one; the jar is where Maven put it
-            mp.setenv("PGBATTEN_PGJDBC_JAR", str(jars[-1]))
+        if PGJDBC_JAR is not None:  # the tests' HOME is an empty one
+            mp.setenv("PGBATTEN_PGJDBC_JAR", str(PGJDBC_JAR))
         with tls_server(binaries=pg_binaries, template=cluster_templates(pg_binaries)) as server:
             yield run_matrix(DRIVERS, settings=SETTINGS, attacks=ATTACKS, server=server)
 

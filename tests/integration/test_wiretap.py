@@ -18,7 +18,7 @@ from pgbatten.attack.drivers import DRIVERS, Endpoint, Setting
 from pgbatten.attack.matrix import tls_server
 from pgbatten.cluster.binaries import PgBinaries
 from pgbatten.cluster.temp import ClusterTemplate, TempCluster
-from tests.conftest import REAL_HOME
+from tests.conftest import PGJDBC_JAR
 from tests.integration.attack_helpers import PASSWORD, psql, psql_command, run_tool
 
 pytestmark = pytest.mark.integration
@@ -145,9 +145,8 @@ def test_tls13_hides_the_certificate_and_max_bytes_stops(templated: dict[str, An
 def test_pgjdbc_and_node_postgres_through_the_wiretap(
     key: str, templated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    jars = sorted((REAL_HOME / ".m2/repository/org/postgresql/postgresql").glob("42.*/postgresql-42.*.jar"))
-    if jars:
-        monkeypatch.setenv("PGBATTEN_PGJDBC_JAR", str(jars[-1]))
+    if PGJDBC_JAR is not None:
+        monkeypatch.setenv("PGBATTEN_PGJDBC_JAR", str(PGJDBC_JAR))
     driver = DRIVERS[key](tmp_path)
     assert driver.unavailable() is None, driver.unavailable()
     with (
